@@ -1,0 +1,46 @@
+//! The command line: clap definitions and dispatch. Each subcommand validates its flags into
+//! the finished types (`Limits`, module bytes) once, then calls the library.
+
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub use run::{RunArgs, exit_code_for};
+
+/// Exit code when remotask itself could not do what was asked (bad flags, refused module,
+/// unreadable file, host error).
+pub const EXIT_FAILURE: u8 = 2;
+
+/// remotask: run untrusted WebAssembly task modules with hard limits.
+#[derive(Debug, Parser)]
+#[command(name = "remotask", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a task module once, locally, in the sandbox.
+    Run(RunArgs),
+    /// Check a module as an upload would and print its admission report.
+    Inspect {
+        /// The module (.wasm binary).
+        module: PathBuf,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the process's arguments and runs the command.
+pub fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run(args) => run::run(args),
+        Command::Inspect { module, json } => run::inspect(&module, json),
+    }
+}

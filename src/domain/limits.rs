@@ -1,0 +1,151 @@
+//! `Limits`: the hard budget of one attempt (fuel, wall clock, memory, output). Built and
+//! validated at the edge (CLI flags, task defaults, job fields); the sandbox trusts it.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The budget one attempt runs under. Every field is enforced by the sandbox.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "RawLimits", into = "RawLimits")]
+pub struct Limits {
+    /// Fuel units (roughly one per wasm instruction); running out ends as `out_of_fuel`.
+    pub fuel: u64,
+    /// Wall-clock budget; passing it ends as `deadline`, also when blocked in a host call.
+    pub max_time: Duration,
+    /// Largest linear memory the guest may grow to, in bytes; more ends as `memory_limit`.
+    pub memory_bytes: u64,
+    /// Largest stdout (the result); more ends as `output_limit`.
+    pub stdout_bytes: u64,
+    /// Largest stderr (the log) kept; the excess is dropped and the log marked truncated.
+    pub stderr_bytes: u64,
+}
+
+/// Limits that cannot be enforced or make no sense.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum LimitsError {
+    #[error("fuel must be at least 1, got {0}")]
+    Fuel(u64),
+    #[error("max_seconds must be a number between 0.001 and {max}, got {0}", max = Limits::MAX_SECONDS)]
+    MaxSeconds(f64),
+    #[error("memory must be between 64 KiB and {max} bytes, got {0}", max = Limits::MAX_MEMORY_BYTES)]
+    Memory(u64),
+    #[error("{0} cap must be between 0 and {max} bytes, got {1}", max = Limits::MAX_OUTPUT_BYTES)]
+    Output(&'static str, u64),
+}
+
+impl Limits {
+    /// The longest wall-clock budget an attempt may ask for (one day).
+    pub const MAX_SECONDS: f64 = 86_400.0;
+    /// The largest linear memory a wasm32 guest can address.
+    pub const MAX_MEMORY_BYTES: u64 = 4 << 30;
+    /// The largest stdout or stderr cap.
+    pub const MAX_OUTPUT_BYTES: u64 = 256 << 20;
+    const WASM_PAGE: u64 = 64 << 10;
+
+    /// Builds limits from their wire form, refusing values that cannot be enforced.
+    pub fn new(
+        fuel: u64,
+        max_seconds: f64,
+        memory_bytes: u64,
+        stdout_bytes: u64,
+        stderr_bytes: u64,
+    ) -> Result<Self, LimitsError> {
+        if fuel == 0 {
+            return Err(LimitsError::Fuel(fuel));
+        }
+        if !(0.001..=Self::MAX_SECONDS).contains(&max_seconds) {
+            return Err(LimitsError::MaxSeconds(max_seconds));
+        }
+        if !(Self::WASM_PAGE..=Self::MAX_MEMORY_BYTES).contains(&memory_bytes) {
+            return Err(LimitsError::Memory(memory_bytes));
+        }
+        for (name, cap) in [("stdout", stdout_bytes), ("stderr", stderr_bytes)] {
+            if cap > Self::MAX_OUTPUT_BYTES {
+                return Err(LimitsError::Output(name, cap));
+            }
+        }
+        Ok(Self {
+            fuel,
+            max_time: Duration::from_secs_f64(max_seconds),
+            memory_bytes,
+            stdout_bytes,
+            stderr_bytes,
+        })
+    }
+
+    /// The wall-clock budget in seconds, as on the wire.
+    pub fn max_seconds(&self) -> f64 {
+        self.max_time.as_secs_f64()
+    }
+}
+
+impl Default for Limits {
+    /// 10^10 fuel, 30 s, 256 MiB of memory, 1 MiB each of stdout and stderr.
+    fn default() -> Self {
+        Self {
+            fuel: 10_000_000_000,
+            max_time: Duration::from_secs(30),
+            memory_bytes: 256 << 20,
+            stdout_bytes: 1 << 20,
+            stderr_bytes: 1 << 20,
+        }
+    }
+}
+
+/// The wire form of [`Limits`]: `max_seconds` as a number of seconds.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    fuel: u64,
+    max_seconds: f64,
+    memory_bytes: u64,
+    stdout_bytes: u64,
+    stderr_bytes: u64,
+}
+
+impl TryFrom<RawLimits> for Limits {
+    type Error = LimitsError;
+
+    fn try_from(r: RawLimits) -> Result<Self, Self::Error> {
+        Limits::new(r.fuel, r.max_seconds, r.memory_bytes, r.stdout_bytes, r.stderr_bytes)
+    }
+}
+
+impl From<Limits> for RawLimits {
+    fn from(l: Limits) -> Self {
+        RawLimits {
+            fuel: l.fuel,
+            max_seconds: l.max_seconds(),
+            memory_bytes: l.memory_bytes,
+            stdout_bytes: l.stdout_bytes,
+            stderr_bytes: l.stderr_bytes,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_round_trip_through_json() {
+        let d = Limits::default();
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), d);
+        assert!(json.contains("\"max_seconds\":30.0"), "{json}");
+    }
+
+    #[test]
+    fn refuses_what_cannot_be_enforced() {
+        assert_eq!(Limits::new(0, 1.0, 1 << 20, 0, 0), Err(LimitsError::Fuel(0)));
+        assert_eq!(Limits::new(1, 0.0, 1 << 20, 0, 0), Err(LimitsError::MaxSeconds(0.0)));
+        assert!(matches!(Limits::new(1, f64::NAN, 1 << 20, 0, 0), Err(LimitsError::MaxSeconds(_))));
+        assert_eq!(Limits::new(1, 1.0, 1024, 0, 0), Err(LimitsError::Memory(1024)));
+        assert_eq!(Limits::new(1, 1.0, 8 << 30, 0, 0), Err(LimitsError::Memory(8 << 30)));
+        assert_eq!(
+            Limits::new(1, 1.0, 1 << 20, 1 << 30, 0),
+            Err(LimitsError::Output("stdout", 1 << 30))
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! remotask runs untrusted WebAssembly task modules as background jobs, each attempt in a
+//! fresh wasmtime sandbox with hard limits on fuel, wall clock, memory and output.
+//!
+//! The crate is layered so that data flows one way (see `ARCHITECTURE.md`):
+//! `cli` -> `sandbox` / `store`, with `domain` holding the plain data every layer shares.
+//! Only `sandbox` knows wasmtime.
+
+pub mod cli;
+pub mod domain;
+pub mod sandbox;
+pub mod store;

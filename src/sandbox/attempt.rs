@@ -1,0 +1,305 @@
+//! One attempt: a fresh `Store` with fuel, an epoch deadline, the memory limiter, a WASI
+//! preview1 context (stdin = input, capped stdout/stderr, argv, only the given env vars, one
+//! empty scratch directory as `/tmp`) and the `remotask.progress` import; then `_start`, raced
+//! against the wall-clock deadline and cancellation. Nothing survives the attempt but its
+//! report. How the end is read is decided in `classify`, not here.
+
+use std::cell::RefCell;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use wasmtime::{Caller, Engine, Linker, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryInputPipe;
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+use super::classify::{self, End, Phase, Stop};
+use super::output::{CappedPipe, Overflow};
+use super::{CancelToken, CacheStatus, ProgressFn, Sandbox, SandboxError, TaskModule};
+use crate::domain::{Limits, Reason, TrapKind};
+
+/// Everything one attempt needs besides the module.
+#[derive(Clone, Default)]
+pub struct AttemptRequest {
+    /// `argv[0]` of the guest.
+    pub task_name: String,
+    /// The guest's stdin.
+    pub input: Vec<u8>,
+    /// `argv[1..]` of the guest.
+    pub args: Vec<String>,
+    /// The guest's whole environment.
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    /// Cancels the attempt from another thread.
+    pub cancel: CancelToken,
+    /// Receives the guest's `remotask.progress(done, total)` calls.
+    pub progress: Option<ProgressFn>,
+}
+
+impl std::fmt::Debug for AttemptRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttemptRequest")
+            .field("task_name", &self.task_name)
+            .field("input_bytes", &self.input.len())
+            .field("args", &self.args)
+            .field("env", &self.env)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an attempt ended, what it wrote and what it cost.
+#[derive(Debug, Clone)]
+pub struct AttemptReport {
+    pub reason: Reason,
+    /// Set when `reason` is `trap`.
+    pub trap_kind: Option<TrapKind>,
+    /// The guest's exit code, when it exited (0 when `_start` returned).
+    pub exit_code: Option<i32>,
+    /// A one-line explanation, e.g. the guest's last stderr line for `guest_error`.
+    pub message: Option<String>,
+    /// stdout: the result.
+    pub output: Vec<u8>,
+    /// stderr: the log, cut at its cap.
+    pub stderr: Vec<u8>,
+    pub stderr_truncated: bool,
+    pub receipt: Receipt,
+}
+
+/// What an attempt cost.
+#[derive(Debug, Clone, Serialize)]
+pub struct Receipt {
+    /// Fuel consumed; `None` when fuel metering is off.
+    pub fuel_consumed: Option<u64>,
+    /// The largest the guest's linear memory grew to, in bytes.
+    pub peak_memory_bytes: u64,
+    /// From the start of the attempt to its end, in microseconds.
+    pub wall_us: u64,
+    /// Creating the store and instantiating (start function included), in microseconds.
+    pub instantiate_us: u64,
+    pub compile_cache: CacheStatus,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+/// The store data of one attempt.
+pub(super) struct AttemptState {
+    wasi: WasiP1Ctx,
+    limiter: GuestLimiter,
+    progress: Option<ProgressFn>,
+    cancel: CancelToken,
+    deadline: Instant,
+    stop: Option<Stop>,
+}
+
+/// Enforces the memory and table limits and remembers a denial, so a refused `memory.grow`
+/// ends the attempt as `memory_limit` instead of handing the guest -1.
+pub(super) struct GuestLimiter {
+    memory_cap: u64,
+    pub(super) peak_memory: u64,
+    pub(super) denied: Option<String>,
+}
+
+impl ResourceLimiter for GuestLimiter {
+    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+        if desired as u64 > self.memory_cap {
+            let why = format!("memory would grow from {current} to {desired} bytes, over the limit of {} bytes", self.memory_cap);
+            self.denied = Some(why.clone());
+            return Err(wasmtime::Error::msg(why));
+        }
+        self.peak_memory = self.peak_memory.max(desired as u64);
+        Ok(true)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+        const TABLE_CAP: usize = 100_000;
+        if desired > TABLE_CAP || max.is_some_and(|m| desired > m) {
+            let why = format!("table would grow from {current} to {desired} elements, over the limit of {TABLE_CAP}");
+            self.denied = Some(why.clone());
+            return Err(wasmtime::Error::msg(why));
+        }
+        Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        1
+    }
+
+    fn memories(&self) -> usize {
+        1
+    }
+
+    fn tables(&self) -> usize {
+        1
+    }
+}
+
+/// The linker every attempt shares: WASI preview1 (async) and `remotask.progress`.
+pub(super) fn linker(engine: &Engine) -> Result<Linker<AttemptState>, SandboxError> {
+    let mut linker = Linker::new(engine);
+    let built = wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi).and_then(|_| {
+        linker.func_wrap(
+            super::admission::HOST_MODULE,
+            "progress",
+            |caller: Caller<'_, AttemptState>, done: i64, total: i64| {
+                if let Some(report) = &caller.data().progress {
+                    report(done, total);
+                }
+            },
+        )?;
+        Ok(())
+    });
+    built.map_err(|e| SandboxError::Engine(format!("cannot build the linker: {e:#}")))?;
+    Ok(linker)
+}
+
+thread_local! {
+    static RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
+}
+
+pub(super) fn run_blocking(sandbox: &Sandbox, module: &TaskModule, request: AttemptRequest) -> AttemptReport {
+    RUNTIME.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+                Ok(rt) => *slot = Some(rt),
+                Err(e) => return host_error(module, format!("cannot start a runtime for the attempt: {e}")),
+            }
+        }
+        let rt = slot.as_ref().expect("runtime was just created");
+        rt.block_on(run(sandbox, module, request))
+    })
+}
+
+pub(super) async fn run(sandbox: &Sandbox, module: &TaskModule, request: AttemptRequest) -> AttemptReport {
+    let started = Instant::now();
+    let limits = request.limits;
+    let deadline = started + limits.max_time;
+    let stdout = CappedPipe::new(limits.stdout_bytes, Overflow::Trap);
+    let stderr = CappedPipe::new(limits.stderr_bytes, Overflow::Truncate);
+    let scratch = match tempfile::Builder::new().prefix("remotask-attempt-").tempdir_in(&sandbox.config().scratch_dir) {
+        Ok(dir) => dir,
+        Err(e) => return host_error(module, format!("cannot create the scratch directory: {e}")),
+    };
+
+    let mut argv = Vec::with_capacity(request.args.len() + 1);
+    argv.push(request.task_name.as_str());
+    argv.extend(request.args.iter().map(String::as_str));
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(request.input))
+        .stdout(stdout.clone())
+        .stderr(stderr.clone())
+        .args(&argv)
+        .envs(&request.env)
+        .allow_blocking_current_thread(true);
+    if let Err(e) = wasi.preopened_dir(scratch.path(), "/tmp", FsPerms::ReadWrite) {
+        return host_error(module, format!("cannot open the scratch directory: {e:#}"));
+    }
+
+    let state = AttemptState {
+        wasi: wasi.build_p1(),
+        limiter: GuestLimiter { memory_cap: limits.memory_bytes, peak_memory: 0, denied: None },
+        progress: request.progress,
+        cancel: request.cancel.clone(),
+        deadline,
+        stop: None,
+    };
+    let mut store = Store::new(sandbox.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    let fuel_metering = sandbox.config().fuel_metering;
+    if fuel_metering && let Err(e) = store.set_fuel(limits.fuel) {
+        return host_error(module, format!("cannot set fuel: {e:#}"));
+    }
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        if state.cancel.is_cancelled() {
+            state.stop = Some(Stop::Cancelled);
+            return Err(Trap::Interrupt.into());
+        }
+        if Instant::now() >= state.deadline {
+            state.stop = Some(Stop::Deadline);
+            return Err(Trap::Interrupt.into());
+        }
+        // Yield to the runtime every tick so the deadline and cancel branches below are
+        // polled even while a guest computes without end.
+        Ok(UpdateDeadline::Yield(1))
+    });
+
+    let mut phase = Phase::Instantiate;
+    let mut instantiated_at = None;
+    let end = {
+        let attempt = async {
+            let instance = module.compiled.pre.instantiate_async(&mut store).await?;
+            instantiated_at = Some(Instant::now());
+            phase = Phase::Run;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        };
+        tokio::select! {
+            biased;
+            result = attempt => End::Returned(result),
+            () = request.cancel.cancelled() => End::Stopped(Stop::Cancelled),
+            () = tokio::time::sleep_until(deadline.into()) => End::Stopped(Stop::Deadline),
+        }
+    };
+    let finished = Instant::now();
+
+    let fuel_consumed = fuel_metering.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+    let state = store.into_data();
+    let (output, stdout_overflowed) = stdout.take();
+    let (stderr_bytes, stderr_truncated) = stderr.take();
+    let verdict = classify::classify(classify::Evidence {
+        end,
+        phase,
+        stop: state.stop,
+        memory_denied: state.limiter.denied.as_deref(),
+        stdout_overflowed,
+        limits: &limits,
+        stderr: &stderr_bytes,
+    });
+    drop(scratch);
+    AttemptReport {
+        reason: verdict.reason,
+        trap_kind: verdict.trap_kind,
+        exit_code: verdict.exit_code,
+        message: verdict.message,
+        receipt: Receipt {
+            fuel_consumed,
+            peak_memory_bytes: state.limiter.peak_memory,
+            wall_us: micros(finished - started),
+            instantiate_us: micros(instantiated_at.unwrap_or(finished) - started),
+            compile_cache: module.cache,
+            stdout_bytes: output.len() as u64,
+            stderr_bytes: stderr_bytes.len() as u64,
+        },
+        output,
+        stderr: stderr_bytes,
+        stderr_truncated,
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+fn host_error(module: &TaskModule, message: String) -> AttemptReport {
+    AttemptReport {
+        reason: Reason::HostError,
+        trap_kind: None,
+        exit_code: None,
+        message: Some(message),
+        output: Vec::new(),
+        stderr: Vec::new(),
+        stderr_truncated: false,
+        receipt: Receipt {
+            fuel_consumed: None,
+            peak_memory_bytes: 0,
+            wall_us: 0,
+            instantiate_us: 0,
+            compile_cache: module.cache,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        },
+    }
+}
