@@ -1,1 +1,260 @@
-fn main() {}
+//! Sandbox benchmarks; prints figures, asserts nothing. Run with
+//! `cargo bench --bench sandbox` (builds the guests itself). Figures and targets are kept in
+//! BENCHMARKS.md:
+//! - per-attempt cost of `echo` (fresh store + WASI context + instantiate + run), p50/p99,
+//!   with and without fuel metering;
+//! - `fib` natively vs in wasm with fuel + epoch and with epoch only;
+//! - compile time vs cached-artifact load for a module over 1 MiB;
+//! - resident memory across 100,000 attempts.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use remotask::domain::{Limits, Reason};
+use remotask::sandbox::{AttemptRequest, Sandbox, SandboxConfig, TaskModule};
+
+fn main() {
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let guests = build_guests();
+    println!(
+        "remotask sandbox benchmarks ({} cores)\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+    if wants("attempt") {
+        attempt_cost(&guests);
+    }
+    if wants("fib") {
+        fib_overhead(&guests);
+    }
+    if wants("compile") {
+        compile_vs_cache();
+    }
+    if wants("memory") {
+        memory_over_attempts(&guests);
+    }
+}
+
+fn build_guests() -> PathBuf {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("guests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--quiet",
+            "-p",
+            "echo",
+            "-p",
+            "fib",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building guests failed");
+    target.join("wasm32-wasip1/release")
+}
+
+fn sandbox(fuel_metering: bool) -> Sandbox {
+    Sandbox::new(SandboxConfig {
+        fuel_metering,
+        compile_budget: Duration::from_secs(600),
+        ..Default::default()
+    })
+    .expect("sandbox")
+}
+
+fn load(sandbox: &Sandbox, path: PathBuf) -> TaskModule {
+    sandbox
+        .admit(&std::fs::read(path).expect("guest built"))
+        .expect("admitted")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn attempt_cost(guests: &std::path::Path) {
+    println!("## per-attempt cost of echo (store + WASI ctx + scratch dir + instantiate + run)");
+    for fuel in [true, false] {
+        let sb = sandbox(fuel);
+        let module = load(&sb, guests.join("echo.wasm"));
+        let request = AttemptRequest {
+            task_name: "echo".into(),
+            input: b"{\"x\":1}".to_vec(),
+            ..Default::default()
+        };
+        for _ in 0..1000 {
+            sb.run_blocking(&module, request.clone());
+        }
+        let n = 20_000;
+        let mut times = Vec::with_capacity(n);
+        for _ in 0..n {
+            let t = Instant::now();
+            let r = sb.run_blocking(&module, request.clone());
+            times.push(t.elapsed());
+            assert_eq!(r.reason, Reason::Completed);
+        }
+        times.sort();
+        let mean = times.iter().sum::<Duration>() / n as u32;
+        println!(
+            "fuel {:<3}  n={n}  p50 {:>6.1} us  p99 {:>6.1} us  mean {:>6.1} us",
+            if fuel { "on" } else { "off" },
+            micros(percentile(&times, 0.5)),
+            micros(percentile(&times, 0.99)),
+            micros(mean)
+        );
+    }
+    println!();
+}
+
+#[inline(never)]
+fn fib(n: u64) -> u64 {
+    if n < 2 { n } else { fib(n - 1) + fib(n - 2) }
+}
+
+fn best_of(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
+    (0..runs).map(|_| f()).min().expect("at least one run")
+}
+
+fn fib_overhead(guests: &std::path::Path) {
+    let n = 32u64;
+    println!("## fib({n}) by naive recursion: native vs wasm (best of 5, whole attempt)");
+    let native = best_of(5, || {
+        let t = Instant::now();
+        black_box(fib(black_box(n)));
+        t.elapsed()
+    });
+    println!("native            {:>8.1} ms", millis(native));
+    for (label, fuel) in [("wasm fuel+epoch", true), ("wasm epoch only", false)] {
+        let sb = sandbox(fuel);
+        let module = load(&sb, guests.join("fib.wasm"));
+        let request = AttemptRequest {
+            task_name: "fib".into(),
+            input: format!("{{\"n\":{n}}}").into_bytes(),
+            limits: Limits {
+                fuel: u64::MAX / 2,
+                ..Limits::default()
+            },
+            ..Default::default()
+        };
+        let wasm = best_of(5, || {
+            let t = Instant::now();
+            let r = sb.run_blocking(&module, request.clone());
+            assert_eq!(r.reason, Reason::Completed, "{:?}", r.message);
+            t.elapsed()
+        });
+        println!(
+            "{label:<17} {:>8.1} ms  {:.2}x native",
+            millis(wasm),
+            wasm.as_secs_f64() / native.as_secs_f64()
+        );
+    }
+    println!();
+}
+
+/// A module over 1 MiB: many functions of straight-line arithmetic.
+fn big_module() -> Vec<u8> {
+    let mut wat =
+        String::from("(module (memory (export \"memory\") 1) (func (export \"_start\"))\n");
+    for i in 0..2500 {
+        wat.push_str(&format!(
+            "(func (export \"f{i}\") (param i32) (result i32) local.get 0\n"
+        ));
+        for k in 0..60 {
+            wat.push_str(&format!(
+                "i32.const {} i32.add i32.const {} i32.mul i32.const {} i32.xor\n",
+                k * 7 + i,
+                k + 3,
+                i ^ k
+            ));
+        }
+        wat.push_str(")\n");
+    }
+    wat::parse_str(&wat).expect("generated wat parses")
+}
+
+fn compile_vs_cache() {
+    let bytes = big_module();
+    println!(
+        "## compile vs cached artifact, module of {:.2} MiB",
+        bytes.len() as f64 / (1 << 20) as f64
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = || SandboxConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        compile_budget: Duration::from_secs(600),
+        pool_slots: 0,
+        ..Default::default()
+    };
+    let compiled = Sandbox::new(config())
+        .expect("sandbox")
+        .admit(&bytes)
+        .expect("admitted")
+        .report()
+        .compile_ms;
+    let loads: Vec<f64> = (0..5)
+        .map(|_| {
+            Sandbox::new(config())
+                .expect("sandbox")
+                .admit(&bytes)
+                .expect("admitted")
+                .report()
+                .compile_ms
+        })
+        .collect();
+    let load = loads.iter().copied().fold(f64::INFINITY, f64::min);
+    println!("compile           {compiled:>8.1} ms");
+    println!(
+        "cached load       {load:>8.1} ms  ({:.0}x faster)\n",
+        compiled / load
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn memory_over_attempts(guests: &std::path::Path) {
+    println!("## resident memory across 100,000 echo attempts");
+    let sb = sandbox(true);
+    let module = load(&sb, guests.join("echo.wasm"));
+    let request = AttemptRequest {
+        task_name: "echo".into(),
+        input: vec![b'x'; 4096],
+        ..Default::default()
+    };
+    let mut done = 0;
+    for checkpoint in [1_000, 10_000, 25_000, 50_000, 75_000, 100_000] {
+        while done < checkpoint {
+            let r = sb.run_blocking(&module, request.clone());
+            assert_eq!(r.reason, Reason::Completed);
+            done += 1;
+        }
+        println!(
+            "after {checkpoint:>7} attempts  RSS {:>7.1} MiB",
+            rss_kib() as f64 / 1024.0
+        );
+    }
+    println!();
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}

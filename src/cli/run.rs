@@ -72,7 +72,9 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits::new(
         args.fuel,
         args.max_seconds,
-        args.memory_mib.checked_mul(1 << 20).context("--memory-mib is too large")?,
+        args.memory_mib
+            .checked_mul(1 << 20)
+            .context("--memory-mib is too large")?,
         args.stdout_cap,
         Limits::default().stderr_bytes,
     )?;
@@ -86,12 +88,30 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let bytes = read_module(&args.module)?;
-    let sandbox = Sandbox::new(SandboxConfig { pool_slots: 0, ..SandboxConfig::default() })?;
-    let module = sandbox.admit(&bytes).with_context(|| format!("{} was refused", args.module.display()))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        pool_slots: 0,
+        ..SandboxConfig::default()
+    })?;
+    let module = sandbox
+        .admit(&bytes)
+        .with_context(|| format!("{} was refused", args.module.display()))?;
     let task_name = args.task_name.clone().unwrap_or_else(|| {
-        args.module.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "task".into())
+        args.module
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "task".into())
     });
-    let report = sandbox.run_blocking(&module, AttemptRequest { task_name, input, args: args.args, env, limits, ..Default::default() });
+    let report = sandbox.run_blocking(
+        &module,
+        AttemptRequest {
+            task_name,
+            input,
+            args: args.args,
+            env,
+            limits,
+            ..Default::default()
+        },
+    );
     if args.json {
         println!("{}", serde_json::to_string(&report_json(&report))?);
     } else {
@@ -104,8 +124,13 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 pub(super) fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     let bytes = read_module(path)?;
-    let sandbox = Sandbox::new(SandboxConfig { pool_slots: 0, ..SandboxConfig::default() })?;
-    let module = sandbox.admit(&bytes).with_context(|| format!("{} was refused", path.display()))?;
+    let sandbox = Sandbox::new(SandboxConfig {
+        pool_slots: 0,
+        ..SandboxConfig::default()
+    })?;
+    let module = sandbox
+        .admit(&bytes)
+        .with_context(|| format!("{} was refused", path.display()))?;
     let r = module.report();
     if as_json {
         println!("{}", serde_json::to_string_pretty(r)?);
@@ -115,9 +140,26 @@ pub(super) fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     println!("digest   {}", r.digest);
     println!("size     {} bytes", r.size_bytes);
     println!("compile  {:.1} ms", r.compile_ms);
-    println!("exports  {}", r.exports.iter().map(|e| format!("{} ({})", e.name, e.kind)).collect::<Vec<_>>().join(", "));
-    println!("imports  {} from wasi_snapshot_preview1", r.imports.iter().filter(|i| i.module == "wasi_snapshot_preview1").count());
-    for i in r.imports.iter().filter(|i| i.module != "wasi_snapshot_preview1") {
+    println!(
+        "exports  {}",
+        r.exports
+            .iter()
+            .map(|e| format!("{} ({})", e.name, e.kind))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "imports  {} from wasi_snapshot_preview1",
+        r.imports
+            .iter()
+            .filter(|i| i.module == "wasi_snapshot_preview1")
+            .count()
+    );
+    for i in r
+        .imports
+        .iter()
+        .filter(|i| i.module != "wasi_snapshot_preview1")
+    {
         println!("         {}.{} ({})", i.module, i.name, i.kind);
     }
     Ok(ExitCode::SUCCESS)
@@ -135,10 +177,13 @@ fn read_input(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
     match &args.input_file {
         Some(p) if p.as_os_str() == "-" => {
             let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).context("cannot read stdin")?;
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+                .context("cannot read stdin")?;
             Ok(buf)
         }
-        Some(p) => std::fs::read(p).with_context(|| format!("cannot read input file {}", p.display())),
+        Some(p) => {
+            std::fs::read(p).with_context(|| format!("cannot read input file {}", p.display()))
+        }
         None => Ok(Vec::new()),
     }
 }
@@ -147,7 +192,10 @@ fn read_input(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
 fn bytes_json(bytes: &[u8]) -> (serde_json::Value, Option<&'static str>) {
     match std::str::from_utf8(bytes) {
         Ok(s) => (json!(s), None),
-        Err(_) => (json!(base64::engine::general_purpose::STANDARD.encode(bytes)), Some("base64")),
+        Err(_) => (
+            json!(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Some("base64"),
+        ),
     }
 }
 
@@ -184,13 +232,19 @@ fn receipt_line(r: &AttemptReport) -> String {
         reason = format!("{reason}: {message}");
     }
     let c = &r.receipt;
-    let fuel = c.fuel_consumed.map_or_else(|| "off".to_owned(), |f| f.to_string());
+    let fuel = c
+        .fuel_consumed
+        .map_or_else(|| "off".to_owned(), |f| f.to_string());
     format!(
         "remotask: {reason} | exit {} | fuel {fuel} | peak memory {:.1} MiB | wall {:.2} ms | instantiate {:.2} ms | cache {}",
-        r.exit_code.map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        r.exit_code
+            .map_or_else(|| "-".to_owned(), |c| c.to_string()),
         c.peak_memory_bytes as f64 / (1 << 20) as f64,
         c.wall_us as f64 / 1000.0,
         c.instantiate_us as f64 / 1000.0,
-        serde_json::to_value(c.compile_cache).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        serde_json::to_value(c.compile_cache)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
     )
 }

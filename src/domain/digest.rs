@@ -34,11 +34,14 @@ impl FromStr for ModuleDigest {
     type Err = DigestError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let lowercase_hex = s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        let lowercase_hex =
+            s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
         if !lowercase_hex {
             return Err(DigestError(s.to_owned()));
         }
-        blake3::Hash::from_hex(s).map(|h| Self(*h.as_bytes())).map_err(|_| DigestError(s.to_owned()))
+        blake3::Hash::from_hex(s)
+            .map(|h| Self(*h.as_bytes()))
+            .map_err(|_| DigestError(s.to_owned()))
     }
 }
 
@@ -82,7 +85,10 @@ mod tests {
     fn rejects_uppercase_short_and_non_hex() {
         let upper = ModuleDigest::of(b"x").to_hex().to_uppercase();
         for bad in ["", "abc", &upper, &"g".repeat(64)] {
-            assert_eq!(bad.parse::<ModuleDigest>(), Err(DigestError(bad.to_owned())));
+            assert_eq!(
+                bad.parse::<ModuleDigest>(),
+                Err(DigestError(bad.to_owned()))
+            );
         }
     }
 }

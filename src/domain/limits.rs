@@ -108,7 +108,13 @@ impl TryFrom<RawLimits> for Limits {
     type Error = LimitsError;
 
     fn try_from(r: RawLimits) -> Result<Self, Self::Error> {
-        Limits::new(r.fuel, r.max_seconds, r.memory_bytes, r.stdout_bytes, r.stderr_bytes)
+        Limits::new(
+            r.fuel,
+            r.max_seconds,
+            r.memory_bytes,
+            r.stdout_bytes,
+            r.stderr_bytes,
+        )
     }
 }
 
@@ -138,11 +144,26 @@ mod tests {
 
     #[test]
     fn refuses_what_cannot_be_enforced() {
-        assert_eq!(Limits::new(0, 1.0, 1 << 20, 0, 0), Err(LimitsError::Fuel(0)));
-        assert_eq!(Limits::new(1, 0.0, 1 << 20, 0, 0), Err(LimitsError::MaxSeconds(0.0)));
-        assert!(matches!(Limits::new(1, f64::NAN, 1 << 20, 0, 0), Err(LimitsError::MaxSeconds(_))));
-        assert_eq!(Limits::new(1, 1.0, 1024, 0, 0), Err(LimitsError::Memory(1024)));
-        assert_eq!(Limits::new(1, 1.0, 8 << 30, 0, 0), Err(LimitsError::Memory(8 << 30)));
+        assert_eq!(
+            Limits::new(0, 1.0, 1 << 20, 0, 0),
+            Err(LimitsError::Fuel(0))
+        );
+        assert_eq!(
+            Limits::new(1, 0.0, 1 << 20, 0, 0),
+            Err(LimitsError::MaxSeconds(0.0))
+        );
+        assert!(matches!(
+            Limits::new(1, f64::NAN, 1 << 20, 0, 0),
+            Err(LimitsError::MaxSeconds(_))
+        ));
+        assert_eq!(
+            Limits::new(1, 1.0, 1024, 0, 0),
+            Err(LimitsError::Memory(1024))
+        );
+        assert_eq!(
+            Limits::new(1, 1.0, 8 << 30, 0, 0),
+            Err(LimitsError::Memory(8 << 30))
+        );
         assert_eq!(
             Limits::new(1, 1.0, 1 << 20, 1 << 30, 0),
             Err(LimitsError::Output("stdout", 1 << 30))

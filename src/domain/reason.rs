@@ -124,8 +124,14 @@ mod tests {
     #[test]
     fn wire_names_match_serde() {
         for r in Reason::ALL {
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
         }
-        assert_eq!(serde_json::to_string(&TrapKind::StackOverflow).unwrap(), "\"stack_overflow\"");
+        assert_eq!(
+            serde_json::to_string(&TrapKind::StackOverflow).unwrap(),
+            "\"stack_overflow\""
+        );
     }
 }

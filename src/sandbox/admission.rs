@@ -51,7 +51,9 @@ pub enum AdmissionError {
     Empty,
     #[error("the module is {size} bytes, over the cap of {cap} bytes")]
     TooLarge { size: usize, cap: usize },
-    #[error("the module is in the wasm text format; upload the binary (e.g. `wat2wasm` or `wasm-tools parse`)")]
+    #[error(
+        "the module is in the wasm text format; upload the binary (e.g. `wat2wasm` or `wasm-tools parse`)"
+    )]
     TextFormat,
     #[error("not a wasm binary: it does not start with the bytes \\0asm")]
     NotWasm,
@@ -74,23 +76,37 @@ pub enum AdmissionError {
     #[error("cannot read the module: {0}")]
     Unreadable(String),
     #[error("the module bytes hash to {actual}, not to the expected digest {expected}")]
-    DigestMismatch { expected: ModuleDigest, actual: ModuleDigest },
+    DigestMismatch {
+        expected: ModuleDigest,
+        actual: ModuleDigest,
+    },
 }
 
 fn list(imports: &[ImportInfo]) -> String {
-    let names: Vec<String> = imports.iter().map(|i| format!("{}.{} ({})", i.module, i.name, i.kind)).collect();
+    let names: Vec<String> = imports
+        .iter()
+        .map(|i| format!("{}.{} ({})", i.module, i.name, i.kind))
+        .collect();
     names.join(", ")
 }
 
 /// Checks, compiles (or loads) and links `bytes`, remembering the result in the sandbox.
-pub(super) fn admit(sandbox: &Sandbox, digest: ModuleDigest, bytes: &[u8]) -> Result<TaskModule, AdmissionError> {
+pub(super) fn admit(
+    sandbox: &Sandbox,
+    digest: ModuleDigest,
+    bytes: &[u8],
+) -> Result<TaskModule, AdmissionError> {
     let cap = sandbox.config().max_module_bytes;
     check_header(bytes, cap)?;
     let (imports, exports) = read_interface(bytes)?;
     check_policy(&imports, &exports)?;
 
     let started = Instant::now();
-    let cached = sandbox.inner.disk.as_ref().and_then(|d| d.load(sandbox.engine(), &digest));
+    let cached = sandbox
+        .inner
+        .disk
+        .as_ref()
+        .and_then(|d| d.load(sandbox.engine(), &digest));
     let (module, cache) = match cached {
         Some(module) => (module, CacheStatus::Disk),
         None => {
@@ -102,9 +118,22 @@ pub(super) fn admit(sandbox: &Sandbox, digest: ModuleDigest, bytes: &[u8]) -> Re
         }
     };
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let pre = sandbox.link(&module).map_err(|e| AdmissionError::Link(format!("{e:#}")))?;
-    let report = AdmissionReport { digest, size_bytes: bytes.len(), exports, imports, compile_ms, compile_cache: cache };
-    let compiled = sandbox.remember(Compiled { digest, pre, report });
+    let pre = sandbox
+        .link(&module)
+        .map_err(|e| AdmissionError::Link(format!("{e:#}")))?;
+    let report = AdmissionReport {
+        digest,
+        size_bytes: bytes.len(),
+        exports,
+        imports,
+        compile_ms,
+        compile_cache: cache,
+    };
+    let compiled = sandbox.remember(Compiled {
+        digest,
+        pre,
+        report,
+    });
     Ok(TaskModule { compiled, cache })
 }
 
@@ -113,7 +142,10 @@ fn check_header(bytes: &[u8], cap: usize) -> Result<(), AdmissionError> {
         return Err(AdmissionError::Empty);
     }
     if bytes.len() > cap {
-        return Err(AdmissionError::TooLarge { size: bytes.len(), cap });
+        return Err(AdmissionError::TooLarge {
+            size: bytes.len(),
+            cap,
+        });
     }
     if bytes.trim_ascii_start().starts_with(b"(") {
         return Err(AdmissionError::TextFormat);
@@ -122,7 +154,10 @@ fn check_header(bytes: &[u8], cap: usize) -> Result<(), AdmissionError> {
         return Err(AdmissionError::NotWasm);
     }
     if bytes.len() < 8 {
-        return Err(AdmissionError::Truncated(format!("{} bytes is shorter than the 8-byte header", bytes.len())));
+        return Err(AdmissionError::Truncated(format!(
+            "{} bytes is shorter than the 8-byte header",
+            bytes.len()
+        )));
     }
     match [bytes[4], bytes[5], bytes[6], bytes[7]] {
         [1, 0, 0, 0] => Ok(()),
@@ -157,7 +192,10 @@ fn read_interface(bytes: &[u8]) -> Result<(Vec<ImportInfo>, Vec<ExportInfo>), Ad
                         wasmparser::ExternalKind::Global => "global",
                         _ => "other",
                     };
-                    exports.push(ExportInfo { name: export.name.to_owned(), kind });
+                    exports.push(ExportInfo {
+                        name: export.name.to_owned(),
+                        kind,
+                    });
                 }
             }
             _ => {}

@@ -15,7 +15,7 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::classify::{self, End, Phase, Stop};
 use super::output::{CappedPipe, Overflow};
-use super::{CancelToken, CacheStatus, ProgressFn, Sandbox, SandboxError, TaskModule};
+use super::{CacheStatus, CancelToken, ProgressFn, Sandbox, SandboxError, TaskModule};
 use crate::domain::{Limits, Reason, TrapKind};
 
 /// Everything one attempt needs besides the module.
@@ -101,9 +101,17 @@ pub(super) struct GuestLimiter {
 }
 
 impl ResourceLimiter for GuestLimiter {
-    fn memory_growing(&mut self, current: usize, desired: usize, _max: Option<usize>) -> wasmtime::Result<bool> {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        _max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         if desired as u64 > self.memory_cap {
-            let why = format!("memory would grow from {current} to {desired} bytes, over the limit of {} bytes", self.memory_cap);
+            let why = format!(
+                "memory would grow from {current} to {desired} bytes, over the limit of {} bytes",
+                self.memory_cap
+            );
             self.denied = Some(why.clone());
             return Err(wasmtime::Error::msg(why));
         }
@@ -111,10 +119,17 @@ impl ResourceLimiter for GuestLimiter {
         Ok(true)
     }
 
-    fn table_growing(&mut self, current: usize, desired: usize, max: Option<usize>) -> wasmtime::Result<bool> {
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        max: Option<usize>,
+    ) -> wasmtime::Result<bool> {
         const TABLE_CAP: usize = 100_000;
         if desired > TABLE_CAP || max.is_some_and(|m| desired > m) {
-            let why = format!("table would grow from {current} to {desired} elements, over the limit of {TABLE_CAP}");
+            let why = format!(
+                "table would grow from {current} to {desired} elements, over the limit of {TABLE_CAP}"
+            );
             self.denied = Some(why.clone());
             return Err(wasmtime::Error::msg(why));
         }
@@ -137,18 +152,20 @@ impl ResourceLimiter for GuestLimiter {
 /// The linker every attempt shares: WASI preview1 (async) and `remotask.progress`.
 pub(super) fn linker(engine: &Engine) -> Result<Linker<AttemptState>, SandboxError> {
     let mut linker = Linker::new(engine);
-    let built = wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi).and_then(|_| {
-        linker.func_wrap(
-            super::admission::HOST_MODULE,
-            "progress",
-            |caller: Caller<'_, AttemptState>, done: i64, total: i64| {
-                if let Some(report) = &caller.data().progress {
-                    report(done, total);
-                }
-            },
-        )?;
-        Ok(())
-    });
+    let built =
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |s: &mut AttemptState| &mut s.wasi)
+            .and_then(|_| {
+                linker.func_wrap(
+                    super::admission::HOST_MODULE,
+                    "progress",
+                    |caller: Caller<'_, AttemptState>, done: i64, total: i64| {
+                        if let Some(report) = &caller.data().progress {
+                            report(done, total);
+                        }
+                    },
+                )?;
+                Ok(())
+            });
     built.map_err(|e| SandboxError::Engine(format!("cannot build the linker: {e:#}")))?;
     Ok(linker)
 }
@@ -157,13 +174,25 @@ thread_local! {
     static RUNTIME: RefCell<Option<tokio::runtime::Runtime>> = const { RefCell::new(None) };
 }
 
-pub(super) fn run_blocking(sandbox: &Sandbox, module: &TaskModule, request: AttemptRequest) -> AttemptReport {
+pub(super) fn run_blocking(
+    sandbox: &Sandbox,
+    module: &TaskModule,
+    request: AttemptRequest,
+) -> AttemptReport {
     RUNTIME.with(|cell| {
         let mut slot = cell.borrow_mut();
         if slot.is_none() {
-            match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+            {
                 Ok(rt) => *slot = Some(rt),
-                Err(e) => return host_error(module, format!("cannot start a runtime for the attempt: {e}")),
+                Err(e) => {
+                    return host_error(
+                        module,
+                        format!("cannot start a runtime for the attempt: {e}"),
+                    );
+                }
             }
         }
         let rt = slot.as_ref().expect("runtime was just created");
@@ -171,13 +200,20 @@ pub(super) fn run_blocking(sandbox: &Sandbox, module: &TaskModule, request: Atte
     })
 }
 
-pub(super) async fn run(sandbox: &Sandbox, module: &TaskModule, request: AttemptRequest) -> AttemptReport {
+pub(super) async fn run(
+    sandbox: &Sandbox,
+    module: &TaskModule,
+    request: AttemptRequest,
+) -> AttemptReport {
     let started = Instant::now();
     let limits = request.limits;
     let deadline = started + limits.max_time;
     let stdout = CappedPipe::new(limits.stdout_bytes, Overflow::Trap);
     let stderr = CappedPipe::new(limits.stderr_bytes, Overflow::Truncate);
-    let scratch = match tempfile::Builder::new().prefix("remotask-attempt-").tempdir_in(&sandbox.config().scratch_dir) {
+    let scratch = match tempfile::Builder::new()
+        .prefix("remotask-attempt-")
+        .tempdir_in(&sandbox.config().scratch_dir)
+    {
         Ok(dir) => dir,
         Err(e) => return host_error(module, format!("cannot create the scratch directory: {e}")),
     };
@@ -191,14 +227,20 @@ pub(super) async fn run(sandbox: &Sandbox, module: &TaskModule, request: Attempt
         .stderr(stderr.clone())
         .args(&argv)
         .envs(&request.env)
-        .allow_blocking_current_thread(true);
+        // Never block the thread inside a host call: with this on, a WASI sleep becomes
+        // `std::thread::sleep`, which no deadline or cancel could interrupt.
+        .allow_blocking_current_thread(false);
     if let Err(e) = wasi.preopened_dir(scratch.path(), "/tmp", FsPerms::ReadWrite) {
         return host_error(module, format!("cannot open the scratch directory: {e:#}"));
     }
 
     let state = AttemptState {
         wasi: wasi.build_p1(),
-        limiter: GuestLimiter { memory_cap: limits.memory_bytes, peak_memory: 0, denied: None },
+        limiter: GuestLimiter {
+            memory_cap: limits.memory_bytes,
+            peak_memory: 0,
+            denied: None,
+        },
         progress: request.progress,
         cancel: request.cancel.clone(),
         deadline,
@@ -245,7 +287,8 @@ pub(super) async fn run(sandbox: &Sandbox, module: &TaskModule, request: Attempt
     };
     let finished = Instant::now();
 
-    let fuel_consumed = fuel_metering.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+    let fuel_consumed =
+        fuel_metering.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
     let state = store.into_data();
     let (output, stdout_overflowed) = stdout.take();
     let (stderr_bytes, stderr_truncated) = stderr.take();

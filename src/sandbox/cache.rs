@@ -27,7 +27,10 @@ impl ArtifactCache {
         let mut h = DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         let dir = root.join(format!("engine-{:016x}", h.finish()));
-        fs::create_dir_all(&dir).map_err(|source| SandboxError::Cache { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| SandboxError::Cache {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Self { dir })
     }
 
@@ -39,7 +42,8 @@ impl ArtifactCache {
     pub(super) fn load(&self, engine: &Engine, digest: &ModuleDigest) -> Option<Module> {
         let path = self.path(digest);
         let file = fs::read(&path).ok()?;
-        let module = Self::verified_payload(&file).and_then(|payload| deserialize(engine, payload).ok());
+        let module =
+            Self::verified_payload(&file).and_then(|payload| deserialize(engine, payload).ok());
         if module.is_none() {
             let _ = fs::remove_file(&path);
         }
@@ -48,7 +52,9 @@ impl ArtifactCache {
 
     /// Stores `module`'s compiled artifact; failures only cost a recompile later.
     pub(super) fn store(&self, digest: &ModuleDigest, module: &Module) {
-        let Ok(payload) = module.serialize() else { return };
+        let Ok(payload) = module.serialize() else {
+            return;
+        };
         let write = || -> std::io::Result<()> {
             let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
             tmp.write_all(blake3::hash(&payload).as_bytes())?;
@@ -70,7 +76,10 @@ impl ArtifactCache {
 }
 
 /// Loads an artifact this cache wrote.
-#[expect(unsafe_code, reason = "loading artifacts this cache wrote and verified")]
+#[expect(
+    unsafe_code,
+    reason = "loading artifacts this cache wrote and verified"
+)]
 fn deserialize(engine: &Engine, payload: &[u8]) -> wasmtime::Result<Module> {
     // SAFETY: wasmtime requires that deserialized bytes were produced by `Module::serialize`
     // of a compatible engine and not changed since. Callers pass only payloads read from this

@@ -54,7 +54,12 @@ pub(super) struct Verdict {
 
 impl Verdict {
     fn new(reason: Reason, message: String) -> Self {
-        Self { reason, trap_kind: None, exit_code: None, message: Some(message) }
+        Self {
+            reason,
+            trap_kind: None,
+            exit_code: None,
+            message: Some(message),
+        }
     }
 }
 
@@ -64,9 +69,14 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
         End::Returned(_) => e.stop,
     };
     match stopped {
-        Some(Stop::Cancelled) => return Verdict::new(Reason::Cancelled, "cancelled while running".into()),
+        Some(Stop::Cancelled) => {
+            return Verdict::new(Reason::Cancelled, "cancelled while running".into());
+        }
         Some(Stop::Deadline) => {
-            let message = format!("did not finish within max_seconds = {}", e.limits.max_seconds());
+            let message = format!(
+                "did not finish within max_seconds = {}",
+                e.limits.max_seconds()
+            );
             return Verdict::new(Reason::Deadline, message);
         }
         None => {}
@@ -87,15 +97,21 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
         return Verdict::new(Reason::OutputLimit, message);
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => {
-            Verdict::new(Reason::OutOfFuel, format!("used up its fuel budget of {}", e.limits.fuel))
-        }
+        Some(Trap::OutOfFuel) => Verdict::new(
+            Reason::OutOfFuel,
+            format!("used up its fuel budget of {}", e.limits.fuel),
+        ),
         Some(trap) => {
             let mut message = trap.to_string();
             if let Some(line) = last_line(e.stderr) {
                 message = format!("{message}; last log line: {line}");
             }
-            Verdict { reason: Reason::Trap, trap_kind: Some(trap_kind(*trap)), exit_code: None, message: Some(message) }
+            Verdict {
+                reason: Reason::Trap,
+                trap_kind: Some(trap_kind(*trap)),
+                exit_code: None,
+                message: Some(message),
+            }
         }
         // An error raised by a host function on the guest's behalf (WASI refusing what the
         // guest asked in a way that traps) is the guest's doing; before `_start` runs it is ours.
@@ -112,10 +128,21 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
 fn exited(code: i32, stderr: &[u8]) -> Verdict {
     let (reason, message) = match code {
         0 => (Reason::Completed, None),
-        EXIT_RETRY => (Reason::RetryableError, Some(last_line(stderr).unwrap_or_else(|| format!("exited with code {code}")))),
-        _ => (Reason::GuestError, Some(last_line(stderr).unwrap_or_else(|| format!("exited with code {code}")))),
+        EXIT_RETRY => (
+            Reason::RetryableError,
+            Some(last_line(stderr).unwrap_or_else(|| format!("exited with code {code}"))),
+        ),
+        _ => (
+            Reason::GuestError,
+            Some(last_line(stderr).unwrap_or_else(|| format!("exited with code {code}"))),
+        ),
     };
-    Verdict { reason, trap_kind: None, exit_code: Some(code), message }
+    Verdict {
+        reason,
+        trap_kind: None,
+        exit_code: Some(code),
+        message,
+    }
 }
 
 /// The last non-empty line of the log, trimmed, at most 1000 characters.
@@ -129,7 +156,9 @@ fn trap_kind(trap: Trap) -> TrapKind {
     match trap {
         Trap::UnreachableCodeReached => TrapKind::Unreachable,
         Trap::StackOverflow => TrapKind::StackOverflow,
-        Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => TrapKind::OutOfBounds,
+        Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => {
+            TrapKind::OutOfBounds
+        }
         Trap::IntegerDivisionByZero => TrapKind::DivideByZero,
         Trap::IntegerOverflow => TrapKind::IntegerOverflow,
         Trap::BadConversionToInteger => TrapKind::BadConversion,
@@ -143,7 +172,15 @@ mod tests {
     use super::*;
 
     fn evidence<'a>(end: End, limits: &'a Limits, stderr: &'a [u8]) -> Evidence<'a> {
-        Evidence { end, phase: Phase::Run, stop: None, memory_denied: None, stdout_overflowed: false, limits, stderr }
+        Evidence {
+            end,
+            phase: Phase::Run,
+            stop: None,
+            memory_denied: None,
+            stdout_overflowed: false,
+            limits,
+            stderr,
+        }
     }
 
     #[test]
@@ -151,11 +188,20 @@ mod tests {
         let limits = Limits::default();
         let exit = |code| End::Returned(Err(I32Exit(code).into()));
         let v = classify(evidence(exit(0), &limits, b""));
-        assert_eq!((v.reason, v.exit_code, v.message), (Reason::Completed, Some(0), None));
+        assert_eq!(
+            (v.reason, v.exit_code, v.message),
+            (Reason::Completed, Some(0), None)
+        );
         let v = classify(evidence(exit(75), &limits, b"busy\n\n"));
-        assert_eq!((v.reason, v.message.as_deref()), (Reason::RetryableError, Some("busy")));
+        assert_eq!(
+            (v.reason, v.message.as_deref()),
+            (Reason::RetryableError, Some("busy"))
+        );
         let v = classify(evidence(exit(3), &limits, b"first\n  no such user  \n"));
-        assert_eq!((v.reason, v.exit_code, v.message.as_deref()), (Reason::GuestError, Some(3), Some("no such user")));
+        assert_eq!(
+            (v.reason, v.exit_code, v.message.as_deref()),
+            (Reason::GuestError, Some(3), Some("no such user"))
+        );
         let v = classify(evidence(exit(9), &limits, b""));
         assert_eq!(v.message.as_deref(), Some("exited with code 9"));
     }
@@ -173,10 +219,18 @@ mod tests {
     #[test]
     fn an_enforced_limit_wins_over_the_trap_it_caused() {
         let limits = Limits::default();
-        let mut e = evidence(End::Returned(Err(wasmtime::Error::msg("grow refused"))), &limits, b"");
+        let mut e = evidence(
+            End::Returned(Err(wasmtime::Error::msg("grow refused"))),
+            &limits,
+            b"",
+        );
         e.memory_denied = Some("memory would grow");
         assert_eq!(classify(e).reason, Reason::MemoryLimit);
-        let mut e = evidence(End::Returned(Err(wasmtime::Error::msg("pipe"))), &limits, b"");
+        let mut e = evidence(
+            End::Returned(Err(wasmtime::Error::msg("pipe"))),
+            &limits,
+            b"",
+        );
         e.stdout_overflowed = true;
         assert_eq!(classify(e).reason, Reason::OutputLimit);
     }
@@ -184,11 +238,26 @@ mod tests {
     #[test]
     fn traps_have_kinds_and_unknown_errors_before_start_are_ours() {
         let limits = Limits::default();
-        let v = classify(evidence(End::Returned(Err(Trap::StackOverflow.into())), &limits, b""));
-        assert_eq!((v.reason, v.trap_kind), (Reason::Trap, Some(TrapKind::StackOverflow)));
-        let v = classify(evidence(End::Returned(Err(Trap::OutOfFuel.into())), &limits, b""));
+        let v = classify(evidence(
+            End::Returned(Err(Trap::StackOverflow.into())),
+            &limits,
+            b"",
+        ));
+        assert_eq!(
+            (v.reason, v.trap_kind),
+            (Reason::Trap, Some(TrapKind::StackOverflow))
+        );
+        let v = classify(evidence(
+            End::Returned(Err(Trap::OutOfFuel.into())),
+            &limits,
+            b"",
+        ));
         assert_eq!(v.reason, Reason::OutOfFuel);
-        let mut e = evidence(End::Returned(Err(wasmtime::Error::msg("pool exhausted"))), &limits, b"");
+        let mut e = evidence(
+            End::Returned(Err(wasmtime::Error::msg("pool exhausted"))),
+            &limits,
+            b"",
+        );
         e.phase = Phase::Instantiate;
         assert_eq!(classify(e).reason, Reason::HostError);
     }

@@ -81,7 +81,10 @@ pub enum SandboxError {
     #[error("cannot build the wasm engine: {0}")]
     Engine(String),
     #[error("cannot use the compiled-module cache at {path}: {source}")]
-    Cache { path: PathBuf, source: std::io::Error },
+    Cache {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Where a module's compiled code came from for one lookup; recorded in every receipt.
@@ -127,7 +130,10 @@ impl TaskModule {
 
 impl std::fmt::Debug for TaskModule {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TaskModule").field("digest", &self.compiled.digest).field("cache", &self.cache).finish()
+        f.debug_struct("TaskModule")
+            .field("digest", &self.compiled.digest)
+            .field("cache", &self.cache)
+            .finish()
     }
 }
 
@@ -189,7 +195,9 @@ struct Inner {
 
 impl std::fmt::Debug for Sandbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sandbox").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Sandbox")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -203,7 +211,15 @@ impl Sandbox {
             Some(dir) => Some(ArtifactCache::open(&engine, dir)?),
             None => None,
         };
-        Ok(Self { inner: Arc::new(Inner { engine, linker, config, disk, memory: Mutex::default() }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                engine,
+                linker,
+                config,
+                disk,
+                memory: Mutex::default(),
+            }),
+        })
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -215,7 +231,10 @@ impl Sandbox {
     pub fn admit(&self, bytes: &[u8]) -> Result<TaskModule, AdmissionError> {
         let digest = ModuleDigest::of(bytes);
         if let Some(compiled) = self.memory_hit(&digest) {
-            return Ok(TaskModule { compiled, cache: CacheStatus::Memory });
+            return Ok(TaskModule {
+                compiled,
+                cache: CacheStatus::Memory,
+            });
         }
         admission::admit(self, digest, bytes)
     }
@@ -228,12 +247,18 @@ impl Sandbox {
         load: impl FnOnce() -> std::io::Result<Vec<u8>>,
     ) -> Result<TaskModule, AdmissionError> {
         if let Some(compiled) = self.memory_hit(&digest) {
-            return Ok(TaskModule { compiled, cache: CacheStatus::Memory });
+            return Ok(TaskModule {
+                compiled,
+                cache: CacheStatus::Memory,
+            });
         }
         let bytes = load().map_err(|e| AdmissionError::Unreadable(e.to_string()))?;
         let actual = ModuleDigest::of(&bytes);
         if actual != digest {
-            return Err(AdmissionError::DigestMismatch { expected: digest, actual });
+            return Err(AdmissionError::DigestMismatch {
+                expected: digest,
+                actual,
+            });
         }
         admission::admit(self, digest, &bytes)
     }
@@ -249,7 +274,12 @@ impl Sandbox {
     }
 
     fn memory_hit(&self, digest: &ModuleDigest) -> Option<Arc<Compiled>> {
-        self.inner.memory.lock().unwrap_or_else(|p| p.into_inner()).get(digest).cloned()
+        self.inner
+            .memory
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .cloned()
     }
 
     fn remember(&self, compiled: Compiled) -> Arc<Compiled> {

@@ -42,7 +42,11 @@ pub(super) struct CappedPipe {
 
 impl CappedPipe {
     pub(super) fn new(cap: u64, overflow: Overflow) -> Self {
-        Self { cap, overflow, buffer: Arc::default() }
+        Self {
+            cap,
+            overflow,
+            buffer: Arc::default(),
+        }
     }
 
     /// Takes the bytes written so far and whether any write passed the cap.
@@ -97,7 +101,11 @@ impl Pollable for CappedPipe {
 }
 
 impl AsyncWrite for CappedPipe {
-    fn poll_write(self: Pin<&mut Self>, _: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         if self.append(buf) || self.overflow == Overflow::Truncate {
             return Poll::Ready(Ok(buf.len()));
         }
@@ -137,7 +145,10 @@ mod tests {
     fn stdout_refuses_the_write_that_passes_the_cap() {
         let mut p = CappedPipe::new(4, Overflow::Trap);
         assert!(p.write(Bytes::from_static(b"abc")).is_ok());
-        assert!(matches!(p.write(Bytes::from_static(b"de")), Err(StreamError::Trap(_))));
+        assert!(matches!(
+            p.write(Bytes::from_static(b"de")),
+            Err(StreamError::Trap(_))
+        ));
         assert_eq!(p.take(), (b"abc".to_vec(), true));
     }
 

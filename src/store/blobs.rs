@@ -19,7 +19,10 @@ pub enum BlobError {
     #[error("module {0} is not stored")]
     NotFound(ModuleDigest),
     #[error("module blob {digest} is corrupted: its bytes hash to {actual}")]
-    Corrupted { digest: ModuleDigest, actual: ModuleDigest },
+    Corrupted {
+        digest: ModuleDigest,
+        actual: ModuleDigest,
+    },
     #[error("module store at {path}: {source}")]
     Io { path: PathBuf, source: io::Error },
 }
@@ -28,7 +31,10 @@ impl BlobStore {
     /// Opens (creating) the blob directory.
     pub fn open(dir: impl AsRef<Path>) -> Result<Self, BlobError> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir).map_err(|source| BlobError::Io { path: dir.clone(), source })?;
+        fs::create_dir_all(&dir).map_err(|source| BlobError::Io {
+            path: dir.clone(),
+            source,
+        })?;
         Ok(Self { dir })
     }
 
@@ -43,7 +49,10 @@ impl BlobStore {
         if path.exists() {
             return Ok(digest);
         }
-        let io = |source| BlobError::Io { path: path.clone(), source };
+        let io = |source| BlobError::Io {
+            path: path.clone(),
+            source,
+        };
         let mut tmp = tempfile::NamedTempFile::new_in(&self.dir).map_err(io)?;
         tmp.write_all(bytes).map_err(io)?;
         tmp.as_file().sync_all().map_err(io)?;
@@ -56,11 +65,17 @@ impl BlobStore {
         let path = self.path(digest);
         let bytes = fs::read(&path).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => BlobError::NotFound(*digest),
-            _ => BlobError::Io { path: path.clone(), source },
+            _ => BlobError::Io {
+                path: path.clone(),
+                source,
+            },
         })?;
         let actual = ModuleDigest::of(&bytes);
         if actual != *digest {
-            return Err(BlobError::Corrupted { digest: *digest, actual });
+            return Err(BlobError::Corrupted {
+                digest: *digest,
+                actual,
+            });
         }
         Ok(bytes)
     }

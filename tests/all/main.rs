@@ -1,1 +1,10 @@
+//! The one integration-test binary: a module per feature, sharing `support`.
 
+mod admission;
+mod cache;
+mod cli;
+mod concurrency;
+mod guests;
+mod isolation;
+mod outcomes;
+mod support;

@@ -1,0 +1,265 @@
+//! Every termination reason, reached by a fixture and asserted exactly, with the time it
+//! took bounded where the reason is about time.
+
+use std::time::{Duration, Instant};
+
+use remotask::domain::{Limits, Reason, TrapKind};
+use remotask::sandbox::{AttemptRequest, Sandbox, SandboxConfig};
+
+use crate::support::{attempt, guest_bytes, hostile, limits_secs, text, wat};
+
+#[test]
+fn completed_echoes_the_input_as_output() {
+    let r = hostile(&["echo"], b"{\"x\":1}", Limits::default());
+    assert_eq!(r.reason, Reason::Completed);
+    assert_eq!((r.exit_code, r.message.as_deref()), (Some(0), None));
+    assert_eq!(r.output, b"{\"x\":1}");
+}
+
+#[test]
+fn guest_error_carries_the_exit_code_and_last_log_line() {
+    let r = hostile(&["exit", "3"], b"", Limits::default());
+    assert_eq!(r.reason, Reason::GuestError);
+    assert_eq!(r.exit_code, Some(3));
+    assert_eq!(r.message.as_deref(), Some("exiting with 3"));
+}
+
+#[test]
+fn guest_error_without_a_log_says_the_exit_code() {
+    let r = attempt(&wat("exit_code"), &[], b"", Limits::default());
+    assert_eq!((r.reason, r.exit_code), (Reason::GuestError, Some(7)));
+    assert_eq!(r.message.as_deref(), Some("exited with code 7"));
+}
+
+#[test]
+fn exit_75_is_a_retryable_error() {
+    let r = hostile(&["exit", "75"], b"", Limits::default());
+    assert_eq!((r.reason, r.exit_code), (Reason::RetryableError, Some(75)));
+    assert_eq!(r.message.as_deref(), Some("exiting with 75"));
+}
+
+#[test]
+fn a_panic_traps_as_unreachable_with_the_panic_message() {
+    let r = hostile(&["panic", "the sky fell"], b"", Limits::default());
+    assert_eq!(
+        (r.reason, r.trap_kind),
+        (Reason::Trap, Some(TrapKind::Unreachable))
+    );
+    assert!(
+        text(&r.stderr).contains("the sky fell"),
+        "stderr: {}",
+        text(&r.stderr)
+    );
+    assert!(
+        r.message
+            .unwrap()
+            .starts_with("wasm trap: wasm `unreachable` instruction executed; last log line: ")
+    );
+}
+
+#[test]
+fn unbounded_recursion_is_a_stack_overflow() {
+    let r = hostile(&["recurse"], b"", Limits::default());
+    assert_eq!(
+        (r.reason, r.trap_kind),
+        (Reason::Trap, Some(TrapKind::StackOverflow))
+    );
+    let r = attempt(&wat("recurse"), &[], b"", Limits::default());
+    assert_eq!(
+        (r.reason, r.trap_kind),
+        (Reason::Trap, Some(TrapKind::StackOverflow))
+    );
+}
+
+#[test]
+fn wasm_traps_have_their_kind() {
+    let cases = [
+        ("div_zero", TrapKind::DivideByZero),
+        ("out_of_bounds", TrapKind::OutOfBounds),
+        ("unreachable", TrapKind::Unreachable),
+    ];
+    for (fixture, kind) in cases {
+        let r = attempt(&wat(fixture), &[], b"", Limits::default());
+        assert_eq!(
+            (r.reason, r.trap_kind),
+            (Reason::Trap, Some(kind)),
+            "{fixture}"
+        );
+    }
+}
+
+#[test]
+fn an_endless_loop_runs_out_of_fuel() {
+    let limits = Limits {
+        fuel: 50_000_000,
+        ..Limits::default()
+    };
+    let r = hostile(&["loop"], b"", limits);
+    assert_eq!(r.reason, Reason::OutOfFuel);
+    assert_eq!(r.receipt.fuel_consumed, Some(50_000_000));
+}
+
+#[test]
+fn fuel_consumed_is_exact_and_repeatable() {
+    let a = attempt(&wat("fuel_count"), &[], b"", Limits::default());
+    let b = attempt(&wat("fuel_count"), &[], b"", Limits::default());
+    assert_eq!(a.reason, Reason::Completed);
+    let fuel = a.receipt.fuel_consumed.unwrap();
+    assert!(
+        fuel > 1000,
+        "a 1000-iteration loop costs more than 1000 fuel, got {fuel}"
+    );
+    assert_eq!(b.receipt.fuel_consumed, Some(fuel));
+    // Fuel is checked at loop headers and calls, so a budget of half is caught mid-loop.
+    let short = Limits {
+        fuel: fuel / 2,
+        ..Limits::default()
+    };
+    assert_eq!(
+        attempt(&wat("fuel_count"), &[], b"", short).reason,
+        Reason::OutOfFuel
+    );
+}
+
+#[test]
+fn an_endless_loop_hits_the_deadline_on_time() {
+    let started = Instant::now();
+    let r = hostile(&["loop"], b"", limits_secs(0.3));
+    let took = started.elapsed();
+    assert_eq!(r.reason, Reason::Deadline);
+    assert!(
+        took < Duration::from_millis(400),
+        "deadline of 300 ms took {took:?}"
+    );
+    assert!(took >= Duration::from_millis(300), "ended early: {took:?}");
+}
+
+#[test]
+fn a_guest_sleeping_in_a_host_call_hits_the_deadline_on_time() {
+    let started = Instant::now();
+    let r = hostile(&["sleep", "3600"], b"", limits_secs(0.3));
+    let took = started.elapsed();
+    assert_eq!(r.reason, Reason::Deadline);
+    assert!(
+        took < Duration::from_millis(400),
+        "deadline of 300 ms took {took:?}"
+    );
+}
+
+#[test]
+fn a_short_sleep_completes() {
+    let r = hostile(&["sleep", "0.05"], b"", limits_secs(5.0));
+    assert_eq!(r.reason, Reason::Completed);
+    assert_eq!(text(&r.output).trim(), "slept");
+}
+
+#[test]
+fn an_endless_start_function_is_stopped_by_fuel_and_by_the_deadline() {
+    let r = attempt(
+        &wat("start_loop"),
+        &[],
+        b"",
+        Limits {
+            fuel: 1_000_000,
+            ..Limits::default()
+        },
+    );
+    assert_eq!(r.reason, Reason::OutOfFuel);
+    let started = Instant::now();
+    let r = attempt(&wat("start_loop"), &[], b"", limits_secs(0.2));
+    assert_eq!(r.reason, Reason::Deadline);
+    assert!(started.elapsed() < Duration::from_millis(300));
+}
+
+#[test]
+fn a_memory_grow_bomb_ends_as_memory_limit() {
+    let limits = Limits {
+        memory_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let r = attempt(&wat("grow_bomb"), &[], b"", limits);
+    assert_eq!(r.reason, Reason::MemoryLimit);
+    assert!(
+        r.message
+            .unwrap()
+            .contains("over the limit of 16777216 bytes")
+    );
+    assert_eq!(r.receipt.peak_memory_bytes, 16 << 20);
+}
+
+#[test]
+fn allocating_past_the_limit_ends_as_memory_limit() {
+    let limits = Limits {
+        memory_bytes: 32 << 20,
+        ..Limits::default()
+    };
+    let r = hostile(&["alloc", "64"], b"", limits);
+    assert_eq!(r.reason, Reason::MemoryLimit);
+    let r = hostile(&["alloc", "8"], b"", limits);
+    assert_eq!(r.reason, Reason::Completed);
+    assert!(r.receipt.peak_memory_bytes >= 8 << 20);
+}
+
+#[test]
+fn initial_memory_over_the_limit_ends_as_memory_limit() {
+    let limits = Limits {
+        memory_bytes: 64 << 20,
+        ..Limits::default()
+    };
+    let r = attempt(&wat("big_initial_memory"), &[], b"", limits);
+    assert_eq!(r.reason, Reason::MemoryLimit);
+}
+
+#[test]
+fn eight_mib_to_stdout_is_an_output_limit_under_the_default_cap() {
+    let r = hostile(&["write", &(8 << 20).to_string()], b"", Limits::default());
+    assert_eq!(r.reason, Reason::OutputLimit);
+    assert!(r.output.len() <= 1 << 20);
+    let big = Limits {
+        stdout_bytes: 16 << 20,
+        ..Limits::default()
+    };
+    let r = hostile(&["write", &(8 << 20).to_string()], b"", big);
+    assert_eq!(r.reason, Reason::Completed);
+    assert_eq!(r.output.len(), 8 << 20);
+}
+
+#[test]
+fn a_flooded_stderr_is_truncated_not_fatal() {
+    let limits = Limits {
+        stderr_bytes: 1000,
+        ..Limits::default()
+    };
+    let r = hostile(&["write-stderr", "100000"], b"", limits);
+    assert_eq!(r.reason, Reason::Completed);
+    assert!(r.stderr_truncated);
+    assert_eq!(r.stderr.len(), 1000);
+}
+
+#[test]
+fn a_fault_of_the_host_is_a_host_error() {
+    let config = SandboxConfig {
+        scratch_dir: "/nonexistent/remotask-scratch".into(),
+        pool_slots: 0,
+        ..Default::default()
+    };
+    let sandbox = Sandbox::new(config).unwrap();
+    let module = sandbox.admit(&guest_bytes("hostile")).unwrap();
+    let request = AttemptRequest {
+        args: vec!["echo".into()],
+        ..Default::default()
+    };
+    let r = sandbox.run_blocking(&module, request);
+    assert_eq!(r.reason, Reason::HostError);
+    assert!(r.message.unwrap().contains("scratch directory"));
+}
+
+#[test]
+fn the_receipt_accounts_for_the_attempt() {
+    let r = hostile(&["echo"], b"abc", Limits::default());
+    let c = &r.receipt;
+    assert!(c.fuel_consumed.unwrap() > 0);
+    assert!(c.peak_memory_bytes >= 64 << 10);
+    assert!(c.wall_us >= c.instantiate_us);
+    assert_eq!((c.stdout_bytes, c.stderr_bytes), (3, 0));
+}

@@ -1,0 +1,178 @@
+//! `hostile`: a test guest that misbehaves on command, written against the raw guest contract
+//! with std only (no SDK). argv[1] is the command, argv[2..] its parameters:
+//!
+//! | command | does |
+//! |---|---|
+//! | `echo` | copies stdin to stdout |
+//! | `loop` | spins forever |
+//! | `alloc MIB` | allocates and touches MIB MiB, then prints the total |
+//! | `recurse` | recurses without end (stack overflow) |
+//! | `sleep SECS` | sleeps in `poll_oneoff`, then prints `slept` |
+//! | `panic MSG` | panics with MSG (a trap: Rust aborts with `unreachable`) |
+//! | `exit N` | writes `exiting with N` to stderr and exits with N |
+//! | `write N` / `write-stderr N` | writes N bytes of `x` to stdout / stderr |
+//! | `read PATH` / `list PATH` | prints a file / a directory listing, or `error: ...` and exit 1 |
+//! | `scratch` | prints `empty` (or `not empty: names`) for /tmp, then writes and reads a file there |
+//! | `env` / `args` | prints the environment (`K=V` lines) / argv as a JSON array |
+//! | `progress N` | reports progress 1..=N of N through the `remotask.progress` import |
+//! | `div0` | integer division by zero (a Rust panic, so an `unreachable` trap) |
+
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::process::exit;
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "remotask")]
+unsafe extern "C" {
+    #[link_name = "progress"]
+    fn remotask_progress(done: i64, total: i64);
+}
+
+fn report_progress(done: i64, total: i64) {
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: the host provides `remotask.progress(i64, i64)`; it reads only its arguments.
+    unsafe {
+        remotask_progress(done, total)
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    let _ = (done, total);
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("error: {message}");
+    exit(1)
+}
+
+fn number<T: std::str::FromStr>(arg: Option<&String>, what: &str) -> T {
+    arg.and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| fail(format!("{what} needs a number")))
+}
+
+#[inline(never)]
+#[expect(
+    unconditional_recursion,
+    reason = "recursing without end is the command"
+)]
+fn recurse(depth: u64) -> u64 {
+    // Scalars only: the wasm call stack runs out before Rust's shadow stack in linear memory
+    // (which would end as an out-of-bounds access instead).
+    black_box(recurse(depth.wrapping_add(black_box(1)))).wrapping_add(depth)
+}
+
+fn write_n(out: &mut dyn Write, n: usize) {
+    let chunk = vec![b'x'; 64 << 10];
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(chunk.len());
+        out.write_all(&chunk[..k]).unwrap_or_else(|e| fail(e));
+        left -= k;
+    }
+    out.flush().unwrap_or_else(|e| fail(e));
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let command = args.get(1).map(String::as_str).unwrap_or("");
+    let param = args.get(2);
+    let mut stdout = std::io::stdout();
+    match command {
+        "echo" => {
+            let mut input = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut input)
+                .unwrap_or_else(|e| fail(e));
+            stdout.write_all(&input).unwrap_or_else(|e| fail(e));
+        }
+        "loop" => {
+            let mut i: u64 = 0;
+            loop {
+                i = black_box(i.wrapping_add(1));
+            }
+        }
+        "alloc" => {
+            let mib: usize = number(param, "alloc");
+            let mut kept = Vec::new();
+            for _ in 0..mib {
+                let mut block = vec![0u8; 1 << 20];
+                block[0] = 1;
+                block[(1 << 20) - 1] = 1;
+                kept.push(black_box(block));
+            }
+            println!("{}", kept.len() << 20);
+        }
+        "recurse" => {
+            println!("{}", recurse(0));
+        }
+        "sleep" => {
+            let secs: f64 = number(param, "sleep");
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
+            println!("slept");
+        }
+        "panic" => panic!("{}", param.map(String::as_str).unwrap_or("panic")),
+        "exit" => {
+            let code: i32 = number(param, "exit");
+            eprintln!("exiting with {code}");
+            exit(code)
+        }
+        "write" => write_n(&mut stdout, number(param, "write")),
+        "write-stderr" => write_n(&mut std::io::stderr(), number(param, "write-stderr")),
+        "read" => {
+            let path = param.unwrap_or_else(|| fail("read needs a path"));
+            let bytes = std::fs::read(path).unwrap_or_else(|e| fail(e));
+            stdout.write_all(&bytes).unwrap_or_else(|e| fail(e));
+        }
+        "list" => {
+            let path = param.unwrap_or_else(|| fail("list needs a path"));
+            for entry in std::fs::read_dir(path).unwrap_or_else(|e| fail(e)) {
+                let entry = entry.unwrap_or_else(|e| fail(e));
+                println!("{}", entry.file_name().to_string_lossy());
+            }
+        }
+        "scratch" => {
+            let names: Vec<String> = std::fs::read_dir("/tmp")
+                .unwrap_or_else(|e| fail(e))
+                .map(|e| {
+                    e.map(|e| e.file_name().to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                })
+                .collect();
+            if names.is_empty() {
+                println!("empty");
+            } else {
+                println!("not empty: {}", names.join(" "));
+            }
+            std::fs::write("/tmp/scratch.txt", "hello").unwrap_or_else(|e| fail(e));
+            println!(
+                "{}",
+                std::fs::read_to_string("/tmp/scratch.txt").unwrap_or_else(|e| fail(e))
+            );
+        }
+        "env" => {
+            for (k, v) in std::env::vars() {
+                println!("{k}={v}");
+            }
+        }
+        "args" => {
+            let quoted: Vec<String> = args
+                .iter()
+                .map(|a| format!("\"{}\"", a.replace('\\', "\\\\").replace('"', "\\\"")))
+                .collect();
+            println!("[{}]", quoted.join(","));
+        }
+        "progress" => {
+            let total: i64 = number(param, "progress");
+            for done in 1..=total {
+                report_progress(done, total);
+            }
+            println!("done");
+        }
+        "div0" => {
+            let zero = black_box(0u32);
+            println!("{}", black_box(1u32) / zero);
+        }
+        other => {
+            eprintln!("error: unknown command {other}");
+            exit(2)
+        }
+    }
+}
