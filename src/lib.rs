@@ -8,4 +8,6 @@
 pub mod cli;
 pub mod domain;
 pub mod sandbox;
+pub mod service;
 pub mod store;
+pub mod worker;

@@ -1,5 +1,284 @@
-//! Storage: content-addressed module blobs on disk. (The job store comes with the queue.)
+//! Storage: the job store (`trait Store`, with its SQLite backend) and content-addressed
+//! module blobs on disk. The store applies every job transition as one guarded, conditional
+//! update; it decides nothing (retry decisions come from `domain::RetryPolicy`, passed in)
+//! and reads no clock (every method that needs time takes `now`).
 
 mod blobs;
+mod sqlite;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
 
 pub use blobs::{BlobError, BlobStore};
+pub use sqlite::SqliteStore;
+
+use crate::domain::{
+    AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
+    RetryPolicy, TaskName, Timestamp,
+};
+
+/// A fault of the store; bad requests are answered with values, not errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error(
+        "the database at {path} has schema version {found}, newer than this binary's {supported}; upgrade remotask"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("corrupt row in {table}: {message}")]
+    Corrupt {
+        table: &'static str,
+        message: String,
+    },
+    #[error("the store is shut down")]
+    Closed,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Defaults a task gives its jobs (each overridable per job within the queue's caps).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TaskDefaults {
+    pub queue: Option<QueueName>,
+    pub limits: Option<Limits>,
+    pub retry: Option<RetryPolicy>,
+    pub env: Vec<(String, String)>,
+}
+
+/// A registered task: its name points at the newest version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskRecord {
+    pub name: TaskName,
+    pub digest: ModuleDigest,
+    pub defaults: TaskDefaults,
+    /// Every version ever registered, newest first.
+    pub versions: Vec<TaskVersion>,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskVersion {
+    pub digest: ModuleDigest,
+    pub size_bytes: u64,
+    pub created_at: Timestamp,
+}
+
+/// A queue's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    pub name: QueueName,
+    /// Jobs run at once; 1 runs them strictly one at a time in claim order.
+    pub concurrency: u32,
+    /// Limits of jobs that give none.
+    pub default_limits: Limits,
+    /// The most any job (or escalation) may ask for.
+    pub caps: Limits,
+}
+
+impl QueueConfig {
+    /// A queue nobody configured: concurrency 5, default limits, generous caps.
+    pub fn with_defaults(name: QueueName) -> Self {
+        Self {
+            name,
+            concurrency: 5,
+            default_limits: Limits::default(),
+            caps: Limits {
+                fuel: 1_000_000_000_000,
+                max_time: std::time::Duration::from_secs(3600),
+                memory_bytes: Limits::MAX_MEMORY_BYTES,
+                stdout_bytes: 64 << 20,
+                stderr_bytes: 64 << 20,
+            },
+        }
+    }
+}
+
+/// A queue's settings, pause state and job counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub config: QueueConfig,
+    pub paused: bool,
+    pub counts: BTreeMap<JobState, u64>,
+}
+
+/// What a submit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    /// A new job was stored.
+    New(JobId),
+    /// A live job with the same unique key exists; it is returned instead.
+    Existing(JobId),
+}
+
+impl Inserted {
+    pub fn id(self) -> JobId {
+        match self {
+            Inserted::New(id) | Inserted::Existing(id) => id,
+        }
+    }
+}
+
+/// The fencing token of one claim: every update of the running job must present it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Lease {
+    pub token: i64,
+    pub expires_at: Timestamp,
+}
+
+/// A job handed to a worker.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub job: Job,
+    pub lease: Lease,
+}
+
+/// How a running job's attempt ends, decided by the caller.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Finish {
+    Completed {
+        output: Vec<u8>,
+    },
+    /// Back to `scheduled` at `run_at`, with the limits of the next attempt.
+    Retry {
+        run_at: Timestamp,
+        limits: Limits,
+        error: JobError,
+    },
+    Failed {
+        error: JobError,
+    },
+    Cancelled {
+        error: JobError,
+    },
+    /// Back to `queued` without spending the attempt (graceful shutdown).
+    Interrupted,
+}
+
+/// What a cancel did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was not running and is now `cancelled`.
+    Cancelled,
+    /// The job is running; it is marked, and its worker must interrupt it.
+    Running,
+    /// Nothing to cancel: the job had already ended in this state.
+    AlreadyEnded(JobState),
+    NotFound,
+}
+
+/// Filters for listing jobs; `after` is the cursor (the last id of the previous page).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub states: Vec<JobState>,
+    pub task: Option<TaskName>,
+    pub queue: Option<QueueName>,
+    pub context: Option<String>,
+    pub unique_key: Option<String>,
+    pub after: Option<JobId>,
+    pub limit: u32,
+}
+
+/// Why a job is where it is, as far as the store can tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePosition {
+    pub paused: bool,
+    pub running: u64,
+    pub concurrency: u32,
+    /// Queued jobs of the same queue that are claimed before this one.
+    pub ahead: u64,
+}
+
+/// The job store. One conformance suite (tests/all/store_conformance.rs) runs against every
+/// backend.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Registers a task version (the name now points at it) and returns the task.
+    async fn put_task(
+        &self,
+        name: &TaskName,
+        digest: ModuleDigest,
+        size_bytes: u64,
+        defaults: Option<TaskDefaults>,
+        now: Timestamp,
+    ) -> StoreResult<TaskRecord>;
+    async fn get_task(&self, name: &TaskName) -> StoreResult<Option<TaskRecord>>;
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
+    /// Removes the name (its versions' jobs keep their pinned digests). False if unknown.
+    async fn delete_task(&self, name: &TaskName) -> StoreResult<bool>;
+
+    /// Creates or updates a queue's settings; the pause state is kept.
+    async fn put_queue(&self, config: &QueueConfig) -> StoreResult<()>;
+    async fn get_queue(&self, name: &QueueName) -> StoreResult<Option<QueueStats>>;
+    async fn list_queues(&self) -> StoreResult<Vec<QueueStats>>;
+    /// Every queue's settings and whether it is paused, without counting jobs (cheap).
+    async fn queue_configs(&self) -> StoreResult<Vec<(QueueConfig, bool)>>;
+    /// Pauses or resumes a queue (persisted). False if the queue is unknown.
+    async fn set_paused(&self, name: &QueueName, paused: bool) -> StoreResult<bool>;
+
+    /// Stores jobs in one transaction, durable when this returns. A job whose unique key is
+    /// held by a live job is not stored; the live job's id is returned for it.
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>>;
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>>;
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>>;
+    async fn attempts(&self, id: JobId) -> StoreResult<Vec<AttemptRecord>>;
+
+    /// Moves due `scheduled` jobs to `queued`, then claims up to `max` queued jobs of `queue`
+    /// (fewer if the queue is paused or at its concurrency), in order priority desc, run_at
+    /// asc, id asc, each under a new lease.
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        worker: &str,
+        max: u32,
+        lease_ttl_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Claimed>>;
+    /// Extends a lease; false if the lease is no longer the job's (stale worker).
+    async fn heartbeat(&self, id: JobId, lease: &Lease, expires_at: Timestamp)
+    -> StoreResult<bool>;
+    /// Stores progress of a running job; false if the lease is stale.
+    async fn set_progress(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        done: i64,
+        total: i64,
+    ) -> StoreResult<bool>;
+    /// Ends a running job's attempt, recording it; false (and nothing written) if the lease is
+    /// stale. `attempt` is `None` only for [`Finish::Interrupted`].
+    async fn finish(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        attempt: Option<AttemptRecord>,
+        finish: Finish,
+        now: Timestamp,
+    ) -> StoreResult<bool>;
+    /// Running jobs whose lease expired before `now`, with the lease they hold, so the rescuer
+    /// can end them through [`Store::finish`] like any stale attempt.
+    async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>>;
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> StoreResult<CancelOutcome>;
+    /// Whether a cancel was asked for this running job.
+    async fn cancel_requested(&self, id: JobId) -> StoreResult<bool>;
+    /// `held` -> `queued`; false if the job is not held.
+    async fn release(&self, id: JobId, now: Timestamp) -> StoreResult<bool>;
+    /// `failed` or `cancelled` -> `queued` with a fresh attempt budget; false otherwise.
+    async fn retry(&self, id: JobId, now: Timestamp) -> StoreResult<bool>;
+    /// Deletes a job that is not running; false otherwise.
+    async fn delete_job(&self, id: JobId) -> StoreResult<bool>;
+    /// Deletes terminal jobs finished before `before` (all terminal jobs if `None`).
+    async fn clean(&self, before: Option<Timestamp>) -> StoreResult<u64>;
+
+    /// Where a queued job stands in its queue.
+    async fn position(&self, id: JobId) -> StoreResult<Option<QueuePosition>>;
+    /// The earliest `run_at` of a scheduled job, to sleep until.
+    async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>>;
+}

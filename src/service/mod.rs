@@ -1,0 +1,378 @@
+//! Use-cases: register a task, submit jobs, read them, wait for them, cancel, release, retry,
+//! delete, clean, explain, and manage queues. The HTTP layer and the CLI call this; it calls
+//! the store, the blob store and (for admission) the sandbox. No axum and no SQL here.
+
+mod explain;
+mod submit;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+pub use explain::Explanation;
+pub use submit::SubmitRequest;
+
+use crate::domain::{AttemptRecord, Clock, Job, JobId, JobState, QueueName, TaskName, Timestamp};
+use crate::sandbox::{AdmissionError, AdmissionReport, CancelToken, Sandbox};
+use crate::store::{
+    BlobError, BlobStore, CancelOutcome, Inserted, JobFilter, Lease, QueueConfig, QueueStats,
+    Store, StoreError, TaskDefaults, TaskRecord,
+};
+
+/// Why a use-case could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("task {0:?} is not registered")]
+    TaskNotFound(String),
+    #[error("job {0} not found")]
+    JobNotFound(JobId),
+    #[error("queue {0:?} not found")]
+    QueueNotFound(String),
+    #[error("module refused: {0}")]
+    Refused(#[from] AdmissionError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Blob(#[from] BlobError),
+}
+
+pub type ServiceResult<T> = Result<T, ServiceError>;
+
+/// A submitted job and whether it was already there (unique key).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub job: Job,
+    /// True when a live job with the same unique key was returned instead of a new one.
+    pub existing: bool,
+}
+
+/// The engine's use-cases. Cheap to clone; one per process.
+#[derive(Clone, Debug)]
+pub struct Service {
+    pub(crate) shared: Arc<Shared>,
+}
+
+pub(crate) struct Shared {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) blobs: BlobStore,
+    pub(crate) sandbox: Sandbox,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// Wakes idle workers: something was submitted, released or retried.
+    pub(crate) work: Notify,
+    /// Wakes waiters: some job changed state.
+    pub(crate) changed: Notify,
+    /// The attempts running in this process, by job.
+    pub(crate) running: Mutex<HashMap<JobId, InFlight>>,
+}
+
+/// One attempt in flight in this process: how to stop it and the lease it runs under.
+pub(crate) struct InFlight {
+    pub(crate) cancel: CancelToken,
+    pub(crate) lease: Lease,
+    /// Set by shutdown: the attempt is interrupted, not cancelled, and does not count.
+    pub(crate) interrupted: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("clock", &self.clock)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    pub fn new(
+        store: Arc<dyn Store>,
+        blobs: BlobStore,
+        sandbox: Sandbox,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                store,
+                blobs,
+                sandbox,
+                clock,
+                work: Notify::new(),
+                changed: Notify::new(),
+                running: Mutex::default(),
+            }),
+        }
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Admits `module` and registers it as the newest version of `name`. The module bytes
+    /// are stored by digest; older versions stay addressable by their digests.
+    pub async fn register_task(
+        &self,
+        name: &TaskName,
+        module: Vec<u8>,
+        defaults: Option<TaskDefaults>,
+    ) -> ServiceResult<(TaskRecord, AdmissionReport)> {
+        if let Some(r) = defaults.as_ref().and_then(|d| d.retry.as_ref()) {
+            r.validate().map_err(ServiceError::Invalid)?;
+        }
+        let sandbox = self.shared.sandbox.clone();
+        let blobs = self.shared.blobs.clone();
+        let (report, size) =
+            tokio::task::spawn_blocking(move || -> ServiceResult<(AdmissionReport, u64)> {
+                let module_handle = sandbox.admit(&module)?;
+                blobs.put(&module)?;
+                Ok((module_handle.report().clone(), module.len() as u64))
+            })
+            .await
+            .map_err(|e| ServiceError::Invalid(format!("admission did not finish: {e}")))??;
+        let task = self
+            .shared
+            .store
+            .put_task(name, report.digest, size, defaults, self.now())
+            .await?;
+        Ok((task, report))
+    }
+
+    pub async fn task(&self, name: &TaskName) -> ServiceResult<TaskRecord> {
+        self.shared
+            .store
+            .get_task(name)
+            .await?
+            .ok_or_else(|| ServiceError::TaskNotFound(name.to_string()))
+    }
+
+    pub async fn tasks(&self) -> ServiceResult<Vec<TaskRecord>> {
+        Ok(self.shared.store.list_tasks().await?)
+    }
+
+    pub async fn delete_task(&self, name: &TaskName) -> ServiceResult<()> {
+        if self.shared.store.delete_task(name).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::TaskNotFound(name.to_string()))
+        }
+    }
+
+    /// Submits one job. Durable when this returns.
+    pub async fn submit(&self, request: SubmitRequest) -> ServiceResult<Submitted> {
+        Ok(self.submit_batch(vec![request]).await?.remove(0))
+    }
+
+    /// Submits many jobs in one transaction: all are stored, or none.
+    pub async fn submit_batch(
+        &self,
+        requests: Vec<SubmitRequest>,
+    ) -> ServiceResult<Vec<Submitted>> {
+        let now = self.now();
+        let mut jobs = Vec::with_capacity(requests.len());
+        let mut tasks: HashMap<TaskName, TaskRecord> = HashMap::new();
+        let mut queues: HashMap<QueueName, QueueConfig> = HashMap::new();
+        for request in requests {
+            let task = match tasks.get(&request.task) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = self.task(&request.task).await?;
+                    tasks.insert(request.task.clone(), t.clone());
+                    t
+                }
+            };
+            let queue_name = request
+                .queue
+                .clone()
+                .or_else(|| task.defaults.queue.clone())
+                .unwrap_or_else(QueueName::default_queue);
+            let queue = match queues.get(&queue_name) {
+                Some(q) => q.clone(),
+                None => {
+                    let q = self
+                        .shared
+                        .store
+                        .get_queue(&queue_name)
+                        .await?
+                        .map(|s| s.config)
+                        .unwrap_or_else(|| QueueConfig::with_defaults(queue_name.clone()));
+                    queues.insert(queue_name.clone(), q.clone());
+                    q
+                }
+            };
+            jobs.push(request.resolve(&task, &queue, now)?);
+        }
+        let inserted = self.shared.store.insert_jobs(jobs).await?;
+        self.shared.work.notify_waiters();
+        let mut out = Vec::with_capacity(inserted.len());
+        for i in inserted {
+            let job = self.job(i.id()).await?;
+            out.push(Submitted {
+                job,
+                existing: matches!(i, Inserted::Existing(_)),
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn job(&self, id: JobId) -> ServiceResult<Job> {
+        self.shared
+            .store
+            .get_job(id)
+            .await?
+            .ok_or(ServiceError::JobNotFound(id))
+    }
+
+    pub async fn attempts(&self, id: JobId) -> ServiceResult<Vec<AttemptRecord>> {
+        self.job(id).await?;
+        Ok(self.shared.store.attempts(id).await?)
+    }
+
+    pub async fn jobs(&self, filter: &JobFilter) -> ServiceResult<Vec<Job>> {
+        Ok(self.shared.store.list_jobs(filter).await?)
+    }
+
+    /// Waits until the job is in a terminal state or `timeout` passes; returns it either way.
+    pub async fn wait(&self, id: JobId, timeout: Duration) -> ServiceResult<Job> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.shared.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let job = self.job(id).await?;
+            if job.state.is_terminal() {
+                return Ok(job);
+            }
+            // Re-check at least every 250 ms: another process (a second node) may finish it.
+            let tick = tokio::time::Instant::now() + Duration::from_millis(250);
+            tokio::select! {
+                () = &mut changed => {}
+                () = tokio::time::sleep_until(tick.min(deadline)) => {}
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return self.job(id).await;
+            }
+        }
+    }
+
+    /// Cancels a job: a waiting one at once, a running one through its sandbox.
+    pub async fn cancel(&self, id: JobId) -> ServiceResult<CancelOutcome> {
+        let outcome = self.shared.store.cancel(id, self.now()).await?;
+        match outcome {
+            CancelOutcome::NotFound => return Err(ServiceError::JobNotFound(id)),
+            CancelOutcome::Running => {
+                if let Some(flight) = self
+                    .shared
+                    .running
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&id)
+                {
+                    flight.cancel.cancel();
+                }
+            }
+            CancelOutcome::Cancelled => self.shared.changed.notify_waiters(),
+            CancelOutcome::AlreadyEnded(_) => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Releases a held job into its queue.
+    pub async fn release(&self, id: JobId) -> ServiceResult<Job> {
+        if !self.shared.store.release(id, self.now()).await? {
+            let job = self.job(id).await?;
+            return Err(ServiceError::Conflict(format!(
+                "job {id} is {}, not held",
+                job.state
+            )));
+        }
+        self.shared.work.notify_waiters();
+        self.job(id).await
+    }
+
+    /// Requeues a failed or cancelled job with a fresh attempt budget.
+    pub async fn retry(&self, id: JobId) -> ServiceResult<Job> {
+        if !self.shared.store.retry(id, self.now()).await? {
+            let job = self.job(id).await?;
+            return Err(ServiceError::Conflict(format!(
+                "job {id} is {}: only failed or cancelled jobs can be retried (and only while no live job holds its unique key)",
+                job.state
+            )));
+        }
+        self.shared.work.notify_waiters();
+        self.job(id).await
+    }
+
+    /// Deletes a job that is not running.
+    pub async fn delete(&self, id: JobId) -> ServiceResult<()> {
+        if self.shared.store.delete_job(id).await? {
+            return Ok(());
+        }
+        let job = self.job(id).await?;
+        Err(ServiceError::Conflict(format!(
+            "job {id} is {}; cancel it before deleting it",
+            job.state
+        )))
+    }
+
+    /// Removes terminal jobs: all of them, or those finished longer than `older_than` ago.
+    pub async fn clean(&self, older_than: Option<Duration>) -> ServiceResult<u64> {
+        let before = older_than.map(|d| self.now().minus(d));
+        Ok(self.shared.store.clean(before).await?)
+    }
+
+    pub async fn explain(&self, id: JobId) -> ServiceResult<Explanation> {
+        let job = self.job(id).await?;
+        let position = if job.state == JobState::Queued {
+            self.shared.store.position(id).await?
+        } else {
+            None
+        };
+        Ok(Explanation::of(&job, position.as_ref(), self.now()))
+    }
+
+    pub async fn put_queue(&self, config: QueueConfig) -> ServiceResult<()> {
+        if config.concurrency == 0 {
+            return Err(ServiceError::Invalid(format!(
+                "queue {}: concurrency must be at least 1",
+                config.name
+            )));
+        }
+        self.shared.store.put_queue(&config).await?;
+        self.shared.work.notify_waiters();
+        Ok(())
+    }
+
+    pub async fn queues(&self) -> ServiceResult<Vec<QueueStats>> {
+        Ok(self.shared.store.list_queues().await?)
+    }
+
+    pub async fn queue(&self, name: &QueueName) -> ServiceResult<QueueStats> {
+        self.shared
+            .store
+            .get_queue(name)
+            .await?
+            .ok_or_else(|| ServiceError::QueueNotFound(name.to_string()))
+    }
+
+    /// Pauses (or resumes) a queue; persisted across restarts.
+    pub async fn set_paused(&self, name: &QueueName, paused: bool) -> ServiceResult<()> {
+        if !self.shared.store.set_paused(name, paused).await? {
+            // Pausing a queue nobody configured yet creates it, so it can be paused ahead of use.
+            self.shared
+                .store
+                .put_queue(&QueueConfig::with_defaults(name.clone()))
+                .await?;
+            self.shared.store.set_paused(name, paused).await?;
+        }
+        self.shared.work.notify_waiters();
+        Ok(())
+    }
+}

@@ -1,0 +1,162 @@
+//! What a submit asks for, and how it becomes a [`NewJob`]: the task's digest is pinned, the
+//! queue, limits and retry policy come from the request, else the task's defaults, else the
+//! queue's; limits must fit the queue's caps; the start state follows from hold / run_at.
+
+use std::time::Duration;
+
+use crate::domain::{JobId, JobState, Limits, NewJob, QueueName, RetryPolicy, TaskName, Timestamp};
+use crate::store::{QueueConfig, TaskRecord};
+
+use super::ServiceError;
+
+/// A job as an application asks for it.
+#[derive(Debug, Clone)]
+pub struct SubmitRequest {
+    pub task: TaskName,
+    pub input: Vec<u8>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub queue: Option<QueueName>,
+    /// Higher runs first.
+    pub priority: i32,
+    /// Run no earlier than this long from now.
+    pub delay: Option<Duration>,
+    /// Run no earlier than this time.
+    pub run_at: Option<Timestamp>,
+    /// Keep the job `held` until released.
+    pub hold: bool,
+    /// While a live job has this key, submitting another returns that job.
+    pub unique_key: Option<String>,
+    /// A free string to find all jobs about one object.
+    pub context: Option<String>,
+    pub limits: Option<Limits>,
+    pub retry: Option<RetryPolicy>,
+    pub submitter: Option<String>,
+}
+
+impl SubmitRequest {
+    /// A request to run `task` with `input` and everything else defaulted.
+    pub fn new(task: TaskName, input: impl Into<Vec<u8>>) -> Self {
+        Self {
+            task,
+            input: input.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            queue: None,
+            priority: 0,
+            delay: None,
+            run_at: None,
+            hold: false,
+            unique_key: None,
+            context: None,
+            limits: None,
+            retry: None,
+            submitter: None,
+        }
+    }
+
+    pub(super) fn resolve(
+        self,
+        task: &TaskRecord,
+        queue: &QueueConfig,
+        now: Timestamp,
+    ) -> Result<NewJob, ServiceError> {
+        let invalid = ServiceError::Invalid;
+        if self.delay.is_some() && self.run_at.is_some() {
+            return Err(invalid("give delay or run_at, not both".into()));
+        }
+        let limits = self
+            .limits
+            .or(task.defaults.limits)
+            .unwrap_or(queue.default_limits);
+        check_caps(&limits, &queue.caps, &queue.name)?;
+        let retry = self
+            .retry
+            .or_else(|| task.defaults.retry.clone())
+            .unwrap_or_default();
+        retry.validate().map_err(invalid)?;
+        if let Some(key) = &self.unique_key
+            && (key.is_empty() || key.len() > 512)
+        {
+            return Err(invalid(format!(
+                "unique_key must be 1 to 512 bytes, got {}",
+                key.len()
+            )));
+        }
+        let run_at = match (self.delay, self.run_at) {
+            (Some(d), _) => now.plus(d),
+            (None, Some(t)) => t,
+            (None, None) => now,
+        };
+        let state = if self.hold {
+            JobState::Held
+        } else if run_at > now {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        };
+        let mut env = task.defaults.env.clone();
+        for (k, v) in self.env {
+            env.retain(|(existing, _)| *existing != k);
+            env.push((k, v));
+        }
+        Ok(NewJob {
+            id: JobId::generate(),
+            task: task.name.clone(),
+            digest: task.digest,
+            queue: queue.name.clone(),
+            input: self.input,
+            args: self.args,
+            env,
+            priority: self.priority,
+            state,
+            run_at,
+            unique_key: self.unique_key,
+            context: self.context,
+            limits,
+            retry,
+            submitter: self.submitter,
+            created_at: now,
+        })
+    }
+}
+
+fn check_caps(limits: &Limits, caps: &Limits, queue: &QueueName) -> Result<(), ServiceError> {
+    let over = |what: &str, asked: String, cap: String| {
+        Err(ServiceError::Invalid(format!(
+            "{what} {asked} is over queue {queue}'s cap of {cap}"
+        )))
+    };
+    if limits.fuel > caps.fuel {
+        return over("fuel", limits.fuel.to_string(), caps.fuel.to_string());
+    }
+    if limits.max_time > caps.max_time {
+        return over(
+            "max_seconds",
+            limits.max_seconds().to_string(),
+            caps.max_seconds().to_string(),
+        );
+    }
+    if limits.memory_bytes > caps.memory_bytes {
+        return over(
+            "memory_bytes",
+            limits.memory_bytes.to_string(),
+            caps.memory_bytes.to_string(),
+        );
+    }
+    if limits.stdout_bytes > caps.stdout_bytes {
+        return over(
+            "stdout_bytes",
+            limits.stdout_bytes.to_string(),
+            caps.stdout_bytes.to_string(),
+        );
+    }
+    if limits.stderr_bytes > caps.stderr_bytes {
+        return over(
+            "stderr_bytes",
+            limits.stderr_bytes.to_string(),
+            caps.stderr_bytes.to_string(),
+        );
+    }
+    Ok(())
+}

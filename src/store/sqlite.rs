@@ -1,0 +1,1135 @@
+//! The SQLite backend of [`Store`]: one file in WAL mode, versioned migrations applied at
+//! open (a database newer than the binary is refused), one writer thread that batches the
+//! writes of many callers into few transactions (group commit: a caller's write is durable when
+//! its future resolves, yet throughput is not one fsync per job), and a small pool of read
+//! connections used from blocking tasks. Every state change is one guarded `UPDATE`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use super::{
+    CancelOutcome, Claimed, Finish, Inserted, JobFilter, Lease, QueueConfig, QueuePosition,
+    QueueStats, Store, StoreError, StoreResult, TaskDefaults, TaskRecord, TaskVersion,
+};
+use crate::domain::{
+    AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
+    RetryPolicy, TaskName, Timestamp,
+};
+
+/// Schema migrations, applied in order; the index + 1 is the schema version.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tasks (
+    name        TEXT PRIMARY KEY,
+    digest      TEXT NOT NULL,
+    defaults    TEXT NOT NULL,
+    updated_at  INTEGER NOT NULL
+);
+CREATE TABLE task_versions (
+    name        TEXT NOT NULL,
+    digest      TEXT NOT NULL,
+    size_bytes  INTEGER NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (name, digest)
+);
+CREATE TABLE queues (
+    name            TEXT PRIMARY KEY,
+    concurrency     INTEGER NOT NULL,
+    default_limits  TEXT NOT NULL,
+    caps            TEXT NOT NULL,
+    paused          INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE jobs (
+    id              TEXT PRIMARY KEY,
+    task            TEXT NOT NULL,
+    digest          TEXT NOT NULL,
+    queue           TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    input           BLOB NOT NULL,
+    args            TEXT NOT NULL,
+    env             TEXT NOT NULL,
+    priority        INTEGER NOT NULL,
+    run_at          INTEGER NOT NULL,
+    unique_key      TEXT,
+    context         TEXT,
+    limits          TEXT NOT NULL,
+    retry           TEXT NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    lease           INTEGER,
+    lease_expires   INTEGER,
+    worker          TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    progress_done   INTEGER,
+    progress_total  INTEGER,
+    output          BLOB,
+    error_reason    TEXT,
+    error_message   TEXT,
+    submitter       TEXT,
+    created_at      INTEGER NOT NULL,
+    started_at      INTEGER,
+    finished_at     INTEGER
+) WITHOUT ROWID;
+CREATE INDEX jobs_claim ON jobs (queue, priority DESC, run_at, id) WHERE state = 'queued';
+CREATE INDEX jobs_due ON jobs (run_at) WHERE state = 'scheduled';
+CREATE INDEX jobs_running ON jobs (queue, lease_expires) WHERE state = 'running';
+CREATE INDEX jobs_state ON jobs (state, finished_at);
+CREATE INDEX jobs_task ON jobs (task, id);
+CREATE INDEX jobs_context ON jobs (context, id) WHERE context IS NOT NULL;
+CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL AND state IN ('held', 'scheduled', 'queued', 'running');
+CREATE TABLE attempts (
+    job_id          TEXT NOT NULL REFERENCES jobs (id) ON DELETE CASCADE,
+    number          INTEGER NOT NULL,
+    reason          TEXT NOT NULL,
+    trap_kind       TEXT,
+    exit_code       INTEGER,
+    message         TEXT,
+    stderr          BLOB NOT NULL,
+    stderr_truncated INTEGER NOT NULL,
+    receipt         TEXT NOT NULL,
+    worker          TEXT NOT NULL,
+    started_at      INTEGER NOT NULL,
+    finished_at     INTEGER NOT NULL,
+    PRIMARY KEY (job_id, number)
+) WITHOUT ROWID;
+"#];
+
+const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
+    context, limits, retry, attempts, progress_done, progress_total, output, error_reason, error_message, \
+    submitter, worker, created_at, started_at, finished_at, lease, lease_expires";
+
+const LIVE_STATES: &str = "('held', 'scheduled', 'queued', 'running')";
+const TERMINAL_STATES: &str = "('completed', 'failed', 'cancelled')";
+const MAX_BATCH: usize = 1024;
+const READERS: usize = 4;
+
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// The SQLite job store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    readers: Mutex<Vec<Connection>>,
+    lease_seq: AtomicI64,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+fn db(e: rusqlite::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+fn corrupt(table: &'static str, message: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt {
+        table,
+        message: message.to_string(),
+    }
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
+         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
+    )
+    .map_err(db)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> StoreResult<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(db)?;
+    let supported = MIGRATIONS.len() as i64;
+    if version > supported {
+        return Err(StoreError::TooNew {
+            path: path.display().to_string(),
+            found: version,
+            supported,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction().map_err(db)?;
+        tx.execute_batch(sql).map_err(db)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating) the database file and applies pending migrations.
+    pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut writer_conn = open_connection(&path)?;
+        migrate(&mut writer_conn, &path)?;
+        let readers = (0..READERS)
+            .map(|_| open_connection(&path))
+            .collect::<StoreResult<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel::<WriteOp>();
+        thread::Builder::new()
+            .name("remotask-sqlite-writer".into())
+            .spawn(move || writer_loop(writer_conn, rx))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        let seed =
+            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id())
+                as i64;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(Some(tx)),
+                readers: Mutex::new(readers),
+                lease_seq: AtomicI64::new(seed & 0x3fff_ffff_0000_0000),
+            }),
+        })
+    }
+
+    /// Runs `f` in the writer's current transaction (inside its own savepoint, so its failure
+    /// undoes only its own changes); resolves after the transaction committed.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let op: WriteOp = Box::new(move |conn| {
+            let result = match conn.execute_batch("SAVEPOINT op") {
+                Ok(()) => {
+                    let r = f(conn);
+                    let end = if r.is_ok() {
+                        "RELEASE op"
+                    } else {
+                        "ROLLBACK TO op; RELEASE op"
+                    };
+                    match conn.execute_batch(end) {
+                        Ok(()) => r,
+                        Err(e) => Err(db(e)),
+                    }
+                }
+                Err(e) => Err(db(e)),
+            };
+            Box::new(move |committed: Result<(), String>| {
+                let _ = tx.send(committed.map_err(StoreError::Database).and(result));
+            })
+        });
+        let sender = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        sender.send(op).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| {
+            StoreError::Database(
+                "the write was not applied: no transaction could be started".into(),
+            )
+        })?
+    }
+
+    /// Runs `f` on a read connection, on a blocking thread.
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let conn = match conn {
+                Some(c) => c,
+                None => open_connection(&inner.path)?,
+            };
+            let result = f(&conn);
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+    }
+
+    fn next_lease_token(&self) -> i64 {
+        self.inner.lease_seq.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+            // Nothing ran; dropping the ops tells their callers the write was not applied.
+            drop(batch);
+            continue;
+        }
+        let completions: Vec<Completion> = batch.into_iter().map(|op| op(&conn)).collect();
+        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        if committed.is_err() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for done in completions {
+            done(committed.clone());
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(table: &'static str, s: &str) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| corrupt(table, format!("{e}: {s}")))
+}
+
+fn job_from_row(row: &Row<'_>) -> StoreResult<(Job, Option<Lease>)> {
+    let get_s = |i: usize| -> StoreResult<String> { row.get::<_, String>(i).map_err(db) };
+    let id: JobId = get_s(0)?.parse().map_err(|e| corrupt("jobs", e))?;
+    let task: TaskName = get_s(1)?.parse().map_err(|e| corrupt("jobs", e))?;
+    let digest: ModuleDigest = get_s(2)?.parse().map_err(|e| corrupt("jobs", e))?;
+    let queue: QueueName = get_s(3)?.parse().map_err(|e| corrupt("jobs", e))?;
+    let state: JobState = get_s(4)?.parse().map_err(|e| corrupt("jobs", e))?;
+    let error_reason: Option<String> = row.get(18).map_err(db)?;
+    let error = match error_reason {
+        Some(r) => Some(JobError {
+            reason: parse_json("jobs", &format!("\"{r}\""))?,
+            message: row
+                .get::<_, Option<String>>(19)
+                .map_err(db)?
+                .unwrap_or_default(),
+        }),
+        None => None,
+    };
+    let progress = match (
+        row.get::<_, Option<i64>>(15).map_err(db)?,
+        row.get::<_, Option<i64>>(16).map_err(db)?,
+    ) {
+        (Some(d), Some(t)) => Some((d, t)),
+        _ => None,
+    };
+    let lease = match (
+        row.get::<_, Option<i64>>(25).map_err(db)?,
+        row.get::<_, Option<i64>>(26).map_err(db)?,
+    ) {
+        (Some(token), Some(exp)) => Some(Lease {
+            token,
+            expires_at: Timestamp(exp),
+        }),
+        _ => None,
+    };
+    let job = Job {
+        id,
+        task,
+        digest,
+        queue,
+        state,
+        input: row.get(5).map_err(db)?,
+        args: parse_json("jobs", &get_s(6)?)?,
+        env: parse_json("jobs", &get_s(7)?)?,
+        priority: row.get(8).map_err(db)?,
+        run_at: Timestamp(row.get(9).map_err(db)?),
+        unique_key: row.get(10).map_err(db)?,
+        context: row.get(11).map_err(db)?,
+        limits: parse_json::<Limits>("jobs", &get_s(12)?)?,
+        retry: parse_json::<RetryPolicy>("jobs", &get_s(13)?)?,
+        attempts: row.get(14).map_err(db)?,
+        progress,
+        output: row.get(17).map_err(db)?,
+        error,
+        submitter: row.get(20).map_err(db)?,
+        worker: row.get(21).map_err(db)?,
+        created_at: Timestamp(row.get(22).map_err(db)?),
+        started_at: row.get::<_, Option<i64>>(23).map_err(db)?.map(Timestamp),
+        finished_at: row.get::<_, Option<i64>>(24).map_err(db)?.map(Timestamp),
+    };
+    Ok((job, lease))
+}
+
+fn query_jobs(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<(Job, Option<Lease>)>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(job_from_row(row)?);
+    }
+    Ok(out)
+}
+
+fn load_task(conn: &Connection, name: &str) -> StoreResult<Option<TaskRecord>> {
+    let row = conn
+        .query_row(
+            "SELECT name, digest, defaults, updated_at FROM tasks WHERE name = ?1",
+            [name],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, i64>(3)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((name, digest, defaults, updated_at)) = row else {
+        return Ok(None);
+    };
+    let mut stmt = conn
+        .prepare_cached("SELECT digest, size_bytes, created_at FROM task_versions WHERE name = ?1 ORDER BY created_at DESC, digest")
+        .map_err(db)?;
+    let versions = stmt
+        .query_map([&name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db)?
+        .map(|v| {
+            let (d, size, at) = v.map_err(db)?;
+            Ok(TaskVersion {
+                digest: d.parse().map_err(|e| corrupt("task_versions", e))?,
+                size_bytes: size as u64,
+                created_at: Timestamp(at),
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    Ok(Some(TaskRecord {
+        name: name.parse().map_err(|e| corrupt("tasks", e))?,
+        digest: digest.parse().map_err(|e| corrupt("tasks", e))?,
+        defaults: parse_json::<TaskDefaults>("tasks", &defaults)?,
+        versions,
+        updated_at: Timestamp(updated_at),
+    }))
+}
+
+fn ensure_queue(conn: &Connection, name: &QueueName) -> StoreResult<()> {
+    let config = QueueConfig::with_defaults(name.clone());
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO queues (name, concurrency, default_limits, caps, paused) VALUES (?1, ?2, ?3, ?4, 0)",
+    )
+    .map_err(db)?
+    .execute(params![name.as_str(), config.concurrency, json(&config.default_limits), json(&config.caps)])
+    .map_err(db)?;
+    Ok(())
+}
+
+fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> {
+    let row = conn
+        .query_row(
+            "SELECT name, concurrency, default_limits, caps, paused FROM queues WHERE name = ?1",
+            [name],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, u32>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, bool>(4)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(db)?;
+    let Some((name, concurrency, default_limits, caps, paused)) = row else {
+        return Ok(None);
+    };
+    let mut counts: BTreeMap<JobState, u64> = JobState::ALL.into_iter().map(|s| (s, 0)).collect();
+    let mut stmt = conn
+        .prepare_cached("SELECT state, count(*) FROM jobs WHERE queue = ?1 GROUP BY state")
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([&name], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(db)?;
+    for row in rows {
+        let (state, n) = row.map_err(db)?;
+        let state: JobState = state.parse().map_err(|e| corrupt("jobs", e))?;
+        counts.insert(state, n as u64);
+    }
+    Ok(Some(QueueStats {
+        config: QueueConfig {
+            name: name.parse().map_err(|e| corrupt("queues", e))?,
+            concurrency,
+            default_limits: parse_json("queues", &default_limits)?,
+            caps: parse_json("queues", &caps)?,
+        },
+        paused,
+        counts,
+    }))
+}
+
+fn insert_attempt(conn: &Connection, id: JobId, a: &AttemptRecord) -> StoreResult<()> {
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO attempts (job_id, number, reason, trap_kind, exit_code, message, stderr, \
+         stderr_truncated, receipt, worker, started_at, finished_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .map_err(db)?
+    .execute(params![
+        id.to_string(),
+        a.number,
+        a.reason.as_str(),
+        a.trap_kind.map(|k| k.as_str()),
+        a.exit_code,
+        a.message,
+        a.stderr,
+        a.stderr_truncated,
+        a.receipt.to_string(),
+        a.worker,
+        a.started_at.0,
+        a.finished_at.0,
+    ])
+    .map_err(db)?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn put_task(
+        &self,
+        name: &TaskName,
+        digest: ModuleDigest,
+        size_bytes: u64,
+        defaults: Option<TaskDefaults>,
+        now: Timestamp,
+    ) -> StoreResult<TaskRecord> {
+        let name = name.clone();
+        self.write(move |conn| {
+            let existing: Option<String> = conn
+                .query_row("SELECT defaults FROM tasks WHERE name = ?1", [name.as_str()], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            let defaults = match (defaults, existing) {
+                (Some(d), _) => json(&d),
+                (None, Some(old)) => old,
+                (None, None) => json(&TaskDefaults::default()),
+            };
+            conn.execute(
+                "INSERT INTO tasks (name, digest, defaults, updated_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, defaults = excluded.defaults, \
+                 updated_at = excluded.updated_at",
+                params![name.as_str(), digest.to_hex(), defaults, now.0],
+            )
+            .map_err(db)?;
+            conn.execute(
+                "INSERT INTO task_versions (name, digest, size_bytes, created_at) VALUES (?1, ?2, ?3, ?4) \
+                 ON CONFLICT (name, digest) DO UPDATE SET created_at = excluded.created_at",
+                params![name.as_str(), digest.to_hex(), size_bytes as i64, now.0],
+            )
+            .map_err(db)?;
+            load_task(conn, name.as_str())?.ok_or_else(|| corrupt("tasks", "task vanished after insert"))
+        })
+        .await
+    }
+
+    async fn get_task(&self, name: &TaskName) -> StoreResult<Option<TaskRecord>> {
+        let name = name.clone();
+        self.read(move |conn| load_task(conn, name.as_str())).await
+    }
+
+    async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
+        self.read(|conn| {
+            let names: Vec<String> = conn
+                .prepare("SELECT name FROM tasks ORDER BY name")
+                .map_err(db)?
+                .query_map([], |r| r.get(0))
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for n in names {
+                out.extend(load_task(conn, &n)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn delete_task(&self, name: &TaskName) -> StoreResult<bool> {
+        let name = name.clone();
+        self.write(move |conn| {
+            conn.execute("DELETE FROM task_versions WHERE name = ?1", [name.as_str()])
+                .map_err(db)?;
+            Ok(conn
+                .execute("DELETE FROM tasks WHERE name = ?1", [name.as_str()])
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn put_queue(&self, config: &QueueConfig) -> StoreResult<()> {
+        let c = config.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO queues (name, concurrency, default_limits, caps, paused) VALUES (?1, ?2, ?3, ?4, 0) \
+                 ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, \
+                 default_limits = excluded.default_limits, caps = excluded.caps",
+                params![c.name.as_str(), c.concurrency, json(&c.default_limits), json(&c.caps)],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_queue(&self, name: &QueueName) -> StoreResult<Option<QueueStats>> {
+        let name = name.clone();
+        self.read(move |conn| load_queue(conn, name.as_str())).await
+    }
+
+    async fn list_queues(&self) -> StoreResult<Vec<QueueStats>> {
+        self.read(|conn| {
+            let names: Vec<String> = conn
+                .prepare("SELECT name FROM queues ORDER BY name")
+                .map_err(db)?
+                .query_map([], |r| r.get(0))
+                .map_err(db)?
+                .collect::<Result<_, _>>()
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for n in names {
+                out.extend(load_queue(conn, &n)?);
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn queue_configs(&self) -> StoreResult<Vec<(QueueConfig, bool)>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT name, concurrency, default_limits, caps, paused FROM queues ORDER BY name")
+                .map_err(db)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, bool>(4)?))
+                })
+                .map_err(db)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (name, concurrency, default_limits, caps, paused) = row.map_err(db)?;
+                let config = QueueConfig {
+                    name: name.parse().map_err(|e| corrupt("queues", e))?,
+                    concurrency,
+                    default_limits: parse_json("queues", &default_limits)?,
+                    caps: parse_json("queues", &caps)?,
+                };
+                out.push((config, paused));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn set_paused(&self, name: &QueueName, paused: bool) -> StoreResult<bool> {
+        let name = name.clone();
+        self.write(move |conn| {
+            Ok(conn
+                .execute(
+                    "UPDATE queues SET paused = ?2 WHERE name = ?1",
+                    params![name.as_str(), paused],
+                )
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        self.write(move |conn| {
+            let mut out = Vec::with_capacity(jobs.len());
+            let mut queues_seen: Vec<QueueName> = Vec::new();
+            for job in jobs {
+                if !queues_seen.contains(&job.queue) {
+                    ensure_queue(conn, &job.queue)?;
+                    queues_seen.push(job.queue.clone());
+                }
+                if let Some(key) = &job.unique_key {
+                    let existing: Option<String> = conn
+                        .prepare_cached(&format!("SELECT id FROM jobs WHERE unique_key = ?1 AND state IN {LIVE_STATES}"))
+                        .map_err(db)?
+                        .query_row([key], |r| r.get(0))
+                        .optional()
+                        .map_err(db)?;
+                    if let Some(id) = existing {
+                        out.push(Inserted::Existing(id.parse().map_err(|e| corrupt("jobs", e))?));
+                        continue;
+                    }
+                }
+                conn.prepare_cached(
+                    "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
+                     context, limits, retry, submitter, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .map_err(db)?
+                .execute(params![
+                    job.id.to_string(),
+                    job.task.as_str(),
+                    job.digest.to_hex(),
+                    job.queue.as_str(),
+                    job.state.as_str(),
+                    job.input,
+                    json(&job.args),
+                    json(&job.env),
+                    job.priority,
+                    job.run_at.0,
+                    job.unique_key,
+                    job.context,
+                    json(&job.limits),
+                    json(&job.retry),
+                    job.submitter,
+                    job.created_at.0,
+                ])
+                .map_err(db)?;
+                out.push(Inserted::New(job.id));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+            Ok(query_jobs(conn, &sql, &[&id.to_string()])?
+                .into_iter()
+                .next()
+                .map(|(j, _)| j))
+        })
+        .await
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
+        let f = filter.clone();
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
+            let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
+            if !f.states.is_empty() {
+                let list: Vec<String> = f
+                    .states
+                    .iter()
+                    .map(|s| format!("'{}'", s.as_str()))
+                    .collect();
+                sql.push_str(&format!(" AND state IN ({})", list.join(", ")));
+            }
+            let mut bind = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
+                values.push(v);
+                sql.push_str(&clause.replace('?', &format!("?{}", values.len())));
+            };
+            if let Some(t) = &f.task {
+                bind(&mut sql, " AND task = ?", Box::new(t.as_str().to_owned()));
+            }
+            if let Some(q) = &f.queue {
+                bind(&mut sql, " AND queue = ?", Box::new(q.as_str().to_owned()));
+            }
+            if let Some(c) = &f.context {
+                bind(&mut sql, " AND context = ?", Box::new(c.clone()));
+            }
+            if let Some(k) = &f.unique_key {
+                bind(&mut sql, " AND unique_key = ?", Box::new(k.clone()));
+            }
+            if let Some(after) = f.after {
+                bind(&mut sql, " AND id > ?", Box::new(after.to_string()));
+            }
+            let limit = if f.limit == 0 {
+                100
+            } else {
+                f.limit.min(10_000)
+            };
+            sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+            let params: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
+            Ok(query_jobs(conn, &sql, &params)?
+                .into_iter()
+                .map(|(j, _)| j)
+                .collect())
+        })
+        .await
+    }
+
+    async fn attempts(&self, id: JobId) -> StoreResult<Vec<AttemptRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT number, reason, trap_kind, exit_code, message, stderr, stderr_truncated, receipt, worker, \
+                     started_at, finished_at FROM attempts WHERE job_id = ?1 ORDER BY number",
+                )
+                .map_err(db)?;
+            let mut rows = stmt.query([id.to_string()]).map_err(db)?;
+            let mut out = Vec::new();
+            while let Some(r) = rows.next().map_err(db)? {
+                let reason: String = r.get(1).map_err(db)?;
+                let trap_kind: Option<String> = r.get(2).map_err(db)?;
+                let receipt: String = r.get(7).map_err(db)?;
+                out.push(AttemptRecord {
+                    number: r.get(0).map_err(db)?,
+                    reason: parse_json("attempts", &format!("\"{reason}\""))?,
+                    trap_kind: trap_kind.map(|k| parse_json("attempts", &format!("\"{k}\""))).transpose()?,
+                    exit_code: r.get(3).map_err(db)?,
+                    message: r.get(4).map_err(db)?,
+                    stderr: r.get(5).map_err(db)?,
+                    stderr_truncated: r.get(6).map_err(db)?,
+                    receipt: parse_json("attempts", &receipt)?,
+                    worker: r.get(8).map_err(db)?,
+                    started_at: Timestamp(r.get(9).map_err(db)?),
+                    finished_at: Timestamp(r.get(10).map_err(db)?),
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        queue: &QueueName,
+        worker: &str,
+        max: u32,
+        lease_ttl_ms: i64,
+        now: Timestamp,
+    ) -> StoreResult<Vec<Claimed>> {
+        let queue = queue.clone();
+        let worker = worker.to_owned();
+        let token = self.next_lease_token();
+        self.write(move |conn| {
+            conn.prepare_cached("UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1")
+                .map_err(db)?
+                .execute([now.0])
+                .map_err(db)?;
+            let settings: Option<(u32, bool)> = conn
+                .prepare_cached("SELECT concurrency, paused FROM queues WHERE name = ?1")
+                .map_err(db)?
+                .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db)?;
+            let Some((concurrency, paused)) = settings else { return Ok(Vec::new()) };
+            if paused {
+                return Ok(Vec::new());
+            }
+            let running: i64 = conn
+                .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
+                .map_err(db)?
+                .query_row([queue.as_str()], |r| r.get(0))
+                .map_err(db)?;
+            let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
+            if room == 0 {
+                return Ok(Vec::new());
+            }
+            let expires = now.0 + lease_ttl_ms;
+            let sql = format!(
+                "UPDATE jobs SET state = 'running', lease = ?1, lease_expires = ?2, worker = ?3, \
+                 attempts = attempts + 1, started_at = ?4, cancel_requested = 0, progress_done = NULL, \
+                 progress_total = NULL \
+                 WHERE id IN (SELECT id FROM jobs WHERE queue = ?5 AND state = 'queued' \
+                              ORDER BY priority DESC, run_at, id LIMIT ?6) \
+                 RETURNING {JOB_COLUMNS}"
+            );
+            let rows = query_jobs(conn, &sql, &[&token, &expires, &worker, &now.0, &queue.as_str(), &room])?;
+            let mut claimed: Vec<Claimed> = rows
+                .into_iter()
+                .map(|(job, _)| Claimed { job, lease: Lease { token, expires_at: Timestamp(expires) } })
+                .collect();
+            claimed.sort_by(|a, b| {
+                b.job.priority.cmp(&a.job.priority).then(a.job.run_at.cmp(&b.job.run_at)).then(a.job.id.cmp(&b.job.id))
+            });
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn heartbeat(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        expires_at: Timestamp,
+    ) -> StoreResult<bool> {
+        let token = lease.token;
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("UPDATE jobs SET lease_expires = ?3 WHERE id = ?1 AND state = 'running' AND lease = ?2")
+                .map_err(db)?
+                .execute(params![id.to_string(), token, expires_at.0])
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn set_progress(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        done: i64,
+        total: i64,
+    ) -> StoreResult<bool> {
+        let token = lease.token;
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "UPDATE jobs SET progress_done = ?3, progress_total = ?4 WHERE id = ?1 AND state = 'running' AND lease = ?2",
+                )
+                .map_err(db)?
+                .execute(params![id.to_string(), token, done, total])
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn finish(
+        &self,
+        id: JobId,
+        lease: &Lease,
+        attempt: Option<AttemptRecord>,
+        finish: Finish,
+        now: Timestamp,
+    ) -> StoreResult<bool> {
+        let token = lease.token;
+        self.write(move |conn| {
+            let key = id.to_string();
+            let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
+            let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
+            let changed = match &finish {
+                Finish::Completed { output } => conn
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = 'completed', output = ?3, error_reason = NULL, error_message = NULL, \
+                         finished_at = ?4, {clear} {guard}"
+                    ))
+                    .map_err(db)?
+                    .execute(params![key, token, output, now.0]),
+                Finish::Retry { run_at, limits, error } => conn
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, \
+                         error_message = ?6, {clear} {guard}"
+                    ))
+                    .map_err(db)?
+                    .execute(params![key, token, run_at.0, json(limits), error.reason.as_str(), error.message]),
+                Finish::Failed { error } | Finish::Cancelled { error } => {
+                    let state = if matches!(finish, Finish::Failed { .. }) { "failed" } else { "cancelled" };
+                    conn.prepare_cached(&format!(
+                        "UPDATE jobs SET state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6, {clear} {guard}"
+                    ))
+                    .map_err(db)?
+                    .execute(params![key, token, state, error.reason.as_str(), error.message, now.0])
+                }
+                Finish::Interrupted => conn
+                    .prepare_cached(&format!(
+                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), progress_done = NULL, \
+                         progress_total = NULL, {clear} {guard}"
+                    ))
+                    .map_err(db)?
+                    .execute(params![key, token]),
+            }
+            .map_err(db)?;
+            if changed == 0 {
+                return Ok(false);
+            }
+            if let Some(a) = &attempt {
+                insert_attempt(conn, id, a)?;
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>> {
+        self.read(move |conn| {
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires < ?1 ORDER BY id");
+            Ok(query_jobs(conn, &sql, &[&now.0])?
+                .into_iter()
+                .filter_map(|(job, lease)| lease.map(|lease| Claimed { job, lease }))
+                .collect())
+        })
+        .await
+    }
+
+    async fn cancel(&self, id: JobId, now: Timestamp) -> StoreResult<CancelOutcome> {
+        self.write(move |conn| {
+            let key = id.to_string();
+            let cancelled = conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?2, error_reason = 'cancelled', \
+                     error_message = 'cancelled before it ran' \
+                     WHERE id = ?1 AND state IN ('held', 'scheduled', 'queued')",
+                )
+                .map_err(db)?
+                .execute(params![key, now.0])
+                .map_err(db)?;
+            if cancelled > 0 {
+                return Ok(CancelOutcome::Cancelled);
+            }
+            let marked = conn
+                .prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'")
+                .map_err(db)?
+                .execute([&key])
+                .map_err(db)?;
+            if marked > 0 {
+                return Ok(CancelOutcome::Running);
+            }
+            let state: Option<String> =
+                conn.query_row("SELECT state FROM jobs WHERE id = ?1", [&key], |r| r.get(0)).optional().map_err(db)?;
+            match state {
+                Some(s) => Ok(CancelOutcome::AlreadyEnded(s.parse().map_err(|e| corrupt("jobs", e))?)),
+                None => Ok(CancelOutcome::NotFound),
+            }
+        })
+        .await
+    }
+
+    async fn cancel_requested(&self, id: JobId) -> StoreResult<bool> {
+        self.read(move |conn| {
+            let v: Option<bool> = conn
+                .query_row(
+                    "SELECT cancel_requested FROM jobs WHERE id = ?1 AND state = 'running'",
+                    [id.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            Ok(v.unwrap_or(false))
+        })
+        .await
+    }
+
+    async fn release(&self, id: JobId, now: Timestamp) -> StoreResult<bool> {
+        self.write(move |conn| {
+            Ok(conn
+                .execute("UPDATE jobs SET state = 'queued', run_at = ?2 WHERE id = ?1 AND state = 'held'", params![id.to_string(), now.0])
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn retry(&self, id: JobId, now: Timestamp) -> StoreResult<bool> {
+        self.write(move |conn| {
+            let result = conn.execute(
+                "UPDATE jobs SET state = 'queued', run_at = ?2, attempts = 0, output = NULL, error_reason = NULL, \
+                 error_message = NULL, finished_at = NULL, progress_done = NULL, progress_total = NULL \
+                 WHERE id = ?1 AND state IN ('failed', 'cancelled')",
+                params![id.to_string(), now.0],
+            );
+            match result {
+                Ok(n) => Ok(n > 0),
+                // Another live job holds the same unique key: this one stays as it is.
+                Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => Ok(false),
+                Err(e) => Err(db(e)),
+            }
+        })
+        .await
+    }
+
+    async fn delete_job(&self, id: JobId) -> StoreResult<bool> {
+        self.write(move |conn| {
+            Ok(conn
+                .execute(
+                    "DELETE FROM jobs WHERE id = ?1 AND state != 'running'",
+                    [id.to_string()],
+                )
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn clean(&self, before: Option<Timestamp>) -> StoreResult<u64> {
+        self.write(move |conn| {
+            let n = match before {
+                Some(t) => conn.execute(
+                    &format!(
+                        "DELETE FROM jobs WHERE state IN {TERMINAL_STATES} AND finished_at < ?1"
+                    ),
+                    [t.0],
+                ),
+                None => conn.execute(
+                    &format!("DELETE FROM jobs WHERE state IN {TERMINAL_STATES}"),
+                    [],
+                ),
+            }
+            .map_err(db)?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn position(&self, id: JobId) -> StoreResult<Option<QueuePosition>> {
+        self.read(move |conn| {
+            let row: Option<(String, i32, i64)> = conn
+                .query_row("SELECT queue, priority, run_at FROM jobs WHERE id = ?1", [id.to_string()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
+                .map_err(db)?;
+            let Some((queue, priority, run_at)) = row else { return Ok(None) };
+            let (concurrency, paused): (u32, bool) = conn
+                .query_row("SELECT concurrency, paused FROM queues WHERE name = ?1", [&queue], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+                .map_err(db)?
+                .unwrap_or((0, false));
+            let running: i64 = conn
+                .query_row("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'", [&queue], |r| r.get(0))
+                .map_err(db)?;
+            let ahead: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'queued' AND \
+                     (priority > ?2 OR (priority = ?2 AND (run_at < ?3 OR (run_at = ?3 AND id < ?4))))",
+                    params![queue, priority, run_at, id.to_string()],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            Ok(Some(QueuePosition { paused, running: running as u64, concurrency, ahead: ahead as u64 }))
+        })
+        .await
+    }
+
+    async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            let t: Option<i64> = conn
+                .query_row(
+                    "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(db)?;
+            Ok(t.map(Timestamp))
+        })
+        .await
+    }
+}

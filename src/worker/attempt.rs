@@ -1,0 +1,221 @@
+//! One claimed job, start to end: a guest thread runs the attempt in the sandbox, the
+//! reporter decides the job's next state with the retry policy and writes it under the
+//! attempt's lease. Progress from the guest is coalesced and written by its own task.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+use super::Assignment;
+use crate::domain::{AttemptRecord, Decision, JobError, JobId, Reason, Timestamp};
+use crate::sandbox::{AttemptReport, AttemptRequest, CacheStatus, Receipt};
+use crate::service::Service;
+use crate::store::{Finish, Lease};
+
+/// What a guest thread hands the reporter.
+pub(crate) struct Ran {
+    assignment: Assignment,
+    report: AttemptReport,
+    started_at: Timestamp,
+    finished_at: Timestamp,
+}
+
+pub(crate) type Progress = (JobId, Lease, i64, i64);
+
+pub(crate) fn guest_thread(
+    service: Service,
+    worker_id: String,
+    assignments: Arc<Mutex<mpsc::Receiver<Assignment>>>,
+    reports: UnboundedSender<Ran>,
+    progress: UnboundedSender<Progress>,
+) {
+    let shared = service.shared.clone();
+    loop {
+        let next = assignments.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(assignment) = next else { return };
+        let job = &assignment.claimed.job;
+        let started_at = shared.clock.now();
+        let blobs = shared.blobs.clone();
+        let digest = job.digest;
+        let report = match shared
+            .sandbox
+            .module(digest, || blobs.get(&digest).map_err(std::io::Error::other))
+        {
+            Ok(module) => {
+                let (id, lease, sink) = (job.id, assignment.claimed.lease, progress.clone());
+                let request = AttemptRequest {
+                    task_name: job.task.to_string(),
+                    input: job.input.clone(),
+                    args: job.args.clone(),
+                    env: job.env.clone(),
+                    limits: job.limits,
+                    cancel: assignment.cancel.clone(),
+                    progress: Some(Arc::new(move |done, total| {
+                        let _ = sink.send((id, lease, done, total));
+                    })),
+                };
+                shared.sandbox.run_blocking(&module, request)
+            }
+            Err(e) => host_error(format!("cannot load module {digest}: {e}")),
+        };
+        let _ = &worker_id;
+        let finished_at = shared.clock.now();
+        if reports
+            .send(Ran {
+                assignment,
+                report,
+                started_at,
+                finished_at,
+            })
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn host_error(message: String) -> AttemptReport {
+    AttemptReport {
+        reason: Reason::HostError,
+        trap_kind: None,
+        exit_code: None,
+        message: Some(message),
+        output: Vec::new(),
+        stderr: Vec::new(),
+        stderr_truncated: false,
+        receipt: Receipt {
+            fuel_consumed: None,
+            peak_memory_bytes: 0,
+            wall_us: 0,
+            instantiate_us: 0,
+            compile_cache: CacheStatus::Miss,
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        },
+    }
+}
+
+/// A number in [0, 1) that is the same for the same job and attempt (the jitter draw).
+fn jitter_draw(id: JobId, attempt: u32) -> f64 {
+    let mut input = id.as_u128().to_le_bytes().to_vec();
+    input.extend_from_slice(&attempt.to_le_bytes());
+    let hash = blake3::hash(&input);
+    let bits = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The next state of a job after an attempt, as the retry policy decides.
+pub(crate) fn finish_for(
+    job: &crate::domain::Job,
+    report_reason: Reason,
+    message: Option<String>,
+    output: Vec<u8>,
+    caps: &crate::domain::Limits,
+    now: Timestamp,
+) -> Finish {
+    let error = JobError {
+        reason: report_reason,
+        message: message.unwrap_or_else(|| report_reason.to_string()),
+    };
+    match job.retry.decide(
+        job.attempts,
+        report_reason,
+        &job.limits,
+        caps,
+        jitter_draw(job.id, job.attempts),
+    ) {
+        Decision::Complete => Finish::Completed { output },
+        Decision::Retry { delay, limits } => Finish::Retry {
+            run_at: now.plus(delay),
+            limits,
+            error,
+        },
+        Decision::GiveUp if report_reason == Reason::Cancelled => Finish::Cancelled { error },
+        Decision::GiveUp => Finish::Failed { error },
+    }
+}
+
+pub(crate) async fn reporter(service: Service, mut reports: UnboundedReceiver<Ran>) {
+    let shared = service.shared.clone();
+    while let Some(ran) = reports.recv().await {
+        let Ran {
+            assignment,
+            report,
+            started_at,
+            finished_at,
+        } = ran;
+        let job = &assignment.claimed.job;
+        let lease = assignment.claimed.lease;
+        let now = shared.clock.now();
+        let (finish, record) = if assignment.interrupted.load(Ordering::SeqCst)
+            && report.reason == Reason::Cancelled
+        {
+            (Finish::Interrupted, None)
+        } else {
+            let record = AttemptRecord {
+                number: job.attempts,
+                reason: report.reason,
+                trap_kind: report.trap_kind,
+                exit_code: report.exit_code,
+                message: report.message.clone(),
+                stderr: report.stderr,
+                stderr_truncated: report.stderr_truncated,
+                receipt: serde_json::to_value(&report.receipt).unwrap_or(serde_json::Value::Null),
+                worker: job.worker.clone().unwrap_or_default(),
+                started_at,
+                finished_at,
+            };
+            (
+                finish_for(
+                    job,
+                    report.reason,
+                    report.message,
+                    report.output,
+                    &assignment.caps,
+                    now,
+                ),
+                Some(record),
+            )
+        };
+        // A stale lease (the job was rescued meanwhile) writes nothing: the newer attempt wins.
+        for delay in [0u64, 50, 200, 1000] {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            if shared
+                .store
+                .finish(job.id, &lease, record.clone(), finish.clone(), now)
+                .await
+                .is_ok()
+            {
+                break;
+            }
+        }
+        shared
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&job.id);
+        drop(assignment.permit);
+        shared.changed.notify_waiters();
+        shared.work.notify_waiters();
+    }
+}
+
+/// Writes guest progress, keeping only the newest value per job between writes.
+pub(crate) async fn progress_writer(service: Service, mut updates: UnboundedReceiver<Progress>) {
+    let shared = service.shared.clone();
+    while let Some(first) = updates.recv().await {
+        let mut latest: HashMap<JobId, (Lease, i64, i64)> = HashMap::new();
+        latest.insert(first.0, (first.1, first.2, first.3));
+        while let Ok((id, lease, done, total)) = updates.try_recv() {
+            latest.insert(id, (lease, done, total));
+        }
+        for (id, (lease, done, total)) in latest {
+            let _ = shared.store.set_progress(id, &lease, done, total).await;
+        }
+        shared.changed.notify_waiters();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

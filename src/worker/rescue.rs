@@ -1,0 +1,88 @@
+//! The rescuer: a job whose lease expired (its worker died or stalled) is ended as a
+//! `lease_lost` attempt and requeued after the requeue delay, or failed when its retries are
+//! spent. It goes through the same guarded `finish` as any attempt, so it cannot overwrite a
+//! worker that reported in the meantime.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use super::WorkerConfig;
+use crate::domain::{AttemptRecord, JobError, JobId, Reason, Timestamp};
+use crate::service::Service;
+use crate::store::{Finish, QueueConfig, StoreResult};
+
+pub(super) async fn rescuer(service: Service, config: WorkerConfig, stopping: Arc<AtomicBool>) {
+    while !stopping.load(Ordering::SeqCst) {
+        let now = service.now();
+        let _ = rescue_expired(&service, now, config.requeue_delay).await;
+        tokio::time::sleep(config.rescue_interval).await;
+    }
+}
+
+/// Requeues (or fails) every running job whose lease expired before `now`. Returns the ids.
+pub async fn rescue_expired(
+    service: &Service,
+    now: Timestamp,
+    requeue_delay: std::time::Duration,
+) -> StoreResult<Vec<JobId>> {
+    let store = service.store().clone();
+    let expired = store.expired_leases(now).await?;
+    let mut rescued = Vec::new();
+    for claimed in expired {
+        let job = &claimed.job;
+        let worker = job
+            .worker
+            .clone()
+            .unwrap_or_else(|| "unknown worker".into());
+        let message = format!("lease expired ({worker})");
+        let caps = match store.get_queue(&job.queue).await? {
+            Some(q) => q.config.caps,
+            None => QueueConfig::with_defaults(job.queue.clone()).caps,
+        };
+        let finish = match super::attempt::finish_for(
+            job,
+            Reason::LeaseLost,
+            Some(message.clone()),
+            Vec::new(),
+            &caps,
+            now,
+        ) {
+            Finish::Retry { limits, error, .. } => Finish::Retry {
+                run_at: now.plus(requeue_delay),
+                limits,
+                error,
+            },
+            Finish::Failed { .. } => Finish::Failed {
+                error: JobError {
+                    reason: Reason::LeaseLost,
+                    message: message.clone(),
+                },
+            },
+            other => other,
+        };
+        let record = AttemptRecord {
+            number: job.attempts,
+            reason: Reason::LeaseLost,
+            trap_kind: None,
+            exit_code: None,
+            message: Some(message),
+            stderr: Vec::new(),
+            stderr_truncated: false,
+            receipt: serde_json::Value::Null,
+            worker,
+            started_at: job.started_at.unwrap_or(now),
+            finished_at: now,
+        };
+        if store
+            .finish(job.id, &claimed.lease, Some(record), finish, now)
+            .await?
+        {
+            rescued.push(job.id);
+        }
+    }
+    if !rescued.is_empty() {
+        service.shared.work.notify_waiters();
+        service.shared.changed.notify_waiters();
+    }
+    Ok(rescued)
+}
