@@ -7,4 +7,6 @@ mod concurrency;
 mod guests;
 mod isolation;
 mod outcomes;
+mod queue;
+mod store_conformance;
 mod support;

@@ -118,3 +118,95 @@ pub(crate) fn text(bytes: &[u8]) -> String {
 pub(crate) fn remotask() -> Command {
     Command::new(env!("CARGO_BIN_EXE_remotask"))
 }
+
+/// A service on a fresh SQLite file, with the example and hostile guests registered, and
+/// (optionally) a running worker pool.
+pub(crate) struct Engine {
+    pub(crate) service: remotask::service::Service,
+    pub(crate) pool: Option<remotask::worker::WorkerPool>,
+    pub(crate) dir: tempfile::TempDir,
+}
+
+impl Engine {
+    /// A new engine on a temporary data directory, on the real clock.
+    pub(crate) async fn new() -> Self {
+        Self::with_clock(std::sync::Arc::new(remotask::domain::SystemClock)).await
+    }
+
+    pub(crate) async fn with_clock(clock: std::sync::Arc<dyn remotask::domain::Clock>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let service = Self::open(dir.path(), clock).await;
+        for name in ["hostile", "echo"] {
+            service
+                .register_task(&name.parse().unwrap(), guest_bytes(name), None)
+                .await
+                .unwrap();
+        }
+        Self {
+            service,
+            pool: None,
+            dir,
+        }
+    }
+
+    /// Opens the service on an existing data directory (a restart).
+    pub(crate) async fn open(
+        dir: &Path,
+        clock: std::sync::Arc<dyn remotask::domain::Clock>,
+    ) -> remotask::service::Service {
+        let store = remotask::store::SqliteStore::open(dir.join("remotask.db")).unwrap();
+        let blobs = remotask::store::BlobStore::open(dir.join("modules")).unwrap();
+        remotask::service::Service::new(std::sync::Arc::new(store), blobs, sandbox().clone(), clock)
+    }
+
+    pub(crate) fn start_workers(&mut self, threads: usize) {
+        let config = remotask::worker::WorkerConfig {
+            threads,
+            rescue_interval: Duration::from_millis(100),
+            shutdown_grace: Duration::from_millis(500),
+            worker_id: "test-worker".into(),
+            ..Default::default()
+        };
+        self.pool = Some(remotask::worker::WorkerPool::start(
+            self.service.clone(),
+            config,
+        ));
+    }
+
+    pub(crate) async fn stop_workers(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            pool.shutdown().await;
+        }
+    }
+
+    /// Submits `task` with argv `args` (for the hostile guest: the command first).
+    pub(crate) fn request(task: &str, args: &[&str]) -> remotask::service::SubmitRequest {
+        let mut r = remotask::service::SubmitRequest::new(task.parse().unwrap(), Vec::new());
+        r.args = args.iter().map(|s| s.to_string()).collect();
+        r
+    }
+
+    pub(crate) async fn submit(
+        &self,
+        request: remotask::service::SubmitRequest,
+    ) -> remotask::domain::Job {
+        self.service.submit(request).await.unwrap().job
+    }
+
+    pub(crate) async fn wait(&self, id: remotask::domain::JobId) -> remotask::domain::Job {
+        self.service
+            .wait(id, Duration::from_secs(20))
+            .await
+            .unwrap()
+    }
+}
+
+/// A retry policy with no backoff, so retries happen at once in real-time tests.
+pub(crate) fn no_backoff(retries: u32) -> remotask::domain::RetryPolicy {
+    remotask::domain::RetryPolicy {
+        retries,
+        backoff_seconds: 0.0,
+        jitter: 0.0,
+        ..Default::default()
+    }
+}

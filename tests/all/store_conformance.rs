@@ -1,0 +1,364 @@
+//! The store contract, written once and run against every backend (SQLite here; PostgreSQL
+//! runs the same functions when it lands). Each check takes a fresh, empty store.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use remotask::domain::{
+    AttemptRecord, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, Reason,
+    RetryPolicy, Timestamp,
+};
+use remotask::store::{
+    CancelOutcome, Finish, Inserted, JobFilter, QueueConfig, SqliteStore, Store, StoreError,
+};
+
+const T0: Timestamp = Timestamp(1_700_000_000_000);
+
+fn new_job(queue: &str, priority: i32, run_at: Timestamp) -> NewJob {
+    NewJob {
+        id: JobId::generate(),
+        task: "echo".parse().unwrap(),
+        digest: ModuleDigest::of(b"module"),
+        queue: queue.parse().unwrap(),
+        input: b"{}".to_vec(),
+        args: vec![],
+        env: vec![],
+        priority,
+        state: if run_at > T0 {
+            JobState::Scheduled
+        } else {
+            JobState::Queued
+        },
+        run_at,
+        unique_key: None,
+        context: None,
+        limits: Limits::default(),
+        retry: RetryPolicy::default(),
+        submitter: None,
+        created_at: T0,
+    }
+}
+
+fn attempt(number: u32, reason: Reason) -> AttemptRecord {
+    AttemptRecord {
+        number,
+        reason,
+        trap_kind: None,
+        exit_code: None,
+        message: None,
+        stderr: b"log".to_vec(),
+        stderr_truncated: false,
+        receipt: serde_json::json!({"fuel_consumed": 1}),
+        worker: "w".into(),
+        started_at: T0,
+        finished_at: T0,
+    }
+}
+
+/// Runs every check of the contract against stores made by `make`.
+async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
+    claims_follow_priority_then_run_at_then_id(make().await).await;
+    claims_respect_concurrency_and_pause(make().await).await;
+    scheduled_jobs_become_claimable_when_due(make().await).await;
+    a_stale_lease_cannot_write(make().await).await;
+    unique_keys_hold_while_live(make().await).await;
+    cancel_release_retry_delete_follow_the_state_machine(make().await).await;
+}
+
+async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
+    let jobs = vec![
+        new_job("q", 0, T0),
+        new_job("q", 5, T0),
+        new_job("q", 0, Timestamp(T0.0 - 10)),
+        new_job("q", 5, T0),
+    ];
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    store.insert_jobs(jobs).await.unwrap();
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 10,
+            ..QueueConfig::with_defaults("q".parse().unwrap())
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&"q".parse().unwrap(), "w", 10, 1000, T0)
+        .await
+        .unwrap();
+    let order: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
+    assert_eq!(order, vec![ids[1], ids[3], ids[2], ids[0]]);
+    assert!(
+        claimed
+            .iter()
+            .all(|c| c.job.state == JobState::Running && c.job.attempts == 1)
+    );
+}
+
+async fn claims_respect_concurrency_and_pause(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 2,
+            ..QueueConfig::with_defaults(q.clone())
+        })
+        .await
+        .unwrap();
+    store
+        .insert_jobs((0..5).map(|_| new_job("q", 0, T0)).collect())
+        .await
+        .unwrap();
+    assert_eq!(store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(), 2);
+    assert_eq!(
+        store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(),
+        0,
+        "2 of 2 running"
+    );
+    assert!(store.set_paused(&q, true).await.unwrap());
+    let stats = store.get_queue(&q).await.unwrap().unwrap();
+    assert!(stats.paused);
+    assert_eq!(
+        (
+            stats.counts[&JobState::Running],
+            stats.counts[&JobState::Queued]
+        ),
+        (2, 3)
+    );
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 5,
+            ..QueueConfig::with_defaults(q.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(),
+        0,
+        "paused survives a settings change"
+    );
+    store.set_paused(&q, false).await.unwrap();
+    assert_eq!(store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(), 3);
+}
+
+async fn scheduled_jobs_become_claimable_when_due(store: impl Store) {
+    let later = new_job("q", 0, Timestamp(T0.0 + 5000));
+    let id = later.id;
+    store.insert_jobs(vec![later]).await.unwrap();
+    let q: QueueName = "q".parse().unwrap();
+    assert!(store.claim(&q, "w", 1, 1000, T0).await.unwrap().is_empty());
+    assert_eq!(
+        store.next_scheduled().await.unwrap(),
+        Some(Timestamp(T0.0 + 5000))
+    );
+    let claimed = store
+        .claim(&q, "w", 1, 1000, Timestamp(T0.0 + 5000))
+        .await
+        .unwrap();
+    assert_eq!(claimed[0].job.id, id);
+}
+
+async fn a_stale_lease_cannot_write(store: impl Store) {
+    let job = new_job("q", 0, T0);
+    let id = job.id;
+    store.insert_jobs(vec![job]).await.unwrap();
+    let q: QueueName = "q".parse().unwrap();
+    let first = store.claim(&q, "a", 1, 1000, T0).await.unwrap().remove(0);
+    let expired = store.expired_leases(Timestamp(T0.0 + 2000)).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    let error = JobError {
+        reason: Reason::LeaseLost,
+        message: "lease expired (a)".into(),
+    };
+    let retry = Finish::Retry {
+        run_at: T0,
+        limits: Limits::default(),
+        error,
+    };
+    assert!(
+        store
+            .finish(
+                id,
+                &expired[0].lease,
+                Some(attempt(1, Reason::LeaseLost)),
+                retry,
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    let second = store.claim(&q, "b", 1, 1000, T0).await.unwrap().remove(0);
+    assert_ne!(first.lease, second.lease);
+    let late = Finish::Completed {
+        output: b"stale".to_vec(),
+    };
+    assert!(
+        !store
+            .finish(
+                id,
+                &first.lease,
+                Some(attempt(1, Reason::Completed)),
+                late,
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat(id, &first.lease, Timestamp(T0.0 + 9000))
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_progress(id, &first.lease, 1, 2).await.unwrap());
+    let done = Finish::Completed {
+        output: b"fresh".to_vec(),
+    };
+    assert!(
+        store
+            .finish(
+                id,
+                &second.lease,
+                Some(attempt(2, Reason::Completed)),
+                done,
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    let job = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.output.as_deref(), job.attempts),
+        (JobState::Completed, Some(&b"fresh"[..]), 2)
+    );
+    let reasons: Vec<Reason> = store
+        .attempts(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.reason)
+        .collect();
+    assert_eq!(reasons, vec![Reason::LeaseLost, Reason::Completed]);
+}
+
+async fn unique_keys_hold_while_live(store: impl Store) {
+    let mut a = new_job("q", 0, T0);
+    a.unique_key = Some("k".into());
+    let mut b = new_job("q", 0, T0);
+    b.unique_key = Some("k".into());
+    let (a_id, b_id) = (a.id, b.id);
+    assert_eq!(
+        store.insert_jobs(vec![a, b]).await.unwrap(),
+        vec![Inserted::New(a_id), Inserted::Existing(a_id)]
+    );
+    assert_eq!(
+        store.cancel(a_id, T0).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let mut c = new_job("q", 0, T0);
+    c.unique_key = Some("k".into());
+    let c_id = c.id;
+    assert_eq!(
+        store.insert_jobs(vec![c]).await.unwrap(),
+        vec![Inserted::New(c_id)]
+    );
+    assert!(
+        !store.retry(a_id, T0).await.unwrap(),
+        "a live job holds the key"
+    );
+    let _ = b_id;
+}
+
+async fn cancel_release_retry_delete_follow_the_state_machine(store: impl Store) {
+    let mut held = new_job("q", 0, T0);
+    held.state = JobState::Held;
+    let id = held.id;
+    store.insert_jobs(vec![held]).await.unwrap();
+    assert!(store.release(id, T0).await.unwrap());
+    assert!(
+        !store.release(id, T0).await.unwrap(),
+        "only a held job is released"
+    );
+    let claimed = store
+        .claim(&"q".parse().unwrap(), "w", 1, 1000, T0)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        !store.delete_job(id).await.unwrap(),
+        "a running job is not deleted"
+    );
+    assert_eq!(store.cancel(id, T0).await.unwrap(), CancelOutcome::Running);
+    assert!(store.cancel_requested(id).await.unwrap());
+    let error = JobError {
+        reason: Reason::Cancelled,
+        message: "cancelled while running".into(),
+    };
+    assert!(
+        store
+            .finish(
+                id,
+                &claimed.lease,
+                Some(attempt(1, Reason::Cancelled)),
+                Finish::Cancelled { error },
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    assert!(store.retry(id, T0).await.unwrap());
+    let job = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.attempts, job.error),
+        (JobState::Queued, 0, None)
+    );
+    assert_eq!(
+        store.cancel(JobId::generate(), T0).await.unwrap(),
+        CancelOutcome::NotFound
+    );
+    assert!(store.delete_job(id).await.unwrap());
+    assert!(store.get_job(id).await.unwrap().is_none());
+    assert!(
+        store
+            .list_jobs(&JobFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_store_passes_the_conformance_suite() {
+    let dirs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    conformance(|| {
+        let dirs = dirs.clone();
+        async move {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(dir.path().join("jobs.db")).unwrap();
+            dirs.lock().unwrap().push(dir);
+            store
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_refuses_a_database_newer_than_the_binary_and_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let job = new_job("q", 0, T0);
+    let id = job.id;
+    store.insert_jobs(vec![job]).await.unwrap();
+    drop(store);
+    let reopened = SqliteStore::open(&path).unwrap();
+    assert_eq!(
+        reopened.get_job(id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
+    drop(reopened);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(conn);
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains("upgrade remotask"));
+}
