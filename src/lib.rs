@@ -6,8 +6,10 @@
 //! Only `sandbox` knows wasmtime.
 
 pub mod cli;
+pub mod config;
 pub mod domain;
 pub mod sandbox;
+pub mod server;
 pub mod service;
 pub mod store;
 pub mod worker;

@@ -2,6 +2,7 @@
 //! the finished types (`Limits`, module bytes) once, then calls the library.
 
 mod run;
+mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use run::{RunArgs, exit_code_for};
+pub use serve::ServeArgs;
 
 /// Exit code when remotask itself could not do what was asked (bad flags, refused module,
 /// unreadable file, host error).
@@ -26,6 +28,8 @@ pub struct Cli {
 pub enum Command {
     /// Run a task module once, locally, in the sandbox.
     Run(RunArgs),
+    /// Start the engine on an embedded SQLite file in a data directory.
+    Serve(ServeArgs),
     /// Check a module as an upload would and print its admission report.
     Inspect {
         /// The module (.wasm binary).
@@ -41,6 +45,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Serve(args) => serve::serve(args),
         Command::Inspect { module, json } => run::inspect(&module, json),
     }
 }

@@ -129,7 +129,7 @@ fn a_module_over_the_size_cap_is_refused() {
     let config = SandboxConfig {
         max_module_bytes: 1000,
         pool_slots: 0,
-        ..Default::default()
+        ..crate::support::test_config()
     };
     let small = Sandbox::new(config).unwrap();
     let bytes = guest_bytes("echo");
@@ -147,7 +147,7 @@ fn a_compile_over_the_budget_is_refused() {
     let config = SandboxConfig {
         compile_budget: std::time::Duration::from_micros(1),
         pool_slots: 0,
-        ..Default::default()
+        ..crate::support::test_config()
     };
     let hurried = Sandbox::new(config).unwrap();
     let e = hurried.admit(&guest_bytes("word-count")).unwrap_err();

@@ -10,7 +10,7 @@ fn sandbox_with_cache(dir: &std::path::Path) -> Sandbox {
     Sandbox::new(SandboxConfig {
         cache_dir: Some(dir.to_path_buf()),
         pool_slots: 0,
-        ..Default::default()
+        ..crate::support::test_config()
     })
     .unwrap()
 }

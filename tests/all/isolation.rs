@@ -79,7 +79,7 @@ fn each_attempt_gets_an_empty_scratch_dir_that_is_removed_after() {
     let config = SandboxConfig {
         scratch_dir: root.path().to_path_buf(),
         pool_slots: 0,
-        ..Default::default()
+        ..crate::support::test_config()
     };
     let sandbox = Sandbox::new(config).unwrap();
     let module = sandbox.admit(&guest_bytes("hostile")).unwrap();

@@ -8,5 +8,6 @@ mod guests;
 mod isolation;
 mod outcomes;
 mod queue;
+mod serve;
 mod store_conformance;
 mod support;

@@ -241,7 +241,7 @@ fn a_fault_of_the_host_is_a_host_error() {
     let config = SandboxConfig {
         scratch_dir: "/nonexistent/remotask-scratch".into(),
         pool_slots: 0,
-        ..Default::default()
+        ..crate::support::test_config()
     };
     let sandbox = Sandbox::new(config).unwrap();
     let module = sandbox.admit(&guest_bytes("hostile")).unwrap();

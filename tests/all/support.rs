@@ -76,10 +76,16 @@ pub(crate) fn wat(name: &str) -> Vec<u8> {
     wat::parse_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// A sandbox config for tests: a debug build of Cranelift on two busy cores compiles slowly,
+/// so the compile budget is generous here (the budget itself has its own test).
+pub(crate) fn test_config() -> SandboxConfig {
+    SandboxConfig { compile_budget: Duration::from_secs(600), ..SandboxConfig::default() }
+}
+
 /// One sandbox for the whole test run, as a server would have.
 pub(crate) fn sandbox() -> &'static Sandbox {
     static SANDBOX: OnceLock<Sandbox> = OnceLock::new();
-    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig::default()).expect("sandbox starts"))
+    SANDBOX.get_or_init(|| Sandbox::new(test_config()).expect("sandbox starts"))
 }
 
 pub(crate) fn module(bytes: &[u8]) -> TaskModule {

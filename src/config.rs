@@ -1,0 +1,237 @@
+//! The server's configuration: a TOML file, then flags and environment variables (clap reads
+//! the environment, in `cli/serve.rs`, and nowhere else), validated once into [`ServerConfig`].
+//! Each subsystem receives only its own part (`WorkerConfig`, `QueueConfig`s, the data dir).
+//!
+//! ```toml
+//! data_dir = "remotask-data"
+//! worker_threads = 2
+//! retention_seconds = 604800       # clean terminal jobs older than this; 0 keeps them
+//! lease_ttl_seconds = 30
+//! requeue_delay_seconds = 5
+//! shutdown_grace_seconds = 10
+//!
+//! [[queues]]
+//! name = "default"
+//! concurrency = 5
+//! default_limits = { fuel = 10_000_000_000, max_seconds = 30 }
+//! caps = { max_seconds = 3600 }
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::domain::{Limits, QueueName};
+use crate::store::QueueConfig;
+use crate::worker::WorkerConfig;
+
+/// Limits with every field optional, filled from a base.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartialLimits {
+    pub fuel: Option<u64>,
+    pub max_seconds: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+}
+
+impl PartialLimits {
+    fn over(&self, base: Limits, what: &str) -> Result<Limits, String> {
+        Limits::new(
+            self.fuel.unwrap_or(base.fuel),
+            self.max_seconds.unwrap_or(base.max_seconds()),
+            self.memory_bytes.unwrap_or(base.memory_bytes),
+            self.stdout_bytes.unwrap_or(base.stdout_bytes),
+            self.stderr_bytes.unwrap_or(base.stderr_bytes),
+        )
+        .map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// One `[[queues]]` entry as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueFile {
+    pub name: String,
+    pub concurrency: Option<u32>,
+    #[serde(default)]
+    pub default_limits: PartialLimits,
+    #[serde(default)]
+    pub caps: PartialLimits,
+}
+
+/// The config file as written; every field optional.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    pub data_dir: Option<PathBuf>,
+    pub worker_threads: Option<usize>,
+    pub retention_seconds: Option<u64>,
+    pub lease_ttl_seconds: Option<f64>,
+    pub requeue_delay_seconds: Option<f64>,
+    pub shutdown_grace_seconds: Option<f64>,
+    #[serde(default)]
+    pub queues: Vec<QueueFile>,
+}
+
+/// Values given on the command line or in the environment; they win over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub worker_threads: Option<usize>,
+    pub lease_ttl_seconds: Option<f64>,
+    pub requeue_delay_seconds: Option<f64>,
+}
+
+/// The validated server configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub workers: WorkerConfig,
+    pub queues: Vec<QueueConfig>,
+    /// Terminal jobs older than this are cleaned; `None` keeps them.
+    pub retention: Option<Duration>,
+}
+
+impl ServerConfig {
+    /// Reads `path` (if given), applies the overrides and validates everything.
+    pub fn load(path: Option<&Path>, overrides: Overrides) -> Result<Self, String> {
+        let file = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read config {}: {e}", p.display()))?;
+                toml::from_str::<ConfigFile>(&text)
+                    .map_err(|e| format!("config {}: {e}", p.display()))?
+            }
+            None => ConfigFile::default(),
+        };
+        Self::from_file(file, overrides)
+    }
+
+    pub fn from_file(file: ConfigFile, o: Overrides) -> Result<Self, String> {
+        let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<Duration, String> {
+            let v = v.unwrap_or(default);
+            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+                return Err(format!(
+                    "{name} must be between 0 and 86400 seconds, got {v}"
+                ));
+            }
+            Ok(Duration::from_secs_f64(v))
+        };
+        let mut workers = WorkerConfig::default();
+        if let Some(n) = o.worker_threads.or(file.worker_threads) {
+            if n == 0 || n > 1024 {
+                return Err(format!(
+                    "worker_threads must be between 1 and 1024, got {n}"
+                ));
+            }
+            workers.threads = n;
+        }
+        workers.lease_ttl = seconds(
+            "lease_ttl_seconds",
+            o.lease_ttl_seconds.or(file.lease_ttl_seconds),
+            30.0,
+        )?;
+        workers.requeue_delay = seconds(
+            "requeue_delay_seconds",
+            o.requeue_delay_seconds.or(file.requeue_delay_seconds),
+            5.0,
+        )?;
+        workers.shutdown_grace =
+            seconds("shutdown_grace_seconds", file.shutdown_grace_seconds, 10.0)?;
+        let mut queues = Vec::new();
+        for q in &file.queues {
+            let name: QueueName = q.name.parse().map_err(|e| format!("{e}"))?;
+            if queues.iter().any(|c: &QueueConfig| c.name == name) {
+                return Err(format!("queue {name} is configured twice"));
+            }
+            let base = QueueConfig::with_defaults(name.clone());
+            let concurrency = q.concurrency.unwrap_or(base.concurrency);
+            if concurrency == 0 {
+                return Err(format!("queue {name}: concurrency must be at least 1"));
+            }
+            let caps = q.caps.over(base.caps, &format!("queue {name} caps"))?;
+            let default_limits = q
+                .default_limits
+                .over(base.default_limits, &format!("queue {name} default_limits"))?;
+            if default_limits.fuel > caps.fuel
+                || default_limits.max_time > caps.max_time
+                || default_limits.memory_bytes > caps.memory_bytes
+            {
+                return Err(format!("queue {name}: default_limits are over its caps"));
+            }
+            queues.push(QueueConfig {
+                name,
+                concurrency,
+                default_limits,
+                caps,
+            });
+        }
+        Ok(Self {
+            data_dir: o
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("remotask-data")),
+            workers,
+            queues,
+            retention: file
+                .retention_seconds
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<ServerConfig, String> {
+        ServerConfig::from_file(
+            toml::from_str(text).map_err(|e| e.to_string())?,
+            Overrides::default(),
+        )
+    }
+
+    #[test]
+    fn a_full_file_is_read_and_filled_from_defaults() {
+        let c = parse(
+            "data_dir = \"d\"\nworker_threads = 3\nretention_seconds = 60\n[[queues]]\nname = \"fast\"\nconcurrency = 1\ndefault_limits = { max_seconds = 2 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.data_dir, c.workers.threads, c.retention),
+            (PathBuf::from("d"), 3, Some(Duration::from_secs(60)))
+        );
+        assert_eq!(c.queues[0].concurrency, 1);
+        assert_eq!(c.queues[0].default_limits.max_time, Duration::from_secs(2));
+        assert_eq!(c.queues[0].default_limits.fuel, Limits::default().fuel);
+    }
+
+    #[test]
+    fn mistakes_are_refused_with_the_offending_value() {
+        assert!(parse("worker_threads = 0").unwrap_err().contains("got 0"));
+        assert!(
+            parse("[[queues]]\nname = \"Bad Name\"")
+                .unwrap_err()
+                .contains("\"Bad Name\"")
+        );
+        assert!(
+            parse("[[queues]]\nname = \"q\"\ncaps = { max_seconds = -1 }")
+                .unwrap_err()
+                .contains("max_seconds")
+        );
+        assert!(
+            parse("unknown_key = 1")
+                .unwrap_err()
+                .contains("unknown field")
+        );
+        assert!(
+            parse("[[queues]]\nname = \"q\"\n[[queues]]\nname = \"q\"")
+                .unwrap_err()
+                .contains("twice")
+        );
+    }
+}

@@ -1,0 +1,120 @@
+//! The engine of `remotask serve`: opens the data directory (SQLite file, module blobs,
+//! compiled-module cache), applies the configured queues, starts the worker pool and the
+//! retention cleaner. The HTTP router mounts on [`Server::service`]. Needs a tokio runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use crate::config::ServerConfig;
+use crate::domain::{SystemClock, TaskName};
+use crate::sandbox::{Sandbox, SandboxConfig};
+use crate::service::{Service, ServiceError};
+use crate::store::{BlobStore, SqliteStore};
+use crate::worker::WorkerPool;
+
+/// A running engine.
+#[derive(Debug)]
+pub struct Server {
+    pub service: Service,
+    pool: WorkerPool,
+    cleaner: Option<JoinHandle<()>>,
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot use the data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Blob(#[from] crate::store::BlobError),
+    #[error(transparent)]
+    Sandbox(#[from] crate::sandbox::SandboxError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+impl Server {
+    /// Opens (creating on first run) the data directory and starts the engine.
+    pub async fn start(config: &ServerConfig) -> Result<Self, ServerError> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| ServerError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let store = SqliteStore::open(dir.join("remotask.db"))?;
+        let blobs = BlobStore::open(dir.join("modules"))?;
+        let sandbox = Sandbox::new(SandboxConfig {
+            cache_dir: Some(dir.join("cache")),
+            pool_slots: (config.workers.threads as u32 * 2).max(8),
+            ..SandboxConfig::default()
+        })?;
+        let service = Service::new(Arc::new(store), blobs, sandbox, Arc::new(SystemClock));
+        for queue in &config.queues {
+            service.put_queue(queue.clone()).await?;
+        }
+        let pool = WorkerPool::start(service.clone(), config.workers.clone());
+        let cleaner = config.retention.map(|keep| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                loop {
+                    let _ = service.clean(Some(keep)).await;
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                }
+            })
+        });
+        Ok(Self {
+            service,
+            pool,
+            cleaner,
+        })
+    }
+
+    /// Registers every `*.wasm` file in `dir` as a task named after the file (`word-count.wasm`
+    /// -> `word-count`). Returns the names registered.
+    pub async fn register_dir(&self, dir: &Path) -> Result<Vec<TaskName>, ServerError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| ServerError::DataDir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let mut paths: Vec<_> = entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        paths.sort();
+        let mut names = Vec::new();
+        for path in paths {
+            let Some(name) = path
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse::<TaskName>().ok())
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(&path).map_err(|source| ServerError::DataDir {
+                path: path.display().to_string(),
+                source,
+            })?;
+            self.service.register_task(&name, bytes, None).await?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    /// Graceful shutdown: stop claiming, let attempts finish within the grace period,
+    /// requeue the rest unspent.
+    pub async fn shutdown(mut self) {
+        if let Some(cleaner) = self.cleaner.take() {
+            cleaner.abort();
+        }
+        self.pool.shutdown().await;
+    }
+}
