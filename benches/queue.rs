@@ -1,0 +1,186 @@
+//! Queue benchmarks; prints figures, asserts nothing. Run with `cargo bench --bench queue`
+//! (add `-- throughput`, `latency`, `claim` or `memory` to run one). Figures and targets are
+//! kept in BENCHMARKS.md:
+//! - echo jobs submitted in batches and run to completion on the embedded store, jobs/s;
+//! - submit -> completed latency of single jobs on an idle engine, p50/p99;
+//! - claim cost with 10k vs 1M queued jobs;
+//! - resident memory with 1M queued jobs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use remotask::domain::{JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, RetryPolicy, SystemClock, Timestamp};
+use remotask::sandbox::{Sandbox, SandboxConfig};
+use remotask::service::{Service, SubmitRequest};
+use remotask::store::{BlobStore, Finish, QueueConfig, SqliteStore, Store};
+use remotask::worker::{WorkerConfig, WorkerPool};
+
+fn main() {
+    let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    println!("remotask queue benchmarks ({} cores)\n", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    runtime.block_on(async {
+        if wants("throughput") {
+            throughput().await;
+        }
+        if wants("latency") {
+            latency().await;
+        }
+        if wants("claim") || wants("memory") {
+            claim_and_memory().await;
+        }
+    });
+}
+
+fn echo_module() -> Vec<u8> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("guests");
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .current_dir(&root)
+        .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet", "-p", "echo"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "building the echo guest failed");
+    std::fs::read(target.join("wasm32-wasip1/release/echo.wasm")).expect("echo.wasm")
+}
+
+async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) {
+    let store = SqliteStore::open(dir.join("remotask.db")).expect("store");
+    let blobs = BlobStore::open(dir.join("modules")).expect("blobs");
+    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+    let service = Service::new(Arc::new(store), blobs, sandbox, Arc::new(SystemClock));
+    service.register_task(&"echo".parse().unwrap(), echo_module(), None).await.expect("register");
+    service
+        .put_queue(QueueConfig { concurrency: threads as u32, ..QueueConfig::with_defaults(QueueName::default_queue()) })
+        .await
+        .expect("queue");
+    let pool = WorkerPool::start(service.clone(), WorkerConfig { threads, ..WorkerConfig::default() });
+    (service, pool)
+}
+
+async fn completed(service: &Service) -> u64 {
+    service.queue(&QueueName::default_queue()).await.map_or(0, |q| q.counts[&JobState::Completed])
+}
+
+async fn throughput() {
+    let n = 20_000u64;
+    let batch = 1_000;
+    println!("## {n} echo jobs, submitted in batches of {batch}, run to completion (2 guest threads)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, pool) = engine(dir.path(), 2).await;
+    let started = Instant::now();
+    for _ in 0..n / batch {
+        let requests = (0..batch).map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}"))).collect();
+        service.submit_batch(requests).await.expect("submit");
+    }
+    let submitted = started.elapsed();
+    while completed(&service).await < n {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    println!("submit            {:>8.0} jobs/s ({:.2} s)", n as f64 / submitted.as_secs_f64(), submitted.as_secs_f64());
+    println!("end to end        {:>8.0} jobs/s ({:.2} s)\n", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+    pool.shutdown().await;
+}
+
+async fn latency() {
+    let n = 1_000;
+    println!("## submit -> completed latency of one echo job on an idle engine ({n} jobs)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, pool) = engine(dir.path(), 2).await;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let t = Instant::now();
+        let job = service.submit(SubmitRequest::new("echo".parse().unwrap(), format!("{i}"))).await.expect("submit").job;
+        let done = service.wait(job.id, Duration::from_secs(10)).await.expect("wait");
+        assert_eq!(done.state, JobState::Completed);
+        if i >= 50 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!("p50 {:.2} ms   p99 {:.2} ms\n", p(0.5), p(0.99));
+    pool.shutdown().await;
+}
+
+fn queued_job(i: u64) -> NewJob {
+    NewJob {
+        id: JobId::generate(),
+        task: "echo".parse().unwrap(),
+        digest: ModuleDigest::of(b"echo"),
+        queue: QueueName::default_queue(),
+        input: format!("{{\"i\":{i}}}").into_bytes(),
+        args: vec![],
+        env: vec![],
+        priority: (i % 3) as i32,
+        state: JobState::Queued,
+        run_at: Timestamp::now(),
+        unique_key: None,
+        context: None,
+        limits: Limits::default(),
+        retry: RetryPolicy::default(),
+        submitter: None,
+        created_at: Timestamp::now(),
+    }
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+/// Claims one job and completes it, `rounds` times; the mean cost of one claim.
+async fn claim_cost(store: &SqliteStore, rounds: u32) -> Duration {
+    let q = QueueName::default_queue();
+    let mut total = Duration::ZERO;
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let claimed = store.claim(&q, "bench", 1, 30_000, Timestamp::now()).await.expect("claim");
+        total += t.elapsed();
+        for c in claimed {
+            let finish = Finish::Completed { output: Vec::new() };
+            store.finish(c.job.id, &c.lease, None, finish, Timestamp::now()).await.expect("finish");
+        }
+    }
+    total / rounds
+}
+
+async fn claim_and_memory() {
+    println!("## claim cost and memory with many queued jobs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("remotask.db")).expect("store");
+    store
+        .put_queue(&QueueConfig { concurrency: 1_000, ..QueueConfig::with_defaults(QueueName::default_queue()) })
+        .await
+        .expect("queue");
+    let rss_before = rss_mib();
+    let mut queued = 0u64;
+    for target in [10_000u64, 1_000_000] {
+        let started = Instant::now();
+        while queued < target {
+            let n = (target - queued).min(10_000);
+            store.insert_jobs((queued..queued + n).map(queued_job).collect()).await.expect("insert");
+            queued += n;
+        }
+        let inserted = started.elapsed();
+        let cost = claim_cost(&store, 2_000).await;
+        println!(
+            "{target:>9} queued: claim {:>6.1} us   (filled in {:.1} s)   RSS {:.0} MiB (was {:.0} MiB before the jobs)",
+            cost.as_secs_f64() * 1e6,
+            inserted.as_secs_f64(),
+            rss_mib(),
+            rss_before
+        );
+    }
+    println!();
+}
