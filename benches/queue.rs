@@ -11,7 +11,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use remotask::domain::{JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, RetryPolicy, SystemClock, Timestamp};
+use remotask::domain::{
+    JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, RetryPolicy, SystemClock, Timestamp,
+};
 use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{Service, SubmitRequest};
 use remotask::store::{BlobStore, Finish, QueueConfig, SqliteStore, Store};
@@ -20,8 +22,15 @@ use remotask::worker::{WorkerConfig, WorkerPool};
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     let wants = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
-    println!("remotask queue benchmarks ({} cores)\n", std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "remotask queue benchmarks ({} cores)\n",
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     runtime.block_on(async {
         if wants("throughput") {
             throughput().await;
@@ -37,10 +46,20 @@ fn main() {
 
 fn echo_module() -> Vec<u8> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from).join("guests");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| root.join("target"), PathBuf::from)
+        .join("guests");
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet", "-p", "echo"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-wasip1",
+            "--quiet",
+            "-p",
+            "echo",
+        ])
         .env("CARGO_TARGET_DIR", &target)
         .status()
         .expect("cargo runs");
@@ -53,28 +72,47 @@ async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) 
     let blobs = BlobStore::open(dir.join("modules")).expect("blobs");
     let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
     let service = Service::new(Arc::new(store), blobs, sandbox, Arc::new(SystemClock));
-    service.register_task(&"echo".parse().unwrap(), echo_module(), None).await.expect("register");
     service
-        .put_queue(QueueConfig { concurrency: threads as u32, ..QueueConfig::with_defaults(QueueName::default_queue()) })
+        .register_task(&"echo".parse().unwrap(), echo_module(), None)
+        .await
+        .expect("register");
+    service
+        .put_queue(QueueConfig {
+            concurrency: threads as u32,
+            ..QueueConfig::with_defaults(QueueName::default_queue())
+        })
         .await
         .expect("queue");
-    let pool = WorkerPool::start(service.clone(), WorkerConfig { threads, ..WorkerConfig::default() });
+    let pool = WorkerPool::start(
+        service.clone(),
+        WorkerConfig {
+            threads,
+            ..WorkerConfig::default()
+        },
+    );
     (service, pool)
 }
 
 async fn completed(service: &Service) -> u64 {
-    service.queue(&QueueName::default_queue()).await.map_or(0, |q| q.counts[&JobState::Completed])
+    service
+        .queue(&QueueName::default_queue())
+        .await
+        .map_or(0, |q| q.counts[&JobState::Completed])
 }
 
 async fn throughput() {
     let n = 20_000u64;
     let batch = 1_000;
-    println!("## {n} echo jobs, submitted in batches of {batch}, run to completion (2 guest threads)");
+    println!(
+        "## {n} echo jobs, submitted in batches of {batch}, run to completion (2 guest threads)"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let (service, pool) = engine(dir.path(), 2).await;
     let started = Instant::now();
     for _ in 0..n / batch {
-        let requests = (0..batch).map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}"))).collect();
+        let requests = (0..batch)
+            .map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}")))
+            .collect();
         service.submit_batch(requests).await.expect("submit");
     }
     let submitted = started.elapsed();
@@ -82,8 +120,16 @@ async fn throughput() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let took = started.elapsed();
-    println!("submit            {:>8.0} jobs/s ({:.2} s)", n as f64 / submitted.as_secs_f64(), submitted.as_secs_f64());
-    println!("end to end        {:>8.0} jobs/s ({:.2} s)\n", n as f64 / took.as_secs_f64(), took.as_secs_f64());
+    println!(
+        "submit            {:>8.0} jobs/s ({:.2} s)",
+        n as f64 / submitted.as_secs_f64(),
+        submitted.as_secs_f64()
+    );
+    println!(
+        "end to end        {:>8.0} jobs/s ({:.2} s)\n",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
     pool.shutdown().await;
 }
 
@@ -95,8 +141,15 @@ async fn latency() {
     let mut times = Vec::with_capacity(n);
     for i in 0..n + 50 {
         let t = Instant::now();
-        let job = service.submit(SubmitRequest::new("echo".parse().unwrap(), format!("{i}"))).await.expect("submit").job;
-        let done = service.wait(job.id, Duration::from_secs(10)).await.expect("wait");
+        let job = service
+            .submit(SubmitRequest::new("echo".parse().unwrap(), format!("{i}")))
+            .await
+            .expect("submit")
+            .job;
+        let done = service
+            .wait(job.id, Duration::from_secs(10))
+            .await
+            .expect("wait");
         assert_eq!(done.state, JobState::Completed);
         if i >= 50 {
             times.push(t.elapsed());
@@ -145,11 +198,17 @@ async fn claim_cost(store: &SqliteStore, rounds: u32) -> Duration {
     let mut total = Duration::ZERO;
     for _ in 0..rounds {
         let t = Instant::now();
-        let claimed = store.claim(&q, "bench", 1, 30_000, Timestamp::now()).await.expect("claim");
+        let claimed = store
+            .claim(&q, "bench", 1, 30_000, Timestamp::now())
+            .await
+            .expect("claim");
         total += t.elapsed();
         for c in claimed {
             let finish = Finish::Completed { output: Vec::new() };
-            store.finish(c.job.id, &c.lease, None, finish, Timestamp::now()).await.expect("finish");
+            store
+                .finish(c.job.id, &c.lease, None, finish, Timestamp::now())
+                .await
+                .expect("finish");
         }
     }
     total / rounds
@@ -160,7 +219,10 @@ async fn claim_and_memory() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path().join("remotask.db")).expect("store");
     store
-        .put_queue(&QueueConfig { concurrency: 1_000, ..QueueConfig::with_defaults(QueueName::default_queue()) })
+        .put_queue(&QueueConfig {
+            concurrency: 1_000,
+            ..QueueConfig::with_defaults(QueueName::default_queue())
+        })
         .await
         .expect("queue");
     let rss_before = rss_mib();
@@ -169,7 +231,10 @@ async fn claim_and_memory() {
         let started = Instant::now();
         while queued < target {
             let n = (target - queued).min(10_000);
-            store.insert_jobs((queued..queued + n).map(queued_job).collect()).await.expect("insert");
+            store
+                .insert_jobs((queued..queued + n).map(queued_job).collect())
+                .await
+                .expect("insert");
             queued += n;
         }
         let inserted = started.elapsed();

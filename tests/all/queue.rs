@@ -581,3 +581,59 @@ async fn a_batch_is_stored_whole_and_progress_is_kept_on_the_job() {
     assert_eq!(done.state, JobState::Completed);
     e.stop_workers().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_progress_is_stored_on_the_running_job() {
+    let mut e = Engine::new().await;
+    e.start_workers(1);
+    let job = e
+        .submit(Engine::request("hostile", &["progress-sleep", "7", "1"]))
+        .await;
+    let started = Instant::now();
+    let mut seen = None;
+    while started.elapsed() < Duration::from_secs(10) {
+        let j = e.service.job(job.id).await.unwrap();
+        if j.state == JobState::Running && j.progress.is_some() {
+            seen = j.progress;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(seen, Some((7, 7)));
+    assert_eq!(e.wait(job.id).await.state, JobState::Completed);
+    e.stop_workers().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_requeues_unfinished_attempts_without_spending_them() {
+    let mut e = Engine::new().await;
+    e.start_workers(2);
+    let quick = e
+        .submit(Engine::request("hostile", &["sleep", "0.1"]))
+        .await;
+    let slow = e.submit(Engine::request("hostile", &["sleep", "30"])).await;
+    let started = Instant::now();
+    while e.service.job(slow.id).await.unwrap().state != JobState::Running {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let stopping = Instant::now();
+    e.stop_workers().await;
+    assert!(
+        stopping.elapsed() < Duration::from_secs(5),
+        "grace of 500 ms, took {:?}",
+        stopping.elapsed()
+    );
+    assert_eq!(
+        e.service.job(quick.id).await.unwrap().state,
+        JobState::Completed,
+        "finished within the grace"
+    );
+    let slow = e.service.job(slow.id).await.unwrap();
+    assert_eq!(
+        (slow.state, slow.attempts),
+        (JobState::Queued, 0),
+        "requeued, attempt not spent"
+    );
+    assert!(e.service.attempts(slow.id).await.unwrap().is_empty());
+}

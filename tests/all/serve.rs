@@ -13,7 +13,10 @@ use remotask::store::JobFilter;
 use crate::support::{Engine, guest, remotask};
 
 /// Starts `remotask serve` on `data_dir` and waits until it says it is ready.
-#[expect(clippy::zombie_processes, reason = "the child is returned to the caller, which waits on it")]
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to the caller, which waits on it"
+)]
 fn serve(data_dir: &Path, extra: &[&str]) -> Child {
     let mut child = remotask()
         .arg("serve")

@@ -79,7 +79,10 @@ pub(crate) fn wat(name: &str) -> Vec<u8> {
 /// A sandbox config for tests: a debug build of Cranelift on two busy cores compiles slowly,
 /// so the compile budget is generous here (the budget itself has its own test).
 pub(crate) fn test_config() -> SandboxConfig {
-    SandboxConfig { compile_budget: Duration::from_secs(600), ..SandboxConfig::default() }
+    SandboxConfig {
+        compile_budget: Duration::from_secs(600),
+        ..SandboxConfig::default()
+    }
 }
 
 /// One sandbox for the whole test run, as a server would have.

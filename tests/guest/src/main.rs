@@ -15,6 +15,7 @@
 //! | `scratch` | prints `empty` (or `not empty: names`) for /tmp, then writes and reads a file there |
 //! | `env` / `args` | prints the environment (`K=V` lines) / argv as a JSON array |
 //! | `progress N` | reports progress 1..=N of N through the `remotask.progress` import |
+//! | `progress-sleep N SECS` | reports progress N of N, then sleeps SECS and prints `done` |
 //! | `div0` | integer division by zero (a Rust panic, so an `unreachable` trap) |
 
 use std::hint::black_box;
@@ -164,6 +165,13 @@ fn main() {
             for done in 1..=total {
                 report_progress(done, total);
             }
+            println!("done");
+        }
+        "progress-sleep" => {
+            let total: i64 = number(param, "progress-sleep");
+            let secs: f64 = number(args.get(3), "progress-sleep");
+            report_progress(total, total);
+            std::thread::sleep(std::time::Duration::from_secs_f64(secs));
             println!("done");
         }
         "div0" => {
