@@ -178,6 +178,7 @@ fn big_module() -> Vec<u8> {
         }
         wat.push_str(")\n");
     }
+    wat.push(')');
     wat::parse_str(&wat).expect("generated wat parses")
 }
 

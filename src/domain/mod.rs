@@ -14,7 +14,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
 pub use job::{JobId, JobIdError, JobState};
 pub use limits::{Limits, LimitsError};
-pub use names::{NameError, QueueName, TaskName};
+pub use names::{NameError, QueueName, Role, TaskName};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobError, NewJob, Timestamp};
 pub use retry::{Decision, RetryPolicy};

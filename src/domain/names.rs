@@ -110,3 +110,64 @@ mod tests {
         }
     }
 }
+
+/// What a bearer token may do. `admin` may do everything; `submit` submits and manages jobs;
+/// `worker` takes leases and fetches modules; `read` only reads. Every role may read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Admin,
+    Submit,
+    Worker,
+    Read,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Submit, Role::Worker, Role::Read];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Submit => "submit",
+            Role::Worker => "worker",
+            Role::Read => "read",
+        }
+    }
+
+    /// Whether a token of this role may do what `needed` stands for.
+    pub fn allows(self, needed: Role) -> bool {
+        self == Role::Admin || self == needed || needed == Role::Read
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("unknown role {s:?}: expected admin, submit, worker or read"))
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod role_tests {
+    use super::*;
+
+    #[test]
+    fn admin_does_everything_and_everyone_reads() {
+        assert!(Role::Admin.allows(Role::Worker));
+        assert!(Role::Submit.allows(Role::Read));
+        assert!(!Role::Submit.allows(Role::Admin));
+        assert!(!Role::Submit.allows(Role::Worker));
+        assert!(!Role::Read.allows(Role::Submit));
+        assert_eq!("worker".parse::<Role>(), Ok(Role::Worker));
+    }
+}

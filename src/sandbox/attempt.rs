@@ -210,10 +210,7 @@ pub(super) async fn run(
     let deadline = started + limits.max_time;
     let stdout = CappedPipe::new(limits.stdout_bytes, Overflow::Trap);
     let stderr = CappedPipe::new(limits.stderr_bytes, Overflow::Truncate);
-    let scratch = match tempfile::Builder::new()
-        .prefix("remotask-attempt-")
-        .tempdir_in(&sandbox.config().scratch_dir)
-    {
+    let scratch = match sandbox.inner.scratch.take() {
         Ok(dir) => dir,
         Err(e) => return host_error(module, format!("cannot create the scratch directory: {e}")),
     };
@@ -301,7 +298,7 @@ pub(super) async fn run(
         limits: &limits,
         stderr: &stderr_bytes,
     });
-    drop(scratch);
+    sandbox.inner.scratch.give_back(scratch);
     AttemptReport {
         reason: verdict.reason,
         trap_kind: verdict.trap_kind,

@@ -12,6 +12,7 @@ mod cache;
 mod classify;
 mod engine;
 mod output;
+mod scratch;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -29,6 +30,7 @@ pub use attempt::{AttemptReport, AttemptRequest, Receipt};
 use crate::domain::ModuleDigest;
 use attempt::AttemptState;
 use cache::ArtifactCache;
+use scratch::ScratchPool;
 
 /// How the sandbox is set up; one per process.
 #[derive(Debug, Clone)]
@@ -191,6 +193,7 @@ struct Inner {
     config: SandboxConfig,
     disk: Option<ArtifactCache>,
     memory: Mutex<HashMap<ModuleDigest, Arc<Compiled>>>,
+    scratch: ScratchPool,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -211,6 +214,7 @@ impl Sandbox {
             Some(dir) => Some(ArtifactCache::open(&engine, dir)?),
             None => None,
         };
+        let scratch = ScratchPool::new(config.scratch_dir.clone());
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -218,6 +222,7 @@ impl Sandbox {
                 config,
                 disk,
                 memory: Mutex::default(),
+                scratch,
             }),
         })
     }

@@ -2,6 +2,7 @@
 //! delete, clean, explain, and manage queues. The HTTP layer and the CLI call this; it calls
 //! the store, the blob store and (for admission) the sandbox. No axum and no SQL here.
 
+mod events;
 mod explain;
 mod submit;
 
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+pub use events::{DURATION_BUCKETS, JobEvent, Metrics, MetricsSnapshot};
 pub use explain::Explanation;
 pub use submit::SubmitRequest;
 
@@ -70,6 +72,9 @@ pub(crate) struct Shared {
     pub(crate) changed: Notify,
     /// The attempts running in this process, by job.
     pub(crate) running: Mutex<HashMap<JobId, InFlight>>,
+    /// Job state changes, for whoever listens.
+    pub(crate) events: tokio::sync::broadcast::Sender<JobEvent>,
+    pub(crate) metrics: Metrics,
 }
 
 /// One attempt in flight in this process: how to stop it and the lease it runs under.
@@ -104,6 +109,8 @@ impl Service {
                 work: Notify::new(),
                 changed: Notify::new(),
                 running: Mutex::default(),
+                events: tokio::sync::broadcast::channel(4096).0,
+                metrics: Metrics::default(),
             }),
         }
     }
@@ -114,6 +121,22 @@ impl Service {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// Job state changes from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<JobEvent> {
+        self.shared.events.subscribe()
+    }
+
+    /// Attempt counters since start.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.shared.metrics.snapshot()
+    }
+
+    /// Tells listeners that `job` is now in `state`.
+    pub(crate) fn publish(&self, job: &Job, state: JobState) {
+        let event = JobEvent { id: job.id, task: job.task.clone(), queue: job.queue.clone(), state, at: self.now() };
+        let _ = self.shared.events.send(event);
     }
 
     /// Admits `module` and registers it as the newest version of `name`. The module bytes
@@ -278,7 +301,12 @@ impl Service {
                     flight.cancel.cancel();
                 }
             }
-            CancelOutcome::Cancelled => self.shared.changed.notify_waiters(),
+            CancelOutcome::Cancelled => {
+                if let Ok(job) = self.job(id).await {
+                    self.publish(&job, JobState::Cancelled);
+                }
+                self.shared.changed.notify_waiters();
+            }
             CancelOutcome::AlreadyEnded(_) => {}
         }
         Ok(outcome)
@@ -294,7 +322,9 @@ impl Service {
             )));
         }
         self.shared.work.notify_waiters();
-        self.job(id).await
+        let job = self.job(id).await?;
+        self.publish(&job, job.state);
+        Ok(job)
     }
 
     /// Requeues a failed or cancelled job with a fresh attempt budget.
@@ -307,7 +337,9 @@ impl Service {
             )));
         }
         self.shared.work.notify_waiters();
-        self.job(id).await
+        let job = self.job(id).await?;
+        self.publish(&job, job.state);
+        Ok(job)
     }
 
     /// Deletes a job that is not running.

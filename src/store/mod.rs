@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 pub use blobs::{BlobError, BlobStore};
 pub use sqlite::SqliteStore;
 
+use crate::domain::Role;
+
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
     RetryPolicy, TaskName, Timestamp,
@@ -161,6 +163,19 @@ pub enum Finish {
     Interrupted,
 }
 
+impl Finish {
+    /// The state the job is in after this finish.
+    pub fn state(&self) -> JobState {
+        match self {
+            Finish::Completed { .. } => JobState::Completed,
+            Finish::Retry { .. } => JobState::Scheduled,
+            Finish::Failed { .. } => JobState::Failed,
+            Finish::Cancelled { .. } => JobState::Cancelled,
+            Finish::Interrupted => JobState::Queued,
+        }
+    }
+}
+
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -193,6 +208,18 @@ pub struct QueuePosition {
     pub concurrency: u32,
     /// Queued jobs of the same queue that are claimed before this one.
     pub ahead: u64,
+}
+
+/// An API token as stored: only the blake3 hash of its secret is kept.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub name: String,
+    pub role: Role,
+    #[serde(skip)]
+    pub hash: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
 }
 
 /// The job store. One conformance suite (tests/all/store_conformance.rs) runs against every
@@ -281,4 +308,11 @@ pub trait Store: Send + Sync + 'static {
     async fn position(&self, id: JobId) -> StoreResult<Option<QueuePosition>>;
     /// The earliest `run_at` of a scheduled job, to sleep until.
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>>;
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
+    /// Revokes a token; false if unknown or already revoked.
+    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+    /// The unrevoked token whose secret hashes to `hash`.
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
 }

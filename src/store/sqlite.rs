@@ -3,6 +3,12 @@
 //! writes of many callers into few transactions (group commit: a caller's write is durable when
 //! its future resolves, yet throughput is not one fsync per job), and a small pool of read
 //! connections used from blocking tasks. Every state change is one guarded `UPDATE`.
+//!
+//! Durability: submits and every operator action are fsynced before they are acknowledged.
+//! Claims, heartbeats, progress and attempt results are not (they ride on the next fsync); a
+//! crash of the process loses none of them (WAL), and after a power loss the job is simply
+//! where an earlier write left it: queued, or running with a lease the rescuer expires, so it
+//! runs again. Nothing accepted is lost.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,6 +17,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+
+use super::TokenRecord;
 
 use super::{
     CancelOutcome, Claimed, Finish, Inserted, JobFilter, Lease, QueueConfig, QueuePosition,
@@ -96,6 +104,15 @@ CREATE TABLE attempts (
     finished_at     INTEGER NOT NULL,
     PRIMARY KEY (job_id, number)
 ) WITHOUT ROWID;
+"#, r#"
+CREATE TABLE tokens (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    hash        TEXT NOT NULL UNIQUE,
+    created_at  INTEGER NOT NULL,
+    revoked_at  INTEGER
+);
 "#];
 
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
@@ -108,7 +125,14 @@ const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
-type WriteOp = Box<dyn FnOnce(&Connection) -> Completion + Send>;
+
+/// One caller's write, run inside the writer's batch transaction.
+struct WriteOp {
+    /// Must survive a power loss once acknowledged (fsync before answering). Claims, leases,
+    /// progress and results need not: after a power loss the rescuer repairs what they left.
+    durable: bool,
+    run: Box<dyn FnOnce(&Connection) -> Completion + Send>,
+}
 
 /// The SQLite job store. Cheap to clone.
 #[derive(Clone)]
@@ -210,8 +234,24 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
+        self.write_with(true, f).await
+    }
+
+    /// A write that need not survive a power loss (it is fsynced with the next durable one).
+    async fn write_volatile<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
+        self.write_with(false, f).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    ) -> StoreResult<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let op: WriteOp = Box::new(move |conn| {
+        let run = Box::new(move |conn: &Connection| -> Completion {
             let result = match conn.execute_batch("SAVEPOINT op") {
                 Ok(()) => {
                     let r = f(conn);
@@ -231,6 +271,7 @@ impl SqliteStore {
                 let _ = tx.send(committed.map_err(StoreError::Database).and(result));
             })
         });
+        let op = WriteOp { durable, run };
         let sender = self
             .inner
             .writer
@@ -280,6 +321,7 @@ impl SqliteStore {
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+    let mut synchronous_full = true;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -288,12 +330,21 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
                 Err(_) => break,
             }
         }
+        // In WAL mode FULL fsyncs the log at commit, NORMAL does not; an fsync also makes every
+        // earlier commit durable. So a batch is fsynced exactly when someone in it needs it.
+        let durable = batch.iter().any(|op| op.durable);
+        if durable != synchronous_full {
+            let mode = if durable { "FULL" } else { "NORMAL" };
+            if conn.execute_batch(&format!("PRAGMA synchronous = {mode}")).is_ok() {
+                synchronous_full = durable;
+            }
+        }
         if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
             // Nothing ran; dropping the ops tells their callers the write was not applied.
             drop(batch);
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|op| op(&conn)).collect();
+        let completions: Vec<Completion> = batch.into_iter().map(|op| (op.run)(&conn)).collect();
         let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
         if committed.is_err() {
             let _ = conn.execute_batch("ROLLBACK");
@@ -828,7 +879,7 @@ impl Store for SqliteStore {
         let queue = queue.clone();
         let worker = worker.to_owned();
         let token = self.next_lease_token();
-        self.write(move |conn| {
+        self.write_volatile(move |conn| {
             conn.prepare_cached("UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1")
                 .map_err(db)?
                 .execute([now.0])
@@ -881,7 +932,7 @@ impl Store for SqliteStore {
         expires_at: Timestamp,
     ) -> StoreResult<bool> {
         let token = lease.token;
-        self.write(move |conn| {
+        self.write_volatile(move |conn| {
             Ok(conn
                 .prepare_cached("UPDATE jobs SET lease_expires = ?3 WHERE id = ?1 AND state = 'running' AND lease = ?2")
                 .map_err(db)?
@@ -900,7 +951,7 @@ impl Store for SqliteStore {
         total: i64,
     ) -> StoreResult<bool> {
         let token = lease.token;
-        self.write(move |conn| {
+        self.write_volatile(move |conn| {
             Ok(conn
                 .prepare_cached(
                     "UPDATE jobs SET progress_done = ?3, progress_total = ?4 WHERE id = ?1 AND state = 'running' AND lease = ?2",
@@ -922,7 +973,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> StoreResult<bool> {
         let token = lease.token;
-        self.write(move |conn| {
+        self.write_volatile(move |conn| {
             let key = id.to_string();
             let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
             let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
@@ -1132,4 +1183,69 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    async fn create_token(&self, token: &TokenRecord) -> StoreResult<()> {
+        let t = token.clone();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO tokens (id, name, role, hash, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![t.id, t.name, t.role.as_str(), t.hash, t.created_at.0],
+            )
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare("SELECT id, name, role, hash, created_at, revoked_at FROM tokens ORDER BY created_at, id")
+                .map_err(db)?;
+            let rows = stmt.query_map([], token_row).map_err(db)?;
+            rows.map(|r| r.map_err(db)?).collect()
+        })
+        .await
+    }
+
+    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+        let id = id.to_owned();
+        self.write(move |conn| {
+            Ok(conn
+                .execute("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now.0])
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
+        let hash = hash.to_owned();
+        self.read(move |conn| {
+            let row = conn
+                .query_row(
+                    "SELECT id, name, role, hash, created_at, revoked_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
+                    [hash],
+                    token_row,
+                )
+                .optional()
+                .map_err(db)?;
+            row.transpose()
+        })
+        .await
+    }
+}
+
+type TokenRow = StoreResult<TokenRecord>;
+
+fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
+    let role: String = r.get(2)?;
+    Ok(role.parse().map_err(|e| corrupt("tokens", e)).map(|role| TokenRecord {
+        id: r.get(0).unwrap_or_default(),
+        name: r.get(1).unwrap_or_default(),
+        role,
+        hash: r.get(3).unwrap_or_default(),
+        created_at: Timestamp(r.get(4).unwrap_or_default()),
+        revoked_at: r.get::<_, Option<i64>>(5).unwrap_or_default().map(Timestamp),
+    }))
 }

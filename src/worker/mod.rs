@@ -35,6 +35,9 @@ pub use rescue::rescue_expired;
 pub struct WorkerConfig {
     /// Threads that run guests; at most this many attempts run at once in this process.
     pub threads: usize,
+    /// Jobs claimed ahead per guest thread, so a claim serves several attempts (queue
+    /// concurrency still bounds what is claimed; claimed jobs count as running).
+    pub prefetch: usize,
     /// A claimed job's lease; heartbeats extend it every third of it.
     pub lease_ttl: Duration,
     /// Delay before a job whose lease expired runs again (the seed's 5 s).
@@ -51,6 +54,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             threads: thread::available_parallelism().map_or(2, |n| n.get()),
+            prefetch: 4,
             lease_ttl: Duration::from_secs(30),
             requeue_delay: Duration::from_secs(5),
             rescue_interval: Duration::from_secs(1),
@@ -87,7 +91,7 @@ impl WorkerPool {
     /// the current tokio runtime.
     pub fn start(service: Service, config: WorkerConfig) -> Self {
         let threads = config.threads.max(1);
-        let slots = Arc::new(Semaphore::new(threads));
+        let slots = Arc::new(Semaphore::new(threads * config.prefetch.max(1)));
         let stopping = Arc::new(AtomicBool::new(false));
         let stop_notify = Arc::new(tokio::sync::Notify::new());
         let (assign_tx, assign_rx) = mpsc::channel::<Assignment>();
@@ -154,7 +158,7 @@ impl WorkerPool {
     pub async fn shutdown(mut self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.stop_notify.notify_waiters();
-        let threads = self.config.threads.max(1) as u32;
+        let threads = (self.config.threads.max(1) * self.config.prefetch.max(1)) as u32;
         let all = self.slots.clone().acquire_many_owned(threads);
         let all = match tokio::time::timeout(self.config.shutdown_grace, all).await {
             Ok(permits) => permits.ok(),
@@ -272,6 +276,7 @@ async fn dispatcher(
                     },
                 };
                 claimed_any = true;
+                service.publish(&c.job, crate::domain::JobState::Running);
                 let cancel = CancelToken::new();
                 let interrupted = Arc::new(AtomicBool::new(false));
                 shared
