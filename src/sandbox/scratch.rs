@@ -28,7 +28,10 @@ pub(super) struct ScratchPool {
 
 impl ScratchPool {
     pub(super) fn new(root: PathBuf) -> Self {
-        Self { root, idle: Mutex::new(Vec::new()) }
+        Self {
+            root,
+            idle: Mutex::new(Vec::new()),
+        }
     }
 
     /// An empty directory for one attempt.
@@ -36,7 +39,9 @@ impl ScratchPool {
         if let Some(dir) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
             return Ok(dir);
         }
-        let dir = tempfile::Builder::new().prefix("remotask-attempt-").tempdir_in(&self.root)?;
+        let dir = tempfile::Builder::new()
+            .prefix("remotask-attempt-")
+            .tempdir_in(&self.root)?;
         reset_times(dir.path())?;
         Ok(dir)
     }
@@ -55,7 +60,9 @@ impl ScratchPool {
 }
 
 fn is_empty(path: &Path) -> bool {
-    fs::read_dir(path).map(|mut entries| entries.next().is_none()).unwrap_or(false)
+    fs::read_dir(path)
+        .map(|mut entries| entries.next().is_none())
+        .unwrap_or(false)
 }
 
 fn reset_times(path: &Path) -> io::Result<()> {
@@ -78,7 +85,10 @@ mod tests {
         pool.give_back(dir);
         let again = pool.take().unwrap();
         assert_eq!(again.path(), path);
-        assert_eq!(fs::metadata(&path).unwrap().modified().unwrap(), fixed_time());
+        assert_eq!(
+            fs::metadata(&path).unwrap().modified().unwrap(),
+            fixed_time()
+        );
     }
 
     #[test]

@@ -19,7 +19,9 @@ pub struct JobEvent {
 }
 
 /// Upper bounds of the attempt-duration histogram, in seconds.
-pub const DURATION_BUCKETS: [f64; 12] = [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0];
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0,
+];
 
 /// Counters of attempts since the process started.
 #[derive(Debug, Default)]

@@ -135,7 +135,13 @@ impl Service {
 
     /// Tells listeners that `job` is now in `state`.
     pub(crate) fn publish(&self, job: &Job, state: JobState) {
-        let event = JobEvent { id: job.id, task: job.task.clone(), queue: job.queue.clone(), state, at: self.now() };
+        let event = JobEvent {
+            id: job.id,
+            task: job.task.clone(),
+            queue: job.queue.clone(),
+            state,
+            at: self.now(),
+        };
         let _ = self.shared.events.send(event);
     }
 

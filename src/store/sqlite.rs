@@ -30,7 +30,8 @@ use crate::domain::{
 };
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tasks (
     name        TEXT PRIMARY KEY,
     digest      TEXT NOT NULL,
@@ -104,7 +105,8 @@ CREATE TABLE attempts (
     finished_at     INTEGER NOT NULL,
     PRIMARY KEY (job_id, number)
 ) WITHOUT ROWID;
-"#, r#"
+"#,
+    r#"
 CREATE TABLE tokens (
     id          TEXT PRIMARY KEY,
     name        TEXT NOT NULL,
@@ -113,7 +115,8 @@ CREATE TABLE tokens (
     created_at  INTEGER NOT NULL,
     revoked_at  INTEGER
 );
-"#];
+"#,
+];
 
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
     context, limits, retry, attempts, progress_done, progress_total, output, error_reason, error_message, \
@@ -335,7 +338,10 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
         let durable = batch.iter().any(|op| op.durable);
         if durable != synchronous_full {
             let mode = if durable { "FULL" } else { "NORMAL" };
-            if conn.execute_batch(&format!("PRAGMA synchronous = {mode}")).is_ok() {
+            if conn
+                .execute_batch(&format!("PRAGMA synchronous = {mode}"))
+                .is_ok()
+            {
                 synchronous_full = durable;
             }
         }
@@ -1212,7 +1218,10 @@ impl Store for SqliteStore {
         let id = id.to_owned();
         self.write(move |conn| {
             Ok(conn
-                .execute("UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL", params![id, now.0])
+                .execute(
+                    "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now.0],
+                )
                 .map_err(db)?
                 > 0)
         })
@@ -1240,12 +1249,18 @@ type TokenRow = StoreResult<TokenRecord>;
 
 fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
     let role: String = r.get(2)?;
-    Ok(role.parse().map_err(|e| corrupt("tokens", e)).map(|role| TokenRecord {
-        id: r.get(0).unwrap_or_default(),
-        name: r.get(1).unwrap_or_default(),
-        role,
-        hash: r.get(3).unwrap_or_default(),
-        created_at: Timestamp(r.get(4).unwrap_or_default()),
-        revoked_at: r.get::<_, Option<i64>>(5).unwrap_or_default().map(Timestamp),
-    }))
+    Ok(role
+        .parse()
+        .map_err(|e| corrupt("tokens", e))
+        .map(|role| TokenRecord {
+            id: r.get(0).unwrap_or_default(),
+            name: r.get(1).unwrap_or_default(),
+            role,
+            hash: r.get(3).unwrap_or_default(),
+            created_at: Timestamp(r.get(4).unwrap_or_default()),
+            revoked_at: r
+                .get::<_, Option<i64>>(5)
+                .unwrap_or_default()
+                .map(Timestamp),
+        }))
 }

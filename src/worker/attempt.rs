@@ -148,41 +148,62 @@ pub(crate) async fn reporter(service: Service, mut reports: UnboundedReceiver<Ra
 
 async fn report_one(service: Service, ran: Ran) {
     let shared = service.shared.clone();
-    let Ran { assignment, report, started_at, finished_at } = ran;
+    let Ran {
+        assignment,
+        report,
+        started_at,
+        finished_at,
+    } = ran;
     let job = &assignment.claimed.job;
     let lease = assignment.claimed.lease;
     let now = shared.clock.now();
-    let (finish, record) = if assignment.interrupted.load(Ordering::SeqCst) && report.reason == Reason::Cancelled {
-        (Finish::Interrupted, None)
-    } else {
-        let record = AttemptRecord {
-            number: job.attempts,
-            reason: report.reason,
-            trap_kind: report.trap_kind,
-            exit_code: report.exit_code,
-            message: report.message.clone(),
-            stderr: report.stderr.clone(),
-            stderr_truncated: report.stderr_truncated,
-            receipt: serde_json::to_value(&report.receipt).unwrap_or(serde_json::Value::Null),
-            worker: job.worker.clone().unwrap_or_default(),
-            started_at,
-            finished_at,
+    let (finish, record) =
+        if assignment.interrupted.load(Ordering::SeqCst) && report.reason == Reason::Cancelled {
+            (Finish::Interrupted, None)
+        } else {
+            let record = AttemptRecord {
+                number: job.attempts,
+                reason: report.reason,
+                trap_kind: report.trap_kind,
+                exit_code: report.exit_code,
+                message: report.message.clone(),
+                stderr: report.stderr.clone(),
+                stderr_truncated: report.stderr_truncated,
+                receipt: serde_json::to_value(&report.receipt).unwrap_or(serde_json::Value::Null),
+                worker: job.worker.clone().unwrap_or_default(),
+                started_at,
+                finished_at,
+            };
+            let finish = finish_for(
+                job,
+                report.reason,
+                report.message.clone(),
+                report.output.clone(),
+                &assignment.caps,
+                now,
+            );
+            (finish, Some(record))
         };
-        let finish = finish_for(job, report.reason, report.message.clone(), report.output.clone(), &assignment.caps, now);
-        (finish, Some(record))
-    };
     // A stale lease (the job was rescued meanwhile) writes nothing: the newer attempt wins.
     // A failing store is retried a few times; after that the lease expires and the rescuer
     // takes over.
     if record.is_some() {
-        shared.metrics.record_attempt(report.reason, report.receipt.wall_us, report.receipt.fuel_consumed);
+        shared.metrics.record_attempt(
+            report.reason,
+            report.receipt.wall_us,
+            report.receipt.fuel_consumed,
+        );
     }
     let state = finish.state();
     for delay in [0u64, 50, 200, 1000] {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        match shared.store.finish(job.id, &lease, record.clone(), finish.clone(), now).await {
+        match shared
+            .store
+            .finish(job.id, &lease, record.clone(), finish.clone(), now)
+            .await
+        {
             Ok(true) => {
                 service.publish(job, state);
                 break;
@@ -191,7 +212,11 @@ async fn report_one(service: Service, ran: Ran) {
             Err(_) => {}
         }
     }
-    shared.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
+    shared
+        .running
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&job.id);
     drop(assignment.permit);
     shared.changed.notify_waiters();
     shared.work.notify_waiters();
