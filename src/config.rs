@@ -17,38 +17,16 @@
 //! caps = { max_seconds = 3600 }
 //! ```
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::{Limits, QueueName};
+use crate::domain::{LimitsOverride, QueueName};
+use crate::http::HttpCaps;
 use crate::store::QueueConfig;
 use crate::worker::WorkerConfig;
-
-/// Limits with every field optional, filled from a base.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PartialLimits {
-    pub fuel: Option<u64>,
-    pub max_seconds: Option<f64>,
-    pub memory_bytes: Option<u64>,
-    pub stdout_bytes: Option<u64>,
-    pub stderr_bytes: Option<u64>,
-}
-
-impl PartialLimits {
-    fn over(&self, base: Limits, what: &str) -> Result<Limits, String> {
-        Limits::new(
-            self.fuel.unwrap_or(base.fuel),
-            self.max_seconds.unwrap_or(base.max_seconds()),
-            self.memory_bytes.unwrap_or(base.memory_bytes),
-            self.stdout_bytes.unwrap_or(base.stdout_bytes),
-            self.stderr_bytes.unwrap_or(base.stderr_bytes),
-        )
-        .map_err(|e| format!("{what}: {e}"))
-    }
-}
 
 /// One `[[queues]]` entry as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -57,9 +35,9 @@ pub struct QueueFile {
     pub name: String,
     pub concurrency: Option<u32>,
     #[serde(default)]
-    pub default_limits: PartialLimits,
+    pub default_limits: LimitsOverride,
     #[serde(default)]
-    pub caps: PartialLimits,
+    pub caps: LimitsOverride,
 }
 
 /// The config file as written; every field optional.
@@ -72,23 +50,38 @@ pub struct ConfigFile {
     pub lease_ttl_seconds: Option<f64>,
     pub requeue_delay_seconds: Option<f64>,
     pub shutdown_grace_seconds: Option<f64>,
+    /// Address the HTTP API listens on (default 127.0.0.1:7070).
+    pub bind: Option<String>,
+    /// Largest module upload, in bytes.
+    pub max_module_bytes: Option<usize>,
+    /// Largest job input, in bytes.
+    pub max_input_bytes: Option<usize>,
+    /// Most jobs in one batch submit.
+    pub max_batch_jobs: Option<usize>,
     #[serde(default)]
     pub queues: Vec<QueueFile>,
 }
 
 /// Values given on the command line or in the environment; they win over the file.
+/// The HTTP API's address when none is configured: loopback only.
+pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
+
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub worker_threads: Option<usize>,
     pub lease_ttl_seconds: Option<f64>,
     pub requeue_delay_seconds: Option<f64>,
+    pub bind: Option<String>,
 }
 
 /// The validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub data_dir: PathBuf,
+    /// Where the HTTP API listens; loopback unless configured otherwise.
+    pub bind: SocketAddr,
+    pub http: HttpCaps,
     pub workers: WorkerConfig,
     pub queues: Vec<QueueConfig>,
     /// Terminal jobs older than this are cleaned; `None` keeps them.
@@ -152,10 +145,14 @@ impl ServerConfig {
             if concurrency == 0 {
                 return Err(format!("queue {name}: concurrency must be at least 1"));
             }
-            let caps = q.caps.over(base.caps, &format!("queue {name} caps"))?;
+            let caps = q
+                .caps
+                .over(base.caps)
+                .map_err(|e| format!("queue {name} caps: {e}"))?;
             let default_limits = q
                 .default_limits
-                .over(base.default_limits, &format!("queue {name} default_limits"))?;
+                .over(base.default_limits)
+                .map_err(|e| format!("queue {name} default_limits: {e}"))?;
             if default_limits.fuel > caps.fuel
                 || default_limits.max_time > caps.max_time
                 || default_limits.memory_bytes > caps.memory_bytes
@@ -169,7 +166,40 @@ impl ServerConfig {
                 caps,
             });
         }
+        let bind_text = o
+            .bind
+            .or(file.bind)
+            .unwrap_or_else(|| DEFAULT_BIND.to_owned());
+        let bind: SocketAddr = bind_text.parse().map_err(|_| {
+            format!("bind must be an address with a port, like 127.0.0.1:7070, got {bind_text:?}")
+        })?;
+        let mut http = HttpCaps::default();
+        let cap = |name: &str, v: Option<usize>, default: usize, max: usize| match v {
+            None => Ok(default),
+            Some(n) if (1..=max).contains(&n) => Ok(n),
+            Some(n) => Err(format!("{name} must be between 1 and {max}, got {n}")),
+        };
+        http.module_bytes = cap(
+            "max_module_bytes",
+            file.max_module_bytes,
+            http.module_bytes,
+            1 << 30,
+        )?;
+        http.input_bytes = cap(
+            "max_input_bytes",
+            file.max_input_bytes,
+            http.input_bytes,
+            256 << 20,
+        )?;
+        http.batch_jobs = cap(
+            "max_batch_jobs",
+            file.max_batch_jobs,
+            http.batch_jobs,
+            1_000_000,
+        )?;
         Ok(Self {
+            bind,
+            http,
             data_dir: o
                 .data_dir
                 .or(file.data_dir)
@@ -187,6 +217,7 @@ impl ServerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Limits;
 
     fn parse(text: &str) -> Result<ServerConfig, String> {
         ServerConfig::from_file(

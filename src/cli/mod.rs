@@ -1,6 +1,8 @@
 //! The command line: clap definitions and dispatch. Each subcommand validates its flags into
 //! the finished types (`Limits`, module bytes) once, then calls the library.
 
+mod client;
+mod remote;
 mod run;
 mod serve;
 
@@ -9,6 +11,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub use client::{Client, Connection};
+pub use remote::{JobCommand, QueueCommand, TaskCommand, TokenCommand};
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
 
@@ -38,6 +42,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upload and manage task modules on a server.
+    Task {
+        #[command(subcommand)]
+        command: TaskCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Submit and manage jobs on a server.
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// List, pause and resume a server's queues.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
+    /// Create, list and revoke API tokens (admin).
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
 }
 
 /// Parses the process's arguments and runs the command.
@@ -47,5 +79,21 @@ pub fn main() -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
         Command::Inspect { module, json } => run::inspect(&module, json),
+        Command::Task {
+            command,
+            connection,
+        } => remote::task(command, &connection),
+        Command::Job {
+            command,
+            connection,
+        } => remote::job(command, &connection),
+        Command::Queue {
+            command,
+            connection,
+        } => remote::queue(command, &connection),
+        Command::Token {
+            command,
+            connection,
+        } => remote::token(command, &connection),
     }
 }

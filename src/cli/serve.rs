@@ -1,14 +1,18 @@
-//! `remotask serve`: the engine on an embedded SQLite file in a data directory, until SIGINT
-//! or SIGTERM, then a graceful shutdown. Flags and `REMOTASK_*` environment variables are read
-//! here (by clap) and nowhere else; they win over the config file.
+//! `remotask serve`: the engine on an embedded SQLite file in a data directory and the HTTP
+//! API on a loopback port, until SIGINT or SIGTERM, then a graceful shutdown. Flags and
+//! `REMOTASK_*` environment variables are read here (by clap) and nowhere else; they win over
+//! the config file.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
 
 use crate::config::{Overrides, ServerConfig};
+use crate::http::{self, AppState};
 use crate::server::Server;
 
 #[derive(Debug, Args)]
@@ -28,6 +32,9 @@ pub struct ServeArgs {
     /// Delay before a job whose lease expired runs again, in seconds.
     #[arg(long, value_name = "SECONDS")]
     pub requeue_delay: Option<f64>,
+    /// Address of the HTTP API (default 127.0.0.1:7070; port 0 picks a free port).
+    #[arg(long, env = "REMOTASK_BIND", value_name = "ADDR")]
+    pub bind: Option<String>,
     /// Register every .wasm file in DIR as a task named after the file (repeatable), e.g.
     /// the built examples: `--register-dir target/wasm32-wasip1/release`.
     #[arg(long, value_name = "DIR")]
@@ -40,6 +47,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         worker_threads: args.workers,
         lease_ttl_seconds: args.lease_ttl,
         requeue_delay_seconds: args.requeue_delay,
+        bind: args.bind,
     };
     let config =
         ServerConfig::load(args.config.as_deref(), overrides).map_err(anyhow::Error::msg)?;
@@ -58,15 +66,45 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 dir.display()
             );
         }
+        if let Some(path) = http::ensure_admin_token(&server.service, &config.data_dir).await? {
+            eprintln!("remotask: created an admin token in {}", path.display());
+        }
+        let listener = tokio::net::TcpListener::bind(config.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.bind))?;
+        let addr = listener.local_addr().context("no local address")?;
+        let app = http::router(AppState::new(server.service.clone(), config.http));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopped = stop.clone();
+        let mut api = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stopped.notified().await })
+                .await
+        });
         eprintln!(
             "remotask: serving {} with {} worker threads",
             config.data_dir.display(),
             config.workers.threads
         );
+        eprintln!("remotask: listening on http://{addr}");
         eprintln!("remotask: ready");
-        wait_for_signal().await?;
+        tokio::select! {
+            r = wait_for_signal() => r?,
+            r = &mut api => {
+                r.context("the HTTP server stopped")?.context("the HTTP server failed")?;
+            }
+        }
         eprintln!("remotask: shutting down");
+        // Stop taking requests, then let the workers finish; open long-polls and event
+        // streams get a moment to end before they are dropped.
+        stop.notify_one();
         server.shutdown().await;
+        if tokio::time::timeout(Duration::from_secs(2), &mut api)
+            .await
+            .is_err()
+        {
+            api.abort();
+        }
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

@@ -21,6 +21,47 @@ pub struct Limits {
     pub stderr_bytes: u64,
 }
 
+/// Some fields of [`Limits`], laid over others: a job's own limits over its task's or queue's
+/// defaults, a config file's over the built-in ones.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsOverride {
+    pub fuel: Option<u64>,
+    pub max_seconds: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+}
+
+impl LimitsOverride {
+    /// `base` with the fields given here replaced, validated.
+    pub fn over(&self, base: Limits) -> Result<Limits, LimitsError> {
+        Limits::new(
+            self.fuel.unwrap_or(base.fuel),
+            self.max_seconds.unwrap_or(base.max_seconds()),
+            self.memory_bytes.unwrap_or(base.memory_bytes),
+            self.stdout_bytes.unwrap_or(base.stdout_bytes),
+            self.stderr_bytes.unwrap_or(base.stderr_bytes),
+        )
+    }
+
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+impl From<Limits> for LimitsOverride {
+    fn from(l: Limits) -> Self {
+        Self {
+            fuel: Some(l.fuel),
+            max_seconds: Some(l.max_seconds()),
+            memory_bytes: Some(l.memory_bytes),
+            stdout_bytes: Some(l.stdout_bytes),
+            stderr_bytes: Some(l.stderr_bytes),
+        }
+    }
+}
+
 /// Limits that cannot be enforced or make no sense.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum LimitsError {

@@ -13,7 +13,7 @@ mod retry;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
 pub use job::{JobId, JobIdError, JobState};
-pub use limits::{Limits, LimitsError};
+pub use limits::{Limits, LimitsError, LimitsOverride};
 pub use names::{NameError, QueueName, Role, TaskName};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobError, NewJob, Timestamp};

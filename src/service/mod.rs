@@ -5,6 +5,7 @@
 mod events;
 mod explain;
 mod submit;
+mod tokens;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -16,12 +17,15 @@ use tokio::sync::Notify;
 pub use events::{DURATION_BUCKETS, JobEvent, Metrics, MetricsSnapshot};
 pub use explain::Explanation;
 pub use submit::SubmitRequest;
+pub use tokens::{NewToken, hash_secret};
 
-use crate::domain::{AttemptRecord, Clock, Job, JobId, JobState, QueueName, TaskName, Timestamp};
+use crate::domain::{
+    AttemptRecord, Clock, Job, JobId, JobState, ModuleDigest, QueueName, TaskName, Timestamp,
+};
 use crate::sandbox::{AdmissionError, AdmissionReport, CancelToken, Sandbox};
 use crate::store::{
     BlobError, BlobStore, CancelOutcome, Inserted, JobFilter, Lease, QueueConfig, QueueStats,
-    Store, StoreError, TaskDefaults, TaskRecord,
+    Store, StoreError, TaskDefaults, TaskRecord, TaskVersion,
 };
 
 /// Why a use-case could not be carried out.
@@ -33,6 +37,12 @@ pub enum ServiceError {
     JobNotFound(JobId),
     #[error("queue {0:?} not found")]
     QueueNotFound(String),
+    #[error("task {task:?} has no version {digest}")]
+    VersionNotFound { task: String, digest: String },
+    #[error("module {0} not found")]
+    ModuleNotFound(String),
+    #[error("token {0:?} not found or already revoked")]
+    TokenNotFound(String),
     #[error("module refused: {0}")]
     Refused(#[from] AdmissionError),
     #[error("{0}")]
@@ -194,6 +204,60 @@ impl Service {
         }
     }
 
+    /// Replaces a task's defaults (limits, retry policy, env, queue) for jobs submitted later.
+    pub async fn set_task_defaults(
+        &self,
+        name: &TaskName,
+        defaults: TaskDefaults,
+    ) -> ServiceResult<TaskRecord> {
+        if let Some(r) = &defaults.retry {
+            r.validate().map_err(ServiceError::Invalid)?;
+        }
+        self.shared
+            .store
+            .set_task_defaults(name, defaults, self.now())
+            .await?
+            .ok_or_else(|| ServiceError::TaskNotFound(name.to_string()))
+    }
+
+    /// One version of a task with its admission report (from the compiled-module cache).
+    pub async fn task_version(
+        &self,
+        name: &TaskName,
+        digest: ModuleDigest,
+    ) -> ServiceResult<(TaskVersion, AdmissionReport)> {
+        let task = self.task(name).await?;
+        let version = task
+            .versions
+            .into_iter()
+            .find(|v| v.digest == digest)
+            .ok_or_else(|| ServiceError::VersionNotFound {
+                task: name.to_string(),
+                digest: digest.to_hex(),
+            })?;
+        let sandbox = self.shared.sandbox.clone();
+        let blobs = self.shared.blobs.clone();
+        let report = tokio::task::spawn_blocking(move || -> ServiceResult<AdmissionReport> {
+            let bytes = blobs.get(&digest)?;
+            Ok(sandbox.admit(&bytes)?.report().clone())
+        })
+        .await
+        .map_err(|e| ServiceError::Invalid(format!("admission did not finish: {e}")))??;
+        Ok((version, report))
+    }
+
+    /// The bytes of a registered module (blake3-verified on read).
+    pub async fn module(&self, digest: ModuleDigest) -> ServiceResult<Vec<u8>> {
+        if !self.shared.blobs.contains(&digest) {
+            return Err(ServiceError::ModuleNotFound(digest.to_hex()));
+        }
+        let blobs = self.shared.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.get(&digest))
+            .await
+            .map_err(|e| ServiceError::Invalid(format!("read did not finish: {e}")))?
+            .map_err(ServiceError::from)
+    }
+
     /// Submits one job. Durable when this returns.
     pub async fn submit(&self, request: SubmitRequest) -> ServiceResult<Submitted> {
         Ok(self.submit_batch(vec![request]).await?.remove(0))
@@ -238,7 +302,23 @@ impl Service {
             };
             jobs.push(request.resolve(&task, &queue, now)?);
         }
+        let starts: Vec<(TaskName, QueueName, JobState)> = jobs
+            .iter()
+            .map(|j| (j.task.clone(), j.queue.clone(), j.state))
+            .collect();
         let inserted = self.shared.store.insert_jobs(jobs).await?;
+        let now = self.now();
+        for (i, (task, queue, state)) in inserted.iter().zip(starts) {
+            if let Inserted::New(id) = i {
+                let _ = self.shared.events.send(JobEvent {
+                    id: *id,
+                    task,
+                    queue,
+                    state,
+                    at: now,
+                });
+            }
+        }
         self.shared.work.notify_waiters();
         let mut out = Vec::with_capacity(inserted.len());
         for i in inserted {
@@ -318,8 +398,54 @@ impl Service {
         Ok(outcome)
     }
 
+    /// Cancels every job that matches `filter` and is not over (held, scheduled, queued or
+    /// running; the filter's states narrow that). Returns how many were cancelled or are
+    /// being interrupted.
+    pub async fn cancel_matching(&self, filter: &JobFilter) -> ServiceResult<u64> {
+        let live = [
+            JobState::Held,
+            JobState::Scheduled,
+            JobState::Queued,
+            JobState::Running,
+        ];
+        let mut filter = JobFilter {
+            states: if filter.states.is_empty() {
+                live.to_vec()
+            } else {
+                filter
+                    .states
+                    .iter()
+                    .copied()
+                    .filter(|s| live.contains(s))
+                    .collect()
+            },
+            after: None,
+            limit: 500,
+            ..filter.clone()
+        };
+        if filter.states.is_empty() {
+            return Ok(0);
+        }
+        let mut count = 0;
+        loop {
+            let page = self.jobs(&filter).await?;
+            for job in &page {
+                match self.cancel(job.id).await {
+                    Ok(CancelOutcome::Cancelled | CancelOutcome::Running) => count += 1,
+                    Ok(_) | Err(ServiceError::JobNotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == filter.limit as usize => filter.after = Some(last.id),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     /// Releases a held job into its queue.
     pub async fn release(&self, id: JobId) -> ServiceResult<Job> {
+        let before = self.job(id).await?;
         if !self.shared.store.release(id, self.now()).await? {
             let job = self.job(id).await?;
             return Err(ServiceError::Conflict(format!(
@@ -327,14 +453,15 @@ impl Service {
                 job.state
             )));
         }
+        // Published before workers are woken, so a listener sees `queued` before `running`.
+        self.publish(&before, JobState::Queued);
         self.shared.work.notify_waiters();
-        let job = self.job(id).await?;
-        self.publish(&job, job.state);
-        Ok(job)
+        self.job(id).await
     }
 
     /// Requeues a failed or cancelled job with a fresh attempt budget.
     pub async fn retry(&self, id: JobId) -> ServiceResult<Job> {
+        let before = self.job(id).await?;
         if !self.shared.store.retry(id, self.now()).await? {
             let job = self.job(id).await?;
             return Err(ServiceError::Conflict(format!(
@@ -342,10 +469,9 @@ impl Service {
                 job.state
             )));
         }
+        self.publish(&before, JobState::Queued);
         self.shared.work.notify_waiters();
-        let job = self.job(id).await?;
-        self.publish(&job, job.state);
-        Ok(job)
+        self.job(id).await
     }
 
     /// Deletes a job that is not running.

@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use crate::domain::{JobId, JobState, Limits, NewJob, QueueName, RetryPolicy, TaskName, Timestamp};
+use crate::domain::{
+    JobId, JobState, Limits, LimitsOverride, NewJob, QueueName, RetryPolicy, TaskName, Timestamp,
+};
 use crate::store::{QueueConfig, TaskRecord};
 
 use super::ServiceError;
@@ -29,7 +31,8 @@ pub struct SubmitRequest {
     pub unique_key: Option<String>,
     /// A free string to find all jobs about one object.
     pub context: Option<String>,
-    pub limits: Option<Limits>,
+    /// Fields laid over the task's default limits (else the queue's).
+    pub limits: LimitsOverride,
     pub retry: Option<RetryPolicy>,
     pub submitter: Option<String>,
 }
@@ -49,7 +52,7 @@ impl SubmitRequest {
             hold: false,
             unique_key: None,
             context: None,
-            limits: None,
+            limits: LimitsOverride::default(),
             retry: None,
             submitter: None,
         }
@@ -67,8 +70,8 @@ impl SubmitRequest {
         }
         let limits = self
             .limits
-            .or(task.defaults.limits)
-            .unwrap_or(queue.default_limits);
+            .over(task.defaults.limits.unwrap_or(queue.default_limits))
+            .map_err(|e| invalid(e.to_string()))?;
         check_caps(&limits, &queue.caps, &queue.name)?;
         let retry = self
             .retry

@@ -237,6 +237,13 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<TaskRecord>;
     async fn get_task(&self, name: &TaskName) -> StoreResult<Option<TaskRecord>>;
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>>;
+    /// Replaces a task's defaults; `None` if the task is unknown.
+    async fn set_task_defaults(
+        &self,
+        name: &TaskName,
+        defaults: TaskDefaults,
+        now: Timestamp,
+    ) -> StoreResult<Option<TaskRecord>>;
     /// Removes the name (its versions' jobs keep their pinned digests). False if unknown.
     async fn delete_task(&self, name: &TaskName) -> StoreResult<bool>;
 

@@ -639,6 +639,28 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_task_defaults(
+        &self,
+        name: &TaskName,
+        defaults: TaskDefaults,
+        now: Timestamp,
+    ) -> StoreResult<Option<TaskRecord>> {
+        let name = name.clone();
+        self.write(move |conn| {
+            let n = conn
+                .execute(
+                    "UPDATE tasks SET defaults = ?2, updated_at = ?3 WHERE name = ?1",
+                    params![name.as_str(), json(&defaults), now.0],
+                )
+                .map_err(db)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            load_task(conn, name.as_str())
+        })
+        .await
+    }
+
     async fn delete_task(&self, name: &TaskName) -> StoreResult<bool> {
         let name = name.clone();
         self.write(move |conn| {

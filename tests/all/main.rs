@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod concurrency;
 mod guests;
+mod http;
 mod isolation;
 mod outcomes;
 mod queue;

@@ -100,10 +100,7 @@ async fn senaite_timeout_escalates_max_seconds_for_the_next_attempt() {
     let mut e = Engine::new().await;
     e.start_workers(2);
     let mut request = Engine::request("hostile", &["sleep", "0.3"]);
-    request.limits = Some(Limits {
-        max_time: Duration::from_millis(200),
-        ..Limits::default()
-    });
+    request.limits.max_seconds = Some(0.2);
     request.retry = Some(no_backoff(3));
     let job = e.submit(request).await;
     let done = e.wait(job.id).await;
@@ -516,10 +513,7 @@ async fn submit_refuses_unknown_tasks_and_limits_over_the_queue_cap() {
         .unwrap_err();
     assert!(matches!(err, ServiceError::TaskNotFound(_)), "{err}");
     let mut r = Engine::request("echo", &[]);
-    r.limits = Some(Limits {
-        max_time: Duration::from_secs(7200),
-        ..Limits::default()
-    });
+    r.limits.max_seconds = Some(7200.0);
     let err = e.service.submit(r).await.unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -568,7 +562,7 @@ async fn a_batch_is_stored_whole_and_progress_is_kept_on_the_job() {
     let submitted = e.service.submit_batch(batch.collect()).await.unwrap();
     assert_eq!(submitted.len(), 50);
     let mut progress = Engine::request("hostile", &["progress", "3"]);
-    progress.limits = Some(Limits::default());
+    progress.limits = Limits::default().into();
     let progress = e.submit(progress).await;
     e.start_workers(2);
     for (i, s) in submitted.iter().enumerate() {

@@ -9,19 +9,27 @@ use std::time::{Duration, Instant};
 
 use remotask::domain::{JobState, Reason, SystemClock};
 use remotask::store::JobFilter;
+use serde_json::Value;
 
 use crate::support::{Engine, guest, remotask};
 
-/// Starts `remotask serve` on `data_dir` and waits until it says it is ready.
+/// Starts `remotask serve` on `data_dir` (HTTP on a free loopback port) and waits until it
+/// says it is ready.
+fn serve(data_dir: &Path, extra: &[&str]) -> Child {
+    serve_http(data_dir, extra).0
+}
+
+/// [`serve`], also returning the API's base URL.
 #[expect(
     clippy::zombie_processes,
     reason = "the child is returned to the caller, which waits on it"
 )]
-fn serve(data_dir: &Path, extra: &[&str]) -> Child {
+pub(crate) fn serve_http(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     let mut child = remotask()
         .arg("serve")
         .arg("--data-dir")
         .arg(data_dir)
+        .args(["--bind", "127.0.0.1:0"])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
@@ -34,12 +42,16 @@ fn serve(data_dir: &Path, extra: &[&str]) -> Child {
         }
     });
     let deadline = Instant::now() + Duration::from_secs(120);
+    let mut url = None;
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
             .expect("serve said ready in time");
+        if let Some(u) = line.strip_prefix("remotask: listening on ") {
+            url = Some(u.to_owned());
+        }
         if line == "remotask: ready" {
-            return child;
+            return (child, url.expect("serve said where it listens"));
         }
     }
 }
@@ -158,4 +170,174 @@ async fn serve_refuses_a_bad_config_with_a_clear_error() {
         stderr.contains("worker_threads must be between 1 and 1024, got 0"),
         "{stderr}"
     );
+}
+
+/// Runs the CLI against `url`, with the data dir for the admin token and no user config.
+fn cli(url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = remotask()
+        .args(args)
+        .arg("--server")
+        .arg(url)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("XDG_CONFIG_HOME", data_dir)
+        .env_remove("REMOTASK_TOKEN")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
+    let data = tempfile::tempdir().unwrap();
+    let (mut server, url) = serve_http(data.path(), &["--workers", "2"]);
+    let d = data.path();
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        out
+    };
+    let wc = guest("word-count");
+    let hostile = guest("hostile");
+    let out = ok(cli(
+        &url,
+        d,
+        &[
+            "task",
+            "upload",
+            "wc",
+            wc.to_str().unwrap(),
+            "--max-seconds",
+            "5",
+        ],
+    ));
+    assert!(out.starts_with("uploaded wc version "), "{out}");
+    ok(cli(
+        &url,
+        d,
+        &[
+            "task",
+            "upload",
+            "hostile",
+            hostile.to_str().unwrap(),
+            "--retries",
+            "0",
+        ],
+    ));
+    let out = ok(cli(&url, d, &["task", "list"]));
+    assert!(
+        out.starts_with("NAME") && out.contains("\nwc ") && out.contains("\nhostile "),
+        "{out}"
+    );
+
+    // submit --wait prints the output as the guest wrote it.
+    let out = ok(cli(
+        &url,
+        d,
+        &[
+            "job",
+            "submit",
+            "wc",
+            "--input",
+            r#"{"text": "a b a"}"#,
+            "--wait",
+        ],
+    ));
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["words"], 3);
+    // A failing job's exit code tells the reason, as `remotask run`'s does.
+    let (code, _, err) = cli(
+        &url,
+        d,
+        &[
+            "job", "submit", "hostile", "--arg", "exit", "--arg", "4", "--wait",
+        ],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("failed: guest_error"), "{err}");
+
+    let out = ok(cli(&url, d, &["job", "list", "--json"]));
+    let list: Value = serde_json::from_str(&out).unwrap();
+    let states: Vec<&str> = list["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["completed", "failed"]);
+    let failed = list["jobs"][1]["id"].as_str().unwrap().to_owned();
+    let out = ok(cli(&url, d, &["job", "logs", &failed]));
+    assert!(
+        out.starts_with("== attempt 1: guest_error, exit 4 =="),
+        "{out}"
+    );
+
+    // Held, explained, released.
+    let id = ok(cli(
+        &url,
+        d,
+        &[
+            "job",
+            "submit",
+            "wc",
+            "--input",
+            r#"{"text": "x"}"#,
+            "--hold",
+        ],
+    ));
+    let id = id.trim();
+    let out = ok(cli(&url, d, &["job", "explain", id]));
+    assert!(out.contains("held"), "{out}");
+    let out = ok(cli(&url, d, &["job", "release", id]));
+    assert!(out.starts_with(id), "{out}");
+    let out = ok(cli(&url, d, &["job", "get", id]));
+    assert!(out.contains(&format!("id        {id}")), "{out}");
+
+    // Queues.
+    ok(cli(&url, d, &["queue", "pause", "default"]));
+    let out = ok(cli(&url, d, &["queue", "list"]));
+    assert!(out.contains("default") && out.contains("paused"), "{out}");
+    ok(cli(&url, d, &["queue", "resume", "default"]));
+
+    // Tokens: a read token reads but cannot upload; the error says why; exit code 2.
+    let secret = ok(cli(
+        &url,
+        d,
+        &["token", "create", "--role", "read", "--name", "dash"],
+    ));
+    let secret = secret.trim();
+    assert!(secret.starts_with("rt_") && secret.len() == 67, "{secret}");
+    let (code, out, _) = cli(&url, d, &["job", "list", "--token", secret]);
+    assert_eq!(code, 0, "{out}");
+    let (code, _, err) = cli(
+        &url,
+        d,
+        &[
+            "task",
+            "upload",
+            "x",
+            wc.to_str().unwrap(),
+            "--token",
+            secret,
+        ],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("needs the admin role") && err.contains("HTTP 403"),
+        "{err}"
+    );
+    let out = ok(cli(&url, d, &["token", "list"]));
+    assert!(out.contains("dash") && out.contains("first admin"), "{out}");
+    let (code, _, err) = cli(&url, d, &["job", "get", "01M88Q29NG2JQ4V0G000000000"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("not found (not_found, HTTP 404)"), "{err}");
+
+    std::process::Command::new("kill")
+        .arg(server.id().to_string())
+        .status()
+        .unwrap();
+    assert!(server.wait().unwrap().success());
 }

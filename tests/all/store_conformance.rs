@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use remotask::domain::{
     AttemptRecord, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, Reason,
-    RetryPolicy, Timestamp,
+    RetryPolicy, Role, TaskName, Timestamp,
 };
 use remotask::store::{
     CancelOutcome, Finish, Inserted, JobFilter, QueueConfig, SqliteStore, Store, StoreError,
+    TaskDefaults, TokenRecord,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -63,6 +64,91 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     a_stale_lease_cannot_write(make().await).await;
     unique_keys_hold_while_live(make().await).await;
     cancel_release_retry_delete_follow_the_state_machine(make().await).await;
+    task_versions_and_defaults(make().await).await;
+    tokens_are_found_by_hash_until_revoked(make().await).await;
+}
+
+async fn task_versions_and_defaults(store: impl Store) {
+    let name: TaskName = "resize".parse().unwrap();
+    let (v1, v2) = (ModuleDigest::of(b"v1"), ModuleDigest::of(b"v2"));
+    let defaults = TaskDefaults {
+        env: vec![("MODE".into(), "fast".into())],
+        ..TaskDefaults::default()
+    };
+    store
+        .put_task(&name, v1, 10, Some(defaults.clone()), T0)
+        .await
+        .unwrap();
+    let t = store
+        .put_task(&name, v2, 20, None, Timestamp(T0.0 + 1))
+        .await
+        .unwrap();
+    assert_eq!(t.digest, v2, "the name points at the newest version");
+    assert_eq!(
+        t.defaults, defaults,
+        "a new version without defaults keeps them"
+    );
+    let versions: Vec<_> = t
+        .versions
+        .iter()
+        .map(|v| (v.digest, v.size_bytes))
+        .collect();
+    assert_eq!(versions, vec![(v2, 20), (v1, 10)], "newest first");
+
+    let changed = TaskDefaults {
+        queue: Some("slow".parse().unwrap()),
+        ..TaskDefaults::default()
+    };
+    let t = store
+        .set_task_defaults(&name, changed.clone(), Timestamp(T0.0 + 2))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((t.defaults, t.digest), (changed, v2));
+    assert_eq!(
+        store
+            .set_task_defaults(&"nope".parse().unwrap(), TaskDefaults::default(), T0)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(store.delete_task(&name).await.unwrap());
+    assert!(store.get_task(&name).await.unwrap().is_none());
+    assert!(!store.delete_task(&name).await.unwrap());
+}
+
+async fn tokens_are_found_by_hash_until_revoked(store: impl Store) {
+    let token = TokenRecord {
+        id: "tok_1".into(),
+        name: "ci".into(),
+        role: Role::Submit,
+        hash: "h1".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.create_token(&token).await.unwrap();
+    assert_eq!(
+        store.token_by_hash("h1").await.unwrap(),
+        Some(token.clone())
+    );
+    assert_eq!(store.token_by_hash("h2").await.unwrap(), None);
+    assert!(
+        store
+            .revoke_token("tok_1", Timestamp(T0.0 + 5))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_token("tok_1", Timestamp(T0.0 + 6))
+            .await
+            .unwrap()
+    );
+    assert!(!store.revoke_token("tok_unknown", T0).await.unwrap());
+    assert_eq!(store.token_by_hash("h1").await.unwrap(), None);
+    let listed = store.list_tokens().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].revoked_at, Some(Timestamp(T0.0 + 5)));
 }
 
 async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {

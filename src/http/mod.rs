@@ -1,0 +1,190 @@
+//! The HTTP API: the only code that knows axum and the JSON wire shapes. Everything is under
+//! `/v1` except `/healthz` and `/metrics`. Handlers check the caller's role, turn wire shapes
+//! into service requests (`dto.rs`), call [`Service`] and turn the answer back. The OpenAPI
+//! document is generated from the handlers' annotations, so it cannot drift from the routes.
+//!
+//! Roles: `read` reads everything but tokens; `submit` also submits and manages jobs;
+//! `worker` also fetches modules (and, later, leases); `admin` does everything.
+
+mod auth;
+mod body;
+pub mod dto;
+mod error;
+mod events;
+mod jobs;
+mod ops;
+mod queues;
+mod tasks;
+mod tokens;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use std::path::{Path, PathBuf};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+pub use auth::{Auth, Caller};
+pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+
+use crate::domain::Role;
+use crate::service::{Service, ServiceError};
+
+/// Size caps of what clients send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpCaps {
+    /// A task module upload.
+    pub module_bytes: usize,
+    /// One job's input, after decoding.
+    pub input_bytes: usize,
+    /// Jobs in one batch submit.
+    pub batch_jobs: usize,
+    /// Any JSON request body (a batch included).
+    pub body_bytes: usize,
+}
+
+impl Default for HttpCaps {
+    fn default() -> Self {
+        Self {
+            module_bytes: 32 << 20,
+            input_bytes: 1 << 20,
+            batch_jobs: 10_000,
+            body_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub service: Service,
+    pub auth: Auth,
+    pub caps: HttpCaps,
+}
+
+impl AppState {
+    pub fn new(service: Service, caps: HttpCaps) -> Self {
+        Self {
+            service,
+            auth: Auth::default(),
+            caps,
+        }
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "remotask",
+        description = "Run untrusted WebAssembly task modules as durable background jobs."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    components(schemas(ErrorBody, ErrorDetail)),
+    tags(
+        (name = "tasks", description = "Task modules and their versions"),
+        (name = "jobs", description = "Submitting, reading and managing jobs"),
+        (name = "queues", description = "Queues: stats, pause, resume"),
+        (name = "events", description = "Server-sent events of job state changes"),
+        (name = "tokens", description = "API tokens (admin)"),
+        (name = "ops", description = "Health and metrics")
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+        );
+    }
+}
+
+fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi_json))
+        .routes(routes!(tasks::list_tasks))
+        .routes(routes!(
+            tasks::put_task,
+            tasks::get_task,
+            tasks::patch_task,
+            tasks::delete_task
+        ))
+        .routes(routes!(tasks::get_version))
+        .routes(routes!(tasks::get_module))
+        .routes(routes!(jobs::submit, jobs::list))
+        .routes(routes!(jobs::submit_batch))
+        .routes(routes!(jobs::cancel_matching))
+        .routes(routes!(jobs::clean))
+        .routes(routes!(jobs::get_job, jobs::delete_job))
+        .routes(routes!(jobs::output))
+        .routes(routes!(jobs::log))
+        .routes(routes!(jobs::explain))
+        .routes(routes!(jobs::cancel))
+        .routes(routes!(jobs::release))
+        .routes(routes!(jobs::retry))
+        .routes(routes!(queues::list_queues))
+        .routes(routes!(queues::get_queue))
+        .routes(routes!(queues::pause))
+        .routes(routes!(queues::resume))
+        .routes(routes!(events::events))
+        .routes(routes!(tokens::create_token, tokens::list_tokens))
+        .routes(routes!(tokens::revoke_token))
+}
+
+/// The OpenAPI document of every route.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api().into_openapi()
+}
+
+/// The whole API as an axum router; tests call it with `oneshot`, `serve` binds it.
+pub fn router(state: AppState) -> Router {
+    let (router, _) = api().split_for_parts();
+    router
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        // Bodies are read by the handlers with their own caps and error shape.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(state)
+}
+
+/// Where the first admin token is written in a data directory.
+pub fn admin_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin.token")
+}
+
+/// On a store without tokens, creates an admin token and writes it (mode 0600) to
+/// `<data_dir>/admin.token`; returns the path when it did.
+pub async fn ensure_admin_token(
+    service: &Service,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>, ServiceError> {
+    if !service.tokens().await?.is_empty() {
+        return Ok(None);
+    }
+    let token = service.create_token(Role::Admin, "first admin").await?;
+    let path = admin_token_path(data_dir);
+    write_private(&path, format!("{}\n", token.secret).as_bytes())
+        .map_err(|e| ServiceError::Invalid(format!("cannot write {}: {e}", path.display())))?;
+    Ok(Some(path))
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}

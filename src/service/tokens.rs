@@ -1,0 +1,68 @@
+//! API tokens: a secret is `rt_` + 64 hex characters of OS randomness, shown once; only its
+//! blake3 hash is stored, so a copy of the database does not hand out access.
+
+use crate::domain::Role;
+use crate::store::TokenRecord;
+
+use super::{Service, ServiceError, ServiceResult};
+
+/// A token just made: its stored record and its secret (shown once).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub record: TokenRecord,
+    pub secret: String,
+}
+
+/// The hash under which a token secret is stored and looked up.
+pub fn hash_secret(secret: &str) -> String {
+    blake3::hash(secret.as_bytes()).to_hex().to_string()
+}
+
+impl Service {
+    /// Makes and stores a token with `role`.
+    pub async fn create_token(&self, role: Role, name: &str) -> ServiceResult<NewToken> {
+        if name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(ServiceError::Invalid(
+                "a token name is at most 200 printable characters".into(),
+            ));
+        }
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| ServiceError::Invalid(format!("no OS randomness for a token: {e}")))?;
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let secret = format!("rt_{hex}");
+        let record = TokenRecord {
+            // The id is derived from the hash, never from the secret.
+            id: format!("tok_{}", &hash_secret(&secret)[..16]),
+            name: name.to_owned(),
+            role,
+            hash: hash_secret(&secret),
+            created_at: self.now(),
+            revoked_at: None,
+        };
+        self.shared.store.create_token(&record).await?;
+        Ok(NewToken { record, secret })
+    }
+
+    pub async fn tokens(&self) -> ServiceResult<Vec<TokenRecord>> {
+        Ok(self.shared.store.list_tokens().await?)
+    }
+
+    /// Revokes a token; an unknown or already revoked id is `TokenNotFound`.
+    pub async fn revoke_token(&self, id: &str) -> ServiceResult<()> {
+        if self.shared.store.revoke_token(id, self.now()).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::TokenNotFound(id.to_owned()))
+        }
+    }
+
+    /// The live token whose secret is `secret`.
+    pub async fn token_for_secret(&self, secret: &str) -> ServiceResult<Option<TokenRecord>> {
+        Ok(self
+            .shared
+            .store
+            .token_by_hash(&hash_secret(secret))
+            .await?)
+    }
+}

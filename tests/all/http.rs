@@ -1,0 +1,1160 @@
+//! The HTTP API: every error status and role boundary through `oneshot`, and the main flows
+//! over real HTTP on 127.0.0.1 (upload -> submit -> wait -> output, unique keys, cancelling a
+//! running job, server-sent events in order).
+
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use http_body_util::BodyExt;
+use remotask::domain::Role;
+use remotask::http::{AppState, HttpCaps, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use crate::support::{Engine, guest_bytes, wat};
+
+/// Small caps, so every cap can be crossed cheaply.
+const CAPS: HttpCaps = HttpCaps {
+    module_bytes: 1 << 20,
+    input_bytes: 1024,
+    batch_jobs: 5,
+    body_bytes: 256 << 10,
+};
+
+/// An engine with the HTTP router in front and one token per role.
+struct Api {
+    engine: Engine,
+    router: Router,
+    admin: String,
+    submit: String,
+    worker: String,
+    read: String,
+}
+
+impl Api {
+    async fn new() -> Self {
+        let engine = Engine::new().await;
+        let router = router(AppState::new(engine.service.clone(), CAPS));
+        let mut tokens = Vec::new();
+        for role in Role::ALL {
+            let t = engine.service.create_token(role, "test").await.unwrap();
+            tokens.push(t.secret);
+        }
+        let [admin, submit, worker, read] = <[String; 4]>::try_from(tokens).unwrap();
+        Self {
+            engine,
+            router,
+            admin,
+            submit,
+            worker,
+            read,
+        }
+    }
+
+    fn token(&self, role: Role) -> &str {
+        match role {
+            Role::Admin => &self.admin,
+            Role::Submit => &self.submit,
+            Role::Worker => &self.worker,
+            Role::Read => &self.read,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: impl Into<Body>,
+    ) -> (StatusCode, Vec<u8>) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            request = request.header("authorization", format!("Bearer {t}"));
+        }
+        let response = self
+            .router
+            .clone()
+            .oneshot(request.body(body.into()).unwrap())
+            .await
+            .unwrap();
+        let status = response.status();
+        if response
+            .headers()
+            .get("content-type")
+            .is_some_and(|t| t == "text/event-stream")
+        {
+            // An event stream does not end; its status is the answer.
+            return (status, Vec::new());
+        }
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, bytes.to_vec())
+    }
+
+    /// Calls with the admin token and parses the JSON answer.
+    async fn admin_json(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
+        let body = if body.is_null() {
+            Vec::new()
+        } else {
+            body.to_string().into_bytes()
+        };
+        let (status, bytes) = self.call(method, path, Some(&self.admin), body).await;
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+}
+
+/// Asserts the one error shape: the status, the code, and words in the message.
+fn assert_error(status: StatusCode, body: &[u8], want: StatusCode, code: &str, words: &[&str]) {
+    let text = String::from_utf8_lossy(body);
+    assert_eq!(status, want, "{text}");
+    let v: Value = serde_json::from_slice(body).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    assert_eq!(v["error"]["code"], code, "{text}");
+    let message = v["error"]["message"].as_str().unwrap();
+    for w in words {
+        assert!(message.contains(w), "{message:?} lacks {w:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_route_is_in_the_openapi_document_and_answers() {
+    let api = Api::new().await;
+    let (status, doc) = api
+        .call(Method::GET, "/v1/openapi.json", None, Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let doc: Value = serde_json::from_slice(&doc).unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    let routes = [
+        "GET /healthz",
+        "GET /metrics",
+        "GET /v1/openapi.json",
+        "GET /v1/tasks",
+        "PUT /v1/tasks/{name}",
+        "GET /v1/tasks/{name}",
+        "PATCH /v1/tasks/{name}",
+        "DELETE /v1/tasks/{name}",
+        "GET /v1/tasks/{name}/versions/{digest}",
+        "GET /v1/modules/{digest}",
+        "POST /v1/jobs",
+        "GET /v1/jobs",
+        "POST /v1/jobs/batch",
+        "POST /v1/jobs/cancel",
+        "POST /v1/jobs/clean",
+        "GET /v1/jobs/{id}",
+        "DELETE /v1/jobs/{id}",
+        "GET /v1/jobs/{id}/output",
+        "GET /v1/jobs/{id}/log",
+        "GET /v1/jobs/{id}/explain",
+        "POST /v1/jobs/{id}/cancel",
+        "POST /v1/jobs/{id}/release",
+        "POST /v1/jobs/{id}/retry",
+        "GET /v1/queues",
+        "GET /v1/queues/{name}",
+        "POST /v1/queues/{name}/pause",
+        "POST /v1/queues/{name}/resume",
+        "GET /v1/events",
+        "POST /v1/tokens",
+        "GET /v1/tokens",
+        "DELETE /v1/tokens/{id}",
+    ];
+    let mut expected: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
+    expected.sort();
+    documented.sort();
+    assert_eq!(documented, expected);
+    // Every documented route is served: without a token it is refused (401), never unknown.
+    for route in &expected {
+        let (method, path) = route.split_once(' ').unwrap();
+        let path = path
+            .replace("{name}", "echo")
+            .replace("{id}", "01M88Q29NG2JQ4V0G000000000")
+            .replace("{digest}", &"0".repeat(64));
+        let (status, body) = api
+            .call(method.parse().unwrap(), &path, None, Body::empty())
+            .await;
+        let public = ["/healthz", "/v1/openapi.json"].contains(&path.as_str());
+        let want = if public {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, want, "{route}: {}", String::from_utf8_lossy(&body));
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_role_boundary_holds() {
+    let api = Api::new().await;
+    let digest = api
+        .engine
+        .service
+        .task(&"echo".parse().unwrap())
+        .await
+        .unwrap()
+        .digest
+        .to_hex();
+    let echo = guest_bytes("echo");
+    // (method, path, body, the role it needs)
+    let cases: Vec<(Method, String, Vec<u8>, Role)> = vec![
+        (
+            Method::PUT,
+            "/v1/tasks/echo2".into(),
+            echo.clone(),
+            Role::Admin,
+        ),
+        (
+            Method::PATCH,
+            "/v1/tasks/echo".into(),
+            b"{}".to_vec(),
+            Role::Admin,
+        ),
+        (
+            Method::GET,
+            format!("/v1/modules/{digest}"),
+            vec![],
+            Role::Worker,
+        ),
+        (
+            Method::POST,
+            "/v1/jobs".into(),
+            br#"{"task": "echo", "hold": true}"#.to_vec(),
+            Role::Submit,
+        ),
+        (Method::GET, "/v1/jobs".into(), vec![], Role::Read),
+        (Method::GET, "/v1/tasks".into(), vec![], Role::Read),
+        (
+            Method::GET,
+            "/v1/events?job=01M88Q29NG2JQ4V0G000000000".into(),
+            vec![],
+            Role::Read,
+        ),
+        (
+            Method::POST,
+            "/v1/queues/default/pause".into(),
+            vec![],
+            Role::Admin,
+        ),
+        (Method::POST, "/v1/jobs/clean".into(), vec![], Role::Admin),
+        (Method::GET, "/v1/tokens".into(), vec![], Role::Admin),
+        (Method::GET, "/metrics".into(), vec![], Role::Read),
+    ];
+    for (method, path, body, needed) in &cases {
+        for role in Role::ALL {
+            let (status, answer) = api
+                .call(method.clone(), path, Some(api.token(role)), body.clone())
+                .await;
+            if role.allows(*needed) {
+                assert!(
+                    status.is_success(),
+                    "{role} {method} {path}: {status} {}",
+                    String::from_utf8_lossy(&answer)
+                );
+            } else {
+                assert_error(
+                    status,
+                    &answer,
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    &[&format!("needs the {needed} role")],
+                );
+            }
+        }
+        let (status, answer) = api.call(method.clone(), path, None, body.clone()).await;
+        assert_error(
+            status,
+            &answer,
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            &["Bearer"],
+        );
+    }
+    // The event stream above stays open; the route answered 200 for readers, which is the point.
+    let (status, answer) = api
+        .call(
+            Method::GET,
+            "/v1/jobs",
+            Some("rt_not-a-token"),
+            Body::empty(),
+        )
+        .await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        &["unknown"],
+    );
+
+    // A revoked token is refused at once.
+    let (_, t) = api
+        .admin_json(
+            Method::POST,
+            "/v1/tokens",
+            json!({"role": "read", "name": "gone"}),
+        )
+        .await;
+    let (secret, id) = (t["token"].as_str().unwrap(), t["id"].as_str().unwrap());
+    let (status, _) = api
+        .call(Method::GET, "/v1/jobs", Some(secret), Body::empty())
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, _) = api
+        .admin_json(Method::DELETE, &format!("/v1/tokens/{id}"), Value::Null)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, answer) = api
+        .call(Method::GET, "/v1/jobs", Some(secret), Body::empty())
+        .await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        &["revoked"],
+    );
+    let (_, listed) = api.admin_json(Method::GET, "/v1/tokens", Value::Null).await;
+    let gone = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap();
+    assert!(gone["revoked_at"].is_string() && gone.get("token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_its_status_and_one_shape() {
+    let api = Api::new().await;
+    let submit = |body: &str| {
+        let body = body.to_owned();
+        let api = &api;
+        async move {
+            api.call(Method::POST, "/v1/jobs", Some(&api.submit), body)
+                .await
+        }
+    };
+    // 400: malformed JSON, naming the field.
+    let (s, b) = submit(r#"{"task": 5}"#).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        &["`task`", "invalid type"],
+    );
+    let (s, b) = submit(r#"{"task": "echo", "limits": {"fuel": "lots"}}"#).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        &["`limits.fuel`"],
+    );
+    let (s, b) = submit(r#"{"task": "echo", "priorty": 1}"#).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        &["unknown field `priorty`"],
+    );
+    let (s, b) = submit("not json").await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        &["expected"],
+    );
+    let (s, b) = submit(r#"{"task": "echo", "input": 1, "input_text": "x"}"#).await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_input", &["one of"]);
+    let (s, b) = api
+        .call(
+            Method::GET,
+            "/v1/jobs/not-an-id",
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_id", &[]);
+    let (s, b) = api
+        .call(
+            Method::GET,
+            "/v1/jobs?limit=many",
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_query", &["limit"]);
+    let (s, b) = api
+        .call(
+            Method::GET,
+            "/v1/jobs?state=sleeping",
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        &["sleeping"],
+    );
+
+    // 404: unknown job, task, module, route.
+    let (s, b) = api
+        .call(
+            Method::GET,
+            "/v1/jobs/01M88Q29NG2JQ4V0G000000000",
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found", &["not found"]);
+    let (s, b) = submit(r#"{"task": "nope"}"#).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &["\"nope\" is not registered"],
+    );
+    let (s, b) = api
+        .call(
+            Method::GET,
+            &format!("/v1/modules/{}", "0".repeat(64)),
+            Some(&api.worker),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found", &["module"]);
+    let (s, b) = api.call(Method::GET, "/v2/jobs", None, Body::empty()).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &["no such route"],
+    );
+    let (s, b) = api
+        .call(Method::PATCH, "/v1/jobs", Some(&api.admin), Body::empty())
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        &[],
+    );
+
+    // 409: an action the job's state does not allow.
+    let (s, b) = submit(r#"{"task": "echo"}"#).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let id = serde_json::from_slice::<Value>(&b).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, b) = api
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{id}/release"),
+            Some(&api.submit),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict", &["not held"]);
+    let (s, b) = api
+        .call(
+            Method::GET,
+            &format!("/v1/jobs/{id}/output"),
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "no_output", &["queued"]);
+    let (s, _) = api
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            Some(&api.submit),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = api
+        .call(
+            Method::POST,
+            &format!("/v1/jobs/{id}/cancel"),
+            Some(&api.submit),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "already_ended", &["cancelled"]);
+
+    // 413: every size cap.
+    let big_module = vec![0u8; CAPS.module_bytes + 1];
+    let (s, b) = api
+        .call(Method::PUT, "/v1/tasks/big", Some(&api.admin), big_module)
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &["module", "1048576"],
+    );
+    let input = json!({"task": "echo", "input_text": "x".repeat(CAPS.input_bytes + 1)});
+    let (s, b) = submit(&input.to_string()).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &["input", "1024"],
+    );
+    let batch = json!({"jobs": vec![json!({"task": "echo"}); CAPS.batch_jobs + 1]});
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/jobs/batch",
+            Some(&api.submit),
+            batch.to_string(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &["at most 5 jobs, got 6"],
+    );
+    let huge = json!({"jobs": [{"task": "echo", "input_text": "x".repeat(CAPS.body_bytes)}]});
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/jobs/batch",
+            Some(&api.submit),
+            huge.to_string(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        &["request body"],
+    );
+    let (s, b) =
+        submit(&json!({"task": "echo", "input_text": "x".repeat(64 << 10)}).to_string()).await;
+    assert_error(s, &b, StatusCode::PAYLOAD_TOO_LARGE, "too_large", &[]);
+
+    // 422: a refused module names what was refused; input the service refuses.
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/tasks/bad",
+            Some(&api.admin),
+            wat("forbidden_imports"),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "module_refused",
+        &["env.open_socket", "remotask.read_host_file"],
+    );
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/tasks/bad",
+            Some(&api.admin),
+            b"(module)".to_vec(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "module_refused",
+        &[],
+    );
+    let (s, b) = submit(r#"{"task": "echo", "limits": {"max_seconds": -1}}"#).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        &["max_seconds"],
+    );
+    let (s, b) = submit(r#"{"task": "echo", "limits": {"max_seconds": 7200}}"#).await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        &["over queue default's cap"],
+    );
+    // Nothing refused was stored.
+    let (_, list) = api.admin_json(Method::GET, "/v1/jobs", Value::Null).await;
+    assert_eq!(list["jobs"].as_array().unwrap().len(), 1);
+    let (s, _) = api
+        .admin_json(Method::GET, "/v1/tasks/bad", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_keep_versions_defaults_and_modules() {
+    let api = Api::new().await;
+    let wc = guest_bytes("word-count");
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/tasks/wc?max_seconds=2&retries=1&queue=text",
+            Some(&api.admin),
+            wc.clone(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    let up: Value = serde_json::from_slice(&b).unwrap();
+    let first = up["task"]["digest"].as_str().unwrap().to_owned();
+    assert_eq!(up["admission"]["digest"], first.as_str());
+    assert_eq!(up["task"]["defaults"]["queue"], "text");
+    assert_eq!(up["task"]["defaults"]["limits"]["max_seconds"], 2.0);
+    assert_eq!(up["task"]["defaults"]["retry"]["retries"], 1);
+
+    // A second version: the name points at it, the first stays addressable, defaults stay.
+    let echo = guest_bytes("echo");
+    let (s, b) = api
+        .call(Method::PUT, "/v1/tasks/wc", Some(&api.admin), echo.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let second = serde_json::from_slice::<Value>(&b).unwrap()["task"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, t) = api
+        .admin_json(Method::GET, "/v1/tasks/wc", Value::Null)
+        .await;
+    assert_eq!(t["digest"], second.as_str());
+    assert_eq!(t["versions"].as_array().unwrap().len(), 2);
+    assert_eq!(t["defaults"]["queue"], "text");
+    let (s, v) = api
+        .admin_json(
+            Method::GET,
+            &format!("/v1/tasks/wc/versions/{first}"),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(
+        (v["current"].clone(), v["version"]["size_bytes"].clone()),
+        (json!(false), json!(wc.len()))
+    );
+    assert!(
+        v["admission"]["exports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "_start")
+    );
+    let (s, module) = api
+        .call(
+            Method::GET,
+            &format!("/v1/modules/{first}"),
+            Some(&api.worker),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!((s, module == wc), (StatusCode::OK, true));
+
+    // PATCH replaces the defaults.
+    let (s, t) = api
+        .admin_json(
+            Method::PATCH,
+            "/v1/tasks/wc",
+            json!({"env": {"MODE": "x"}, "limits": {"fuel": 1000}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(t["defaults"]["env"]["MODE"], "x");
+    assert_eq!(t["defaults"]["queue"], Value::Null);
+    assert_eq!(t["defaults"]["limits"]["fuel"], 1000);
+
+    // Deleting the name keeps the module for jobs already submitted.
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/v1/tasks/wc", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = api
+        .admin_json(Method::GET, "/v1/tasks/wc", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, tasks) = api.admin_json(Method::GET, "/v1/tasks", Value::Null).await;
+    let names: Vec<&str> = tasks
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["echo", "hostile"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_are_listed_by_filter_and_managed_in_bulk() {
+    let api = Api::new().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let body = json!({"task": "echo", "hold": true, "context": format!("doc-{}", i % 2)});
+        let (s, j) = api.admin_json(Method::POST, "/v1/jobs", body).await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        assert_eq!(j["state"], "held");
+        ids.push(j["id"].as_str().unwrap().to_owned());
+    }
+    // Pages of two, oldest first, the cursor carries on.
+    let mut seen = Vec::new();
+    let mut path = "/v1/jobs?limit=2&state=held".to_owned();
+    loop {
+        let (_, page) = api.admin_json(Method::GET, &path, Value::Null).await;
+        for j in page["jobs"].as_array().unwrap() {
+            seen.push(j["id"].as_str().unwrap().to_owned());
+        }
+        match page["next"].as_str() {
+            Some(next) => path = format!("/v1/jobs?limit=2&state=held&after={next}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids);
+    let (_, page) = api
+        .admin_json(Method::GET, "/v1/jobs?context=doc-1", Value::Null)
+        .await;
+    assert_eq!(page["jobs"].as_array().unwrap().len(), 2);
+
+    let (_, e) = api
+        .admin_json(
+            Method::GET,
+            &format!("/v1/jobs/{}/explain", ids[0]),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(e["causes"], json!(["held"]));
+
+    // Cancel by filter needs a filter (or all: true).
+    let (s, _) = api
+        .admin_json(Method::POST, "/v1/jobs/cancel", json!({}))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, n) = api
+        .admin_json(Method::POST, "/v1/jobs/cancel", json!({"context": "doc-0"}))
+        .await;
+    assert_eq!((s, n["count"].clone()), (StatusCode::OK, json!(3)));
+    let (_, j) = api
+        .admin_json(
+            Method::POST,
+            &format!("/v1/jobs/{}/retry", ids[0]),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(j["state"], "queued");
+    let (_, j) = api
+        .admin_json(
+            Method::POST,
+            &format!("/v1/jobs/{}/release", ids[1]),
+            Value::Null,
+        )
+        .await;
+    assert_eq!(j["state"], "queued");
+    let (s, _) = api
+        .admin_json(Method::DELETE, &format!("/v1/jobs/{}", ids[2]), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    // Clean removes the two cancelled jobs left; live ones stay.
+    let (_, n) = api
+        .admin_json(Method::POST, "/v1/jobs/clean", Value::Null)
+        .await;
+    assert_eq!(n["count"], 1);
+    let (_, page) = api.admin_json(Method::GET, "/v1/jobs", Value::Null).await;
+    let states: Vec<&str> = page["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["queued", "queued", "held"]);
+
+    // Queues: pause shows in the list and in explain.
+    let (_, q) = api
+        .admin_json(Method::POST, "/v1/queues/default/pause", Value::Null)
+        .await;
+    assert_eq!(
+        (q["paused"].clone(), q["counts"]["queued"].clone()),
+        (json!(true), json!(2))
+    );
+    let (_, e) = api
+        .admin_json(
+            Method::GET,
+            &format!("/v1/jobs/{}/explain", ids[0]),
+            Value::Null,
+        )
+        .await;
+    assert!(
+        e["causes"].as_array().unwrap().contains(&json!("paused")),
+        "{e}"
+    );
+    let (_, q) = api
+        .admin_json(Method::POST, "/v1/queues/default/resume", Value::Null)
+        .await;
+    assert_eq!(q["paused"], false);
+    let (_, qs) = api.admin_json(Method::GET, "/v1/queues", Value::Null).await;
+    assert_eq!(qs[0]["name"], "default");
+}
+
+/// Serves the router on 127.0.0.1 (a free port); returns the base URL.
+async fn listen(state: AppState) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_real_http_upload_submit_wait_and_read_the_output() {
+    let mut api = Api::new().await;
+    api.engine.start_workers(2);
+    let base = listen(AppState::new(api.engine.service.clone(), CAPS)).await;
+    let http = reqwest::Client::new();
+    let up = http
+        .put(format!("{base}/v1/tasks/word-count"))
+        .bearer_auth(&api.admin)
+        .body(guest_bytes("word-count"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(up.status(), 201);
+
+    let submitted = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&json!({"task": "word-count", "input": {"text": "to be or not to be"}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(submitted.status(), 202);
+    let job: Value = submitted.json().await.unwrap();
+    let id = job["id"].as_str().unwrap();
+
+    let done: Value = http
+        .get(format!("{base}/v1/jobs/{id}?wait=20"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "completed", "{done}");
+    assert_eq!(done["output_encoding"], "json");
+    assert_eq!(done["output"]["words"], 6);
+    let attempts = done["attempt_history"].as_array().unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0]["reason"], "completed");
+    assert!(attempts[0]["receipt"]["fuel_consumed"].as_u64().unwrap() > 0);
+
+    let raw = http
+        .get(format!("{base}/v1/jobs/{id}/output"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let raw: Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(raw, done["output"]);
+
+    // A failing job: the error and the log of each attempt.
+    let failed: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&json!({"task": "hostile", "args": ["panic", "boom"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = failed["id"].as_str().unwrap();
+    let done: Value = http
+        .get(format!("{base}/v1/jobs/{id}?wait=20"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "failed", "{done}");
+    assert_eq!(done["error"]["reason"], "trap");
+    let log = http
+        .get(format!("{base}/v1/jobs/{id}/log"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(log.starts_with("== attempt 1: trap"), "{log}");
+    assert!(log.contains("boom"), "{log}");
+
+    // The batch route stores many at once, and the metrics count their attempts.
+    let batch: Value = http
+        .post(format!("{base}/v1/jobs/batch"))
+        .bearer_auth(&api.submit)
+        .json(&json!({"jobs": [{"task": "echo", "input_text": "a"}, {"task": "echo", "input_text": "b"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for j in batch["jobs"].as_array().unwrap() {
+        let id = j["id"].as_str().unwrap();
+        let done: Value = http
+            .get(format!("{base}/v1/jobs/{id}?wait=20"))
+            .bearer_auth(&api.read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(done["state"], "completed");
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("remotask_attempts_total{reason=\"completed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("remotask_attempts_total{reason=\"trap\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("remotask_jobs{queue=\"default\",state=\"completed\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("remotask_attempt_duration_seconds_count 4"),
+        "{metrics}"
+    );
+    api.engine.stop_workers().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_real_http_a_unique_key_returns_the_live_job() {
+    let api = Api::new().await;
+    let base = listen(AppState::new(api.engine.service.clone(), CAPS)).await;
+    let http = reqwest::Client::new();
+    let body = json!({"task": "echo", "unique_key": "report:42", "hold": true});
+    let first = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 202);
+    let first: Value = first.json().await.unwrap();
+    let second = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 200);
+    let second: Value = second.json().await.unwrap();
+    assert_eq!(first["id"], second["id"]);
+    assert_eq!(second["unique_key"], "report:42");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_real_http_a_running_job_is_cancelled_within_milliseconds() {
+    let mut api = Api::new().await;
+    api.engine.start_workers(1);
+    let base = listen(AppState::new(api.engine.service.clone(), CAPS)).await;
+    let http = reqwest::Client::new();
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&json!({"task": "hostile", "args": ["loop"], "limits": {"max_seconds": 60}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let j: Value = http
+            .get(format!("{base}/v1/jobs/{id}"))
+            .bearer_auth(&api.read)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if j["state"] == "running" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never ran: {j}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let asked = Instant::now();
+    let c: Value = http
+        .post(format!("{base}/v1/jobs/{id}/cancel"))
+        .bearer_auth(&api.submit)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(c["outcome"], "cancelling");
+    let done: Value = http
+        .get(format!("{base}/v1/jobs/{id}?wait=10"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let took = asked.elapsed();
+    assert_eq!(done["state"], "cancelled", "{done}");
+    assert_eq!(done["error"]["reason"], "cancelled");
+    assert_eq!(done["attempt_history"][0]["reason"], "cancelled");
+    assert!(took < Duration::from_millis(1000), "cancel took {took:?}");
+    // The worker goes on with the next job.
+    let next: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&json!({"task": "echo", "input_text": "after"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = next["id"].as_str().unwrap();
+    let done: Value = http
+        .get(format!("{base}/v1/jobs/{id}?wait=20"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["state"], "completed");
+    api.engine.stop_workers().await;
+}
+
+/// Reads server-sent events until `n` `job` events arrived; returns their states.
+async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<String> {
+    let mut buffer = String::new();
+    let mut states = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while states.len() < n {
+        let chunk = tokio::time::timeout_at(deadline.into(), response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("events in time; got {states:?}"))
+            .unwrap()
+            .expect("stream open");
+        buffer.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if !block.lines().any(|l| l == "event: job") {
+                continue;
+            }
+            let data = block
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            let event: Value = serde_json::from_str(data).unwrap();
+            states.push(event["state"].as_str().unwrap().to_owned());
+        }
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_sent_events_deliver_a_jobs_transitions_in_order() {
+    let mut api = Api::new().await;
+    api.engine.start_workers(1);
+    let base = listen(AppState::new(api.engine.service.clone(), CAPS)).await;
+    let http = reqwest::Client::new();
+    let job: Value = http
+        .post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(
+            &json!({"task": "hostile", "args": ["exit", "75"], "hold": true,
+            "retry": {"retries": 1, "backoff_seconds": 0, "jitter": 0}}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap();
+    // Another job's events do not reach a stream filtered by job.
+    let mut events = http
+        .get(format!("{base}/v1/events?job={id}"))
+        .bearer_auth(&api.read)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+    http.post(format!("{base}/v1/jobs"))
+        .bearer_auth(&api.submit)
+        .json(&json!({"task": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    http.post(format!("{base}/v1/jobs/{id}/release"))
+        .bearer_auth(&api.submit)
+        .send()
+        .await
+        .unwrap();
+    // A retry waits in `scheduled`; the claim that takes it when due moves it on to `running`.
+    let states = read_events(&mut events, 5).await;
+    assert_eq!(
+        states,
+        ["queued", "running", "scheduled", "running", "failed"]
+    );
+    api.engine.stop_workers().await;
+}
