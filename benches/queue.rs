@@ -4,7 +4,9 @@
 //! - echo jobs submitted in batches and run to completion on the embedded store, jobs/s;
 //! - submit -> completed latency of single jobs on an idle engine, p50/p99;
 //! - claim cost with 10k vs 1M queued jobs;
-//! - resident memory with 1M queued jobs.
+//! - resident memory with 1M queued jobs;
+//! - over HTTP on 127.0.0.1 (`-- http`): echo jobs submitted with `POST /v1/jobs/batch` and
+//!   run to completion, jobs/s; submit -> result latency of one job with `?wait=`, p50/p99.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -37,6 +39,10 @@ fn main() {
         }
         if wants("latency") {
             latency().await;
+        }
+        if wants("http") {
+            http_throughput().await;
+            http_latency().await;
         }
         if wants("claim") || wants("memory") {
             claim_and_memory().await;
@@ -78,7 +84,8 @@ async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) 
         .expect("register");
     service
         .put_queue(QueueConfig {
-            concurrency: threads as u32,
+            // Room for the workers' prefetch (threads x 4) and then some.
+            concurrency: 64,
             ..QueueConfig::with_defaults(QueueName::default_queue())
         })
         .await
@@ -109,15 +116,23 @@ async fn throughput() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (service, pool) = engine(dir.path(), 2).await;
     let started = Instant::now();
+    let mut last = None;
     for _ in 0..n / batch {
         let requests = (0..batch)
             .map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}")))
             .collect();
-        service.submit_batch(requests).await.expect("submit");
+        let submitted = service.submit_batch(requests).await.expect("submit");
+        last = submitted.last().map(|s| s.job.id);
     }
     let submitted = started.elapsed();
+    // Wait on the last job (claimed last), then count: counting all jobs is a scan, and
+    // polling it often would slow the engine it measures.
+    service
+        .wait(last.expect("jobs"), Duration::from_secs(600))
+        .await
+        .expect("wait");
     while completed(&service).await < n {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let took = started.elapsed();
     println!(
@@ -151,6 +166,133 @@ async fn latency() {
             .await
             .expect("wait");
         assert_eq!(done.state, JobState::Completed);
+        if i >= 50 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    let p = |q: f64| times[((times.len() - 1) as f64 * q) as usize].as_secs_f64() * 1e3;
+    println!("p50 {:.2} ms   p99 {:.2} ms\n", p(0.5), p(0.99));
+    pool.shutdown().await;
+}
+
+/// The engine behind the HTTP API on a free loopback port: base URL and an admin token.
+async fn http_engine(dir: &std::path::Path) -> (Service, WorkerPool, String, String) {
+    let (service, pool) = engine(dir, 2).await;
+    let token = service
+        .create_token(remotask::domain::Role::Admin, "bench")
+        .await
+        .expect("token")
+        .secret;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = remotask::http::router(remotask::http::AppState::new(
+        service.clone(),
+        remotask::http::HttpCaps::default(),
+    ));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (service, pool, format!("http://{addr}"), token)
+}
+
+async fn http_throughput() {
+    let n = 20_000u64;
+    let batch = 1_000;
+    println!(
+        "## over HTTP: {n} echo jobs, POST /v1/jobs/batch of {batch}, run to completion (2 guest threads)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_service, pool, base, token) = http_engine(dir.path()).await;
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let mut last = String::new();
+    for _ in 0..n / batch {
+        let jobs: Vec<serde_json::Value> = (0..batch)
+            .map(|i| serde_json::json!({"task": "echo", "input": {"i": i}}))
+            .collect();
+        let response = http
+            .post(format!("{base}/v1/jobs/batch"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "jobs": jobs }))
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(response.status(), 202);
+        let answer: serde_json::Value = response.json().await.expect("json");
+        last = answer["jobs"][batch as usize - 1]["id"]
+            .as_str()
+            .expect("id")
+            .to_owned();
+    }
+    let submitted = started.elapsed();
+    // Long-poll the last job (claimed last), then count: counting is a scan of all jobs.
+    http.get(format!("{base}/v1/jobs/{last}?wait=300"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .expect("wait");
+    loop {
+        let q: serde_json::Value = http
+            .get(format!("{base}/v1/queues/default"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("queue")
+            .json()
+            .await
+            .expect("json");
+        if q["counts"]["completed"].as_u64() == Some(n) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let took = started.elapsed();
+    println!(
+        "submit            {:>8.0} jobs/s ({:.2} s)",
+        n as f64 / submitted.as_secs_f64(),
+        submitted.as_secs_f64()
+    );
+    println!(
+        "end to end        {:>8.0} jobs/s ({:.2} s)\n",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    pool.shutdown().await;
+}
+
+async fn http_latency() {
+    let n = 1_000;
+    println!(
+        "## over HTTP: POST /v1/jobs then GET /v1/jobs/{{id}}?wait=10, one echo job at a time ({n} jobs)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_service, pool, base, token) = http_engine(dir.path()).await;
+    let http = reqwest::Client::new();
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 50 {
+        let t = Instant::now();
+        let job: serde_json::Value = http
+            .post(format!("{base}/v1/jobs"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({"task": "echo", "input": i}))
+            .send()
+            .await
+            .expect("submit")
+            .json()
+            .await
+            .expect("json");
+        let id = job["id"].as_str().expect("id");
+        let done: serde_json::Value = http
+            .get(format!("{base}/v1/jobs/{id}?wait=10"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("get")
+            .json()
+            .await
+            .expect("json");
+        assert_eq!(done["state"], "completed");
         if i >= 50 {
             times.push(t.elapsed());
         }

@@ -105,6 +105,37 @@ pub struct Job {
     pub finished_at: Option<Timestamp>,
 }
 
+impl NewJob {
+    /// The job as stored when it was accepted: no attempt yet.
+    pub fn into_job(self) -> Job {
+        Job {
+            id: self.id,
+            task: self.task,
+            digest: self.digest,
+            queue: self.queue,
+            state: self.state,
+            input: self.input,
+            args: self.args,
+            env: self.env,
+            priority: self.priority,
+            run_at: self.run_at,
+            unique_key: self.unique_key,
+            context: self.context,
+            limits: self.limits,
+            retry: self.retry,
+            attempts: 0,
+            progress: None,
+            output: None,
+            error: None,
+            submitter: self.submitter,
+            worker: None,
+            created_at: self.created_at,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
 /// One attempt of a job, as recorded when it ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AttemptRecord {

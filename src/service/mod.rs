@@ -20,7 +20,8 @@ pub use submit::SubmitRequest;
 pub use tokens::{NewToken, hash_secret};
 
 use crate::domain::{
-    AttemptRecord, Clock, Job, JobId, JobState, ModuleDigest, QueueName, TaskName, Timestamp,
+    AttemptRecord, Clock, Job, JobId, JobState, ModuleDigest, NewJob, QueueName, TaskName,
+    Timestamp,
 };
 use crate::sandbox::{AdmissionError, AdmissionReport, CancelToken, Sandbox};
 use crate::store::{
@@ -302,32 +303,33 @@ impl Service {
             };
             jobs.push(request.resolve(&task, &queue, now)?);
         }
-        let starts: Vec<(TaskName, QueueName, JobState)> = jobs
-            .iter()
-            .map(|j| (j.task.clone(), j.queue.clone(), j.state))
-            .collect();
+        let accepted: Vec<Job> = jobs.iter().cloned().map(NewJob::into_job).collect();
         let inserted = self.shared.store.insert_jobs(jobs).await?;
         let now = self.now();
-        for (i, (task, queue, state)) in inserted.iter().zip(starts) {
-            if let Inserted::New(id) = i {
-                let _ = self.shared.events.send(JobEvent {
-                    id: *id,
-                    task,
-                    queue,
-                    state,
-                    at: now,
-                });
+        let mut out = Vec::with_capacity(inserted.len());
+        for (i, job) in inserted.into_iter().zip(accepted) {
+            match i {
+                Inserted::New(_) => {
+                    let event = JobEvent {
+                        id: job.id,
+                        task: job.task.clone(),
+                        queue: job.queue.clone(),
+                        state: job.state,
+                        at: now,
+                    };
+                    let _ = self.shared.events.send(event);
+                    out.push(Submitted {
+                        job,
+                        existing: false,
+                    });
+                }
+                Inserted::Existing(id) => out.push(Submitted {
+                    job: self.job(id).await?,
+                    existing: true,
+                }),
             }
         }
         self.shared.work.notify_waiters();
-        let mut out = Vec::with_capacity(inserted.len());
-        for i in inserted {
-            let job = self.job(i.id()).await?;
-            out.push(Submitted {
-                job,
-                existing: matches!(i, Inserted::Existing(_)),
-            });
-        }
         Ok(out)
     }
 

@@ -169,6 +169,15 @@ fn corrupt(table: &'static str, message: impl std::fmt::Display) -> StoreError {
     }
 }
 
+/// A read connection. Readers map the file (no copy per page read); the writer does not, since
+/// a growing file would make it remap over and over.
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = open_connection(path)?;
+    conn.execute_batch("PRAGMA mmap_size = 268435456;")
+        .map_err(db)?;
+    Ok(conn)
+}
+
 fn open_connection(path: &Path) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -179,6 +188,7 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
          PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
     )
     .map_err(db)?;
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -209,9 +219,10 @@ impl SqliteStore {
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let mut writer_conn = open_connection(&path)?;
+
         migrate(&mut writer_conn, &path)?;
         let readers = (0..READERS)
-            .map(|_| open_connection(&path))
+            .map(|_| open_reader(&path))
             .collect::<StoreResult<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
         thread::Builder::new()
@@ -255,15 +266,15 @@ impl SqliteStore {
     ) -> StoreResult<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let run = Box::new(move |conn: &Connection| -> Completion {
-            let result = match conn.execute_batch("SAVEPOINT op") {
+            let result = match exec(conn, "SAVEPOINT op") {
                 Ok(()) => {
                     let r = f(conn);
                     let end = if r.is_ok() {
-                        "RELEASE op"
+                        exec(conn, "RELEASE op")
                     } else {
-                        "ROLLBACK TO op; RELEASE op"
+                        exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
                     };
-                    match conn.execute_batch(end) {
+                    match end {
                         Ok(()) => r,
                         Err(e) => Err(db(e)),
                     }
@@ -304,7 +315,7 @@ impl SqliteStore {
                 .pop();
             let conn = match conn {
                 Some(c) => c,
-                None => open_connection(&inner.path)?,
+                None => open_reader(&inner.path)?,
             };
             let result = f(&conn);
             inner
@@ -323,6 +334,12 @@ impl SqliteStore {
     }
 }
 
+/// Runs one statement without parameters from the statement cache: transaction control runs
+/// several times per batch, and parsing it each time shows in profiles.
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
     let mut synchronous_full = true;
     while let Ok(first) = rx.recv() {
@@ -337,23 +354,24 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
         // earlier commit durable. So a batch is fsynced exactly when someone in it needs it.
         let durable = batch.iter().any(|op| op.durable);
         if durable != synchronous_full {
-            let mode = if durable { "FULL" } else { "NORMAL" };
-            if conn
-                .execute_batch(&format!("PRAGMA synchronous = {mode}"))
-                .is_ok()
-            {
+            let pragma = if durable {
+                "PRAGMA synchronous = FULL"
+            } else {
+                "PRAGMA synchronous = NORMAL"
+            };
+            if exec(&conn, pragma).is_ok() {
                 synchronous_full = durable;
             }
         }
-        if conn.execute_batch("BEGIN IMMEDIATE").is_err() {
+        if exec(&conn, "BEGIN IMMEDIATE").is_err() {
             // Nothing ran; dropping the ops tells their callers the write was not applied.
             drop(batch);
             continue;
         }
         let completions: Vec<Completion> = batch.into_iter().map(|op| (op.run)(&conn)).collect();
-        let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+        let committed = exec(&conn, "COMMIT").map_err(|e| e.to_string());
         if committed.is_err() {
-            let _ = conn.execute_batch("ROLLBACK");
+            let _ = exec(&conn, "ROLLBACK");
         }
         for done in completions {
             done(committed.clone());
