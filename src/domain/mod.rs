@@ -9,6 +9,7 @@ mod names;
 mod reason;
 mod record;
 mod retry;
+mod schedule;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
@@ -18,3 +19,4 @@ pub use names::{NameError, QueueName, Role, TaskName};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobError, NewJob, Timestamp};
 pub use retry::{Decision, RetryPolicy};
+pub use schedule::{Spec, SpecDef, SpecError, describe_utc};
