@@ -12,7 +12,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::{Client, Connection};
-pub use remote::{JobCommand, QueueCommand, TaskCommand, TokenCommand};
+pub use remote::{JobCommand, QueueCommand, ServerCommand, TaskCommand, TokenCommand};
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
 
@@ -63,6 +63,13 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// A server's health, metrics and OpenAPI document.
+    Server {
+        #[command(subcommand)]
+        command: ServerCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// Create, list and revoke API tokens (admin).
     Token {
         #[command(subcommand)]
@@ -91,6 +98,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
             command,
             connection,
         } => remote::queue(command, &connection),
+        Command::Server {
+            command,
+            connection,
+        } => remote::server(command, &connection),
         Command::Token {
             command,
             connection,

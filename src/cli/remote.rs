@@ -16,8 +16,9 @@ use super::client::{Client, Connection};
 use super::run::exit_code_for;
 use crate::domain::Reason;
 use crate::http::dto::{
-    CancelDto, CancelFilter, CountDto, CreateToken, ExplainDto, JobDto, JobList, LimitsDto,
-    QueueDto, SubmitJob, TaskDefaultsDto, TaskDto, TokenDto, UploadDto,
+    BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, CreateToken, EventDto,
+    ExplainDto, JobDto, JobList, LimitsDto, QueueDto, SubmitBatch, SubmitJob, TaskDefaultsDto,
+    TaskDto, TokenDto, UploadDto, VersionDetailDto,
 };
 
 #[derive(Debug, Subcommand)]
@@ -32,8 +33,26 @@ pub enum TaskCommand {
     },
     /// List tasks.
     List,
-    /// Show a task: versions and defaults.
-    Show { name: String },
+    /// Show a task: versions and defaults; with --version, one version's admission report.
+    Show {
+        name: String,
+        /// A version's digest.
+        #[arg(long, value_name = "DIGEST")]
+        version: Option<String>,
+    },
+    /// Replace a task's defaults for jobs submitted later (admin).
+    Defaults {
+        name: String,
+        #[command(flatten)]
+        defaults: DefaultsArgs,
+    },
+    /// Download a module by digest (worker or admin).
+    Module {
+        digest: String,
+        /// Where to write it.
+        #[arg(long, short)]
+        output: PathBuf,
+    },
     /// Remove a task name (submitted jobs keep their module).
     Rm { name: String },
 }
@@ -101,6 +120,23 @@ pub enum JobCommand {
     Output { id: String },
     /// Delete a job that is not running.
     Rm { id: String },
+    /// Submit many jobs in one transaction from a JSON file: `{"jobs": [...]}`, or one job
+    /// object per line ("-" for stdin).
+    Batch { file: PathBuf },
+    /// Remove ended jobs (admin): all, or those ended longer ago than --older-than.
+    Clean {
+        #[arg(long, value_name = "SECONDS")]
+        older_than: Option<f64>,
+    },
+    /// Print job state changes as they happen, until interrupted.
+    Watch {
+        #[arg(long)]
+        task: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        job: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]
@@ -182,6 +218,16 @@ pub enum QueueCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ServerCommand {
+    /// Whether the server answers and its store is readable.
+    Health,
+    /// The server's metrics, in the Prometheus text format.
+    Metrics,
+    /// The server's OpenAPI document.
+    Openapi,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Create a token; its secret is printed once.
     Create {
@@ -258,6 +304,37 @@ fn path_part(s: &str) -> String {
         .collect()
 }
 
+impl DefaultsArgs {
+    fn is_empty(&self) -> bool {
+        self.queue.is_none()
+            && self.fuel.is_none()
+            && self.max_seconds.is_none()
+            && self.memory_mib.is_none()
+            && self.retries.is_none()
+            && self.env.is_empty()
+    }
+
+    fn to_dto(&self) -> anyhow::Result<TaskDefaultsDto> {
+        let limits = LimitsDto {
+            fuel: self.fuel,
+            max_seconds: self.max_seconds,
+            memory_bytes: mib(self.memory_mib)?,
+            ..LimitsDto::default()
+        };
+        let any_limit =
+            limits.fuel.is_some() || limits.max_seconds.is_some() || limits.memory_bytes.is_some();
+        Ok(TaskDefaultsDto {
+            queue: self.queue.clone(),
+            limits: any_limit.then_some(limits),
+            retry: self.retries.map(|retries| crate::domain::RetryPolicy {
+                retries,
+                ..Default::default()
+            }),
+            env: env_pairs(&self.env)?,
+        })
+    }
+}
+
 pub(super) fn task(command: TaskCommand, conn: &Connection) -> anyhow::Result<ExitCode> {
     let client = conn.client()?;
     runtime()?.block_on(async {
@@ -273,32 +350,8 @@ pub(super) fn task(command: TaskCommand, conn: &Connection) -> anyhow::Result<Ex
                     .request(Method::PUT, &format!("/v1/tasks/{}", path_part(&name)))
                     .header("content-type", "application/wasm")
                     .body(bytes);
-                let d = &defaults;
-                if d.queue.is_some()
-                    || d.fuel.is_some()
-                    || d.max_seconds.is_some()
-                    || d.memory_mib.is_some()
-                    || d.retries.is_some()
-                    || !d.env.is_empty()
-                {
-                    let limits = LimitsDto {
-                        fuel: d.fuel,
-                        max_seconds: d.max_seconds,
-                        memory_bytes: mib(d.memory_mib)?,
-                        ..LimitsDto::default()
-                    };
-                    let dto = TaskDefaultsDto {
-                        queue: d.queue.clone(),
-                        limits: (limits.fuel.is_some()
-                            || limits.max_seconds.is_some()
-                            || limits.memory_bytes.is_some())
-                        .then_some(limits),
-                        retry: d.retries.map(|retries| crate::domain::RetryPolicy {
-                            retries,
-                            ..Default::default()
-                        }),
-                        env: env_pairs(&d.env)?,
-                    };
+                if !defaults.is_empty() {
+                    let dto = defaults.to_dto()?;
                     request = request.query(&[("defaults", serde_json::to_string(&dto)?)]);
                 }
                 let up: UploadDto = client.json(request).await?;
@@ -336,7 +389,68 @@ pub(super) fn task(command: TaskCommand, conn: &Connection) -> anyhow::Result<Ex
                 );
                 Ok(())
             }
-            TaskCommand::Show { name } => {
+            TaskCommand::Show {
+                name,
+                version: Some(digest),
+            } => {
+                let v: VersionDetailDto = client
+                    .get(&format!(
+                        "/v1/tasks/{}/versions/{}",
+                        path_part(&name),
+                        path_part(&digest)
+                    ))
+                    .await?;
+                if conn.json {
+                    return print_json(&v);
+                }
+                println!("task      {}", v.task);
+                println!(
+                    "version   {}{}",
+                    v.version.digest,
+                    if v.current { " (current)" } else { "" }
+                );
+                println!("size      {} bytes", v.version.size_bytes);
+                println!("created   {}", v.version.created_at);
+                println!("admission {}", serde_json::to_string_pretty(&v.admission)?);
+                Ok(())
+            }
+            TaskCommand::Defaults { name, defaults } => {
+                let t: TaskDto = client
+                    .json(
+                        client
+                            .request(Method::PATCH, &format!("/v1/tasks/{}", path_part(&name)))
+                            .json(&defaults.to_dto()?),
+                    )
+                    .await?;
+                if conn.json {
+                    return print_json(&t);
+                }
+                println!(
+                    "{} defaults {}",
+                    t.name,
+                    serde_json::to_string(&t.defaults)?
+                );
+                Ok(())
+            }
+            TaskCommand::Module { digest, output } => {
+                let bytes = client
+                    .send(
+                        client.request(Method::GET, &format!("/v1/modules/{}", path_part(&digest))),
+                    )
+                    .await?
+                    .bytes()
+                    .await?;
+                std::fs::write(&output, &bytes)
+                    .with_context(|| format!("cannot write {}", output.display()))?;
+                if !conn.json {
+                    println!("wrote {} ({} bytes)", output.display(), bytes.len());
+                }
+                Ok(())
+            }
+            TaskCommand::Show {
+                name,
+                version: None,
+            } => {
                 let t: TaskDto = client
                     .get(&format!("/v1/tasks/{}", path_part(&name)))
                     .await?;
@@ -693,6 +807,90 @@ pub(super) fn job(command: JobCommand, conn: &Connection) -> anyhow::Result<Exit
                     .await?;
                 std::io::stdout().write_all(&response.bytes().await?)?;
             }
+            JobCommand::Batch { file } => {
+                let text = if file.as_os_str() == "-" {
+                    std::io::read_to_string(std::io::stdin())?
+                } else {
+                    std::fs::read_to_string(&file)
+                        .with_context(|| format!("cannot read {}", file.display()))?
+                };
+                let batch: SubmitBatch = match serde_json::from_str(&text) {
+                    Ok(b) => b,
+                    Err(_) => SubmitBatch {
+                        jobs: text
+                            .lines()
+                            .enumerate()
+                            .filter(|(_, l)| !l.trim().is_empty())
+                            .map(|(i, l)| {
+                                serde_json::from_str(l)
+                                    .with_context(|| format!("{} line {}", file.display(), i + 1))
+                            })
+                            .collect::<anyhow::Result<_>>()?,
+                    },
+                };
+                let r: BatchResult = client
+                    .json(post("/v1/jobs/batch".into()).json(&batch))
+                    .await?;
+                if conn.json {
+                    print_json(&r)?;
+                } else {
+                    for j in &r.jobs {
+                        println!("{}", j.id);
+                    }
+                }
+            }
+            JobCommand::Clean { older_than } => {
+                let c: CountDto = client
+                    .json(post("/v1/jobs/clean".into()).json(&CleanRequest {
+                        older_than_seconds: older_than,
+                    }))
+                    .await?;
+                if conn.json {
+                    print_json(&c)?;
+                } else {
+                    println!("removed {} ended jobs", c.count);
+                }
+            }
+            JobCommand::Watch { task, queue, job } => {
+                let mut query = Vec::new();
+                for (k, v) in [("task", task), ("queue", queue), ("job", job)] {
+                    if let Some(v) = v {
+                        query.push((k, v));
+                    }
+                }
+                let mut response = client
+                    .send(client.request(Method::GET, "/v1/events").query(&query))
+                    .await?;
+                let mut buffer = String::new();
+                loop {
+                    let chunk = match response.chunk().await {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => break,
+                        Err(e) => {
+                            eprintln!("the event stream ended: {e}");
+                            break;
+                        }
+                    };
+                    buffer.push_str(&String::from_utf8_lossy(&chunk));
+                    while let Some(end) = buffer.find("\n\n") {
+                        let block: String = buffer.drain(..end + 2).collect();
+                        let kind = block.lines().find_map(|l| l.strip_prefix("event: "));
+                        let data = block.lines().find_map(|l| l.strip_prefix("data: "));
+                        match (kind, data) {
+                            (Some("job"), Some(data)) if conn.json => println!("{data}"),
+                            (Some("job"), Some(data)) => {
+                                let e: EventDto = serde_json::from_str(data)?;
+                                println!(
+                                    "{}  {}  {}  {}  {}",
+                                    e.at, e.id, e.task, e.queue, e.state
+                                );
+                            }
+                            (Some("lagged"), Some(n)) => eprintln!("(missed {n} events)"),
+                            _ => {}
+                        }
+                    }
+                }
+            }
             JobCommand::Rm { id } => {
                 client
                     .send(client.request(Method::DELETE, &format!("/v1/jobs/{}", path_part(&id))))
@@ -820,6 +1018,25 @@ pub(super) fn token(command: TokenCommand, conn: &Connection) -> anyhow::Result<
                 }
             }
         }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn server(command: ServerCommand, conn: &Connection) -> anyhow::Result<ExitCode> {
+    let client = conn.client()?;
+    runtime()?.block_on(async {
+        let path = match command {
+            ServerCommand::Health => "/healthz",
+            ServerCommand::Metrics => "/metrics",
+            ServerCommand::Openapi => "/v1/openapi.json",
+        };
+        let bytes = client
+            .send(client.request(Method::GET, path))
+            .await?
+            .bytes()
+            .await?;
+        std::io::stdout().write_all(&bytes)?;
         anyhow::Ok(())
     })?;
     Ok(ExitCode::SUCCESS)

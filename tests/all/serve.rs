@@ -194,7 +194,8 @@ fn cli(url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
     let data = tempfile::tempdir().unwrap();
-    let (mut server, url) = serve_http(data.path(), &["--workers", "2"]);
+    let (server, url) = serve_http(data.path(), &["--workers", "2"]);
+    let mut server = Reap(server);
     let d = data.path();
     let ok = |(code, out, err): (i32, String, String)| {
         assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
@@ -296,6 +297,91 @@ async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
     let out = ok(cli(&url, d, &["job", "get", id]));
     assert!(out.contains(&format!("id        {id}")), "{out}");
 
+    // Versions, defaults, module bytes.
+    let list: Value =
+        serde_json::from_str(&ok(cli(&url, d, &["task", "show", "wc", "--json"]))).unwrap();
+    let digest = list["digest"].as_str().unwrap().to_owned();
+    let out = ok(cli(&url, d, &["task", "show", "wc", "--version", &digest]));
+    assert!(
+        out.contains("(current)") && out.contains("\"_start\""),
+        "{out}"
+    );
+    let out = ok(cli(
+        &url,
+        d,
+        &[
+            "task",
+            "defaults",
+            "wc",
+            "--queue",
+            "text",
+            "--env",
+            "MODE=fast",
+        ],
+    ));
+    assert!(
+        out.contains("\"queue\":\"text\"") && out.contains("\"MODE\":\"fast\""),
+        "{out}"
+    );
+    let copy = d.join("copy.wasm");
+    ok(cli(
+        &url,
+        d,
+        &[
+            "task",
+            "module",
+            &digest,
+            "--output",
+            copy.to_str().unwrap(),
+        ],
+    ));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&wc).unwrap());
+
+    // Watch a job's transitions while a batch runs it.
+    let batch = d.join("batch.jsonl");
+    std::fs::write(&batch, "{\"task\": \"wc\", \"input\": {\"text\": \"a\"}, \"hold\": true}\n{\"task\": \"wc\", \"input\": {\"text\": \"b\"}}\n").unwrap();
+    let ids = ok(cli(&url, d, &["job", "batch", batch.to_str().unwrap()]));
+    let ids: Vec<&str> = ids.lines().collect();
+    assert_eq!(ids.len(), 2);
+    let mut watch = remotask()
+        .args([
+            "job",
+            "watch",
+            "--job",
+            ids[0],
+            "--server",
+            &url,
+            "--data-dir",
+        ])
+        .arg(d)
+        .env("XDG_CONFIG_HOME", d)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The stream is open once a request through it would be answered; give it a moment.
+    std::thread::sleep(Duration::from_millis(300));
+    ok(cli(&url, d, &["job", "release", ids[0]]));
+    let mut states = Vec::new();
+    while states.len() < 3 {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("watch prints events");
+        assert!(
+            line.contains(ids[0]) && line.contains("  wc  text  "),
+            "{line}"
+        );
+        states.push(line.rsplit("  ").next().unwrap().to_owned());
+    }
+    assert_eq!(states, ["queued", "running", "completed"]);
+    drop(watch);
+
     // Queues.
     ok(cli(&url, d, &["queue", "pause", "default"]));
     let out = ok(cli(&url, d, &["queue", "list"]));
@@ -331,13 +417,34 @@ async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
     );
     let out = ok(cli(&url, d, &["token", "list"]));
     assert!(out.contains("dash") && out.contains("first admin"), "{out}");
+    let out = ok(cli(&url, d, &["job", "clean", "--older-than", "0"]));
+    assert!(out.starts_with("removed "), "{out}");
+    assert_eq!(ok(cli(&url, d, &["server", "health"])), "ok\n");
+    let out = ok(cli(&url, d, &["server", "metrics"]));
+    assert!(
+        out.contains("remotask_attempts_total{reason=\"completed\"}"),
+        "{out}"
+    );
+    let doc: Value = serde_json::from_str(&ok(cli(&url, d, &["server", "openapi"]))).unwrap();
+    assert!(doc["paths"]["/v1/jobs"].is_object());
     let (code, _, err) = cli(&url, d, &["job", "get", "01M88Q29NG2JQ4V0G000000000"]);
     assert_eq!(code, 2);
     assert!(err.contains("not found (not_found, HTTP 404)"), "{err}");
 
     std::process::Command::new("kill")
-        .arg(server.id().to_string())
+        .arg(server.0.id().to_string())
         .status()
         .unwrap();
-    assert!(server.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
+}
+
+/// A child process killed when the test ends, also when it fails: a child left running would
+/// hold the test's output pipes open.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
