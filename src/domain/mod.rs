@@ -15,8 +15,11 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
 pub use job::{JobId, JobIdError, JobState};
 pub use limits::{Limits, LimitsError, LimitsOverride};
-pub use names::{NameError, QueueName, Role, TaskName};
+pub use names::{NameError, QueueName, Role, ScheduleName, TaskName};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobError, NewJob, Timestamp};
 pub use retry::{Decision, RetryPolicy};
-pub use schedule::{Spec, SpecDef, SpecError, describe_utc};
+pub use schedule::{
+    CatchUp, FirePlan, JobTemplate, MAX_CATCH_UP, ON_TIME, Overlap, Spec, SpecDef, SpecError,
+    describe_utc, fire_key, plan_fires,
+};

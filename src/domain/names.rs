@@ -87,6 +87,11 @@ name_type!(
     QueueName,
     "queue"
 );
+name_type!(
+    /// A schedule's name; its fires' unique keys are `schedule:<name>:<fire time>`.
+    ScheduleName,
+    "schedule"
+);
 
 impl QueueName {
     /// The queue jobs go to when none is named.

@@ -15,7 +15,106 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::Timestamp;
+use super::{LimitsOverride, QueueName, RetryPolicy, ScheduleName, TaskName, Timestamp};
+
+/// What each fire of a schedule submits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobTemplate {
+    pub task: TaskName,
+    pub input: Vec<u8>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub queue: Option<QueueName>,
+    pub priority: i32,
+    pub limits: LimitsOverride,
+    pub retry: Option<RetryPolicy>,
+    pub context: Option<String>,
+}
+
+/// What a fire does while the schedule's previous job is still live.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Overlap {
+    /// The fire is skipped (counted, not run).
+    #[default]
+    Skip,
+    /// The fire submits another job.
+    Allow,
+}
+
+/// What happens to fire times missed while no server was running (or the schedule was due
+/// for longer than [`ON_TIME`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CatchUp {
+    /// Missed fires are dropped; the schedule goes on from now.
+    None,
+    /// The latest missed fire runs once.
+    #[default]
+    One,
+    /// Every missed fire runs (at most [`MAX_CATCH_UP`]).
+    All,
+}
+
+/// A fire this late is still on time (the scheduler is not missing it, just busy).
+pub const ON_TIME: Duration = Duration::from_secs(60);
+/// The most missed fires `CatchUp::All` runs at once.
+pub const MAX_CATCH_UP: usize = 1000;
+
+/// The fires due at `now` and the next fire time after them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FirePlan {
+    /// Fire times to submit a job for, oldest first.
+    pub fires: Vec<Timestamp>,
+    /// Fire times that were due but dropped by the catch-up policy.
+    pub missed: u64,
+    /// The next fire time; `None` when the spec has no more (a delay that fired).
+    pub next: Option<Timestamp>,
+}
+
+/// Decides, from the stored next fire time, which fires are due at `now`. Pure.
+pub fn plan_fires(spec: &Spec, due: Timestamp, now: Timestamp, catch_up: CatchUp) -> FirePlan {
+    let mut times = vec![due];
+    if !spec.is_one_shot() {
+        let mut t = due;
+        while let Some(next) = spec.next_after(t) {
+            if next > now || times.len() > MAX_CATCH_UP * 2 {
+                break;
+            }
+            times.push(next);
+            t = next;
+        }
+    }
+    let total = times.len() as u64;
+    let fires: Vec<Timestamp> = match catch_up {
+        CatchUp::All => times.into_iter().rev().take(MAX_CATCH_UP).rev().collect(),
+        CatchUp::One => times.pop().into_iter().collect(),
+        CatchUp::None => times
+            .pop()
+            .filter(|t| now.0 - t.0 <= ON_TIME.as_millis() as i64)
+            .into_iter()
+            .collect(),
+    };
+    let next = if spec.is_one_shot() {
+        None
+    } else {
+        spec.next_after(now)
+    };
+    FirePlan {
+        missed: total - fires.len() as u64,
+        fires,
+        next,
+    }
+}
+
+/// The unique key of one fire: `schedule:<name>:<fire time, RFC 3339 in UTC>`.
+pub fn fire_key(name: &ScheduleName, fire: Timestamp) -> String {
+    let time = DateTime::<Utc>::from_timestamp_millis(fire.0).map_or_else(
+        || fire.0.to_string(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    );
+    format!("schedule:{name}:{time}")
+}
 
 /// A spec as written by users and stored: exactly one of `cron`, the field sets, or
 /// `delay_seconds`; `tz` for the first two (UTC when absent).
@@ -278,6 +377,17 @@ mod tests {
     const HOUR: i64 = 60 * MIN;
     const DAY: i64 = 24 * HOUR;
 
+    trait EveryMinute {
+        fn second_free_minute(&mut self);
+    }
+
+    impl EveryMinute for SpecDef {
+        /// Every minute: a cron of `* * * * *`.
+        fn second_free_minute(&mut self) {
+            self.cron = Some("* * * * *".into());
+        }
+    }
+
     fn fields(f: impl FnOnce(&mut SpecDef)) -> Spec {
         let mut def = SpecDef::default();
         f(&mut def);
@@ -407,6 +517,44 @@ mod tests {
         });
         let leap = Utc.with_ymd_and_hms(1972, 2, 29, 0, 0, 0).unwrap();
         assert_eq!(next(&s, 0), leap.timestamp_millis());
+    }
+
+    #[test]
+    fn catch_up_decides_which_missed_fires_run() {
+        let every_minute = fields(|d| d.second_free_minute());
+        let due = Timestamp(10 * MIN);
+        let now = Timestamp(13 * MIN + 5_000);
+        let all = plan_fires(&every_minute, due, now, CatchUp::All);
+        let times: Vec<i64> = all.fires.iter().map(|t| t.0 / MIN).collect();
+        assert_eq!(times, [10, 11, 12, 13]);
+        assert_eq!((all.missed, all.next), (0, Some(Timestamp(14 * MIN))));
+        let one = plan_fires(&every_minute, due, now, CatchUp::One);
+        assert_eq!((one.fires, one.missed), (vec![Timestamp(13 * MIN)], 3));
+        // 13:05 is on time for the 13:00 fire; after a long downtime nothing runs.
+        let none = plan_fires(&every_minute, due, now, CatchUp::None);
+        assert_eq!((none.fires, none.missed), (vec![Timestamp(13 * MIN)], 3));
+        let hourly = fields(|d| d.minute = Some(vec![0]));
+        let late = plan_fires(
+            &hourly,
+            Timestamp(0),
+            Timestamp(2 * HOUR + 2 * MIN),
+            CatchUp::None,
+        );
+        assert_eq!((late.fires.len(), late.missed), (0, 3));
+        assert_eq!(late.next, Some(Timestamp(3 * HOUR)));
+        // A delay fires once and has no next time.
+        let delay = fields(|d| d.delay_seconds = Some(10.0));
+        let once = plan_fires(&delay, Timestamp(10_000), Timestamp(10_000), CatchUp::All);
+        assert_eq!((once.fires, once.next), (vec![Timestamp(10_000)], None));
+    }
+
+    #[test]
+    fn fire_keys_name_the_schedule_and_the_time() {
+        let name: ScheduleName = "nightly".parse().unwrap();
+        assert_eq!(
+            fire_key(&name, Timestamp(DAY + 1)),
+            "schedule:nightly:1970-01-02T00:00:00.001Z"
+        );
     }
 
     #[test]
