@@ -96,7 +96,8 @@ impl From<ServiceError> for ApiError {
             | ServiceError::QueueNotFound(_)
             | ServiceError::VersionNotFound { .. }
             | ServiceError::ModuleNotFound(_)
-            | ServiceError::TokenNotFound(_) => ApiError::not_found(message),
+            | ServiceError::TokenNotFound(_)
+            | ServiceError::ScheduleNotFound(_) => ApiError::not_found(message),
             ServiceError::Refused(_) => ApiError::unprocessable("module_refused", message),
             ServiceError::Invalid(_) => ApiError::unprocessable("invalid", message),
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),

@@ -38,7 +38,11 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
 }
 
 /// Turns a submitted job into a service request, checking what the wire can get wrong.
-fn to_request(job: SubmitJob, caps: &HttpCaps, submitter: &str) -> ApiResult<SubmitRequest> {
+pub(super) fn to_request(
+    job: SubmitJob,
+    caps: &HttpCaps,
+    submitter: &str,
+) -> ApiResult<SubmitRequest> {
     let given = [
         job.input.is_some(),
         job.input_text.is_some(),

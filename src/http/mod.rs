@@ -4,7 +4,8 @@
 //! document is generated from the handlers' annotations, so it cannot drift from the routes.
 //!
 //! Roles: `read` reads everything but tokens; `submit` also submits and manages jobs;
-//! `worker` also fetches modules (and, later, leases); `admin` does everything.
+//! `worker` also fetches modules (and, later, leases); `admin` does everything (tasks,
+//! queues, tokens, schedules).
 
 mod auth;
 mod body;
@@ -14,6 +15,7 @@ mod events;
 mod jobs;
 mod ops;
 mod queues;
+mod schedules;
 mod tasks;
 mod tokens;
 
@@ -86,6 +88,7 @@ impl AppState {
         (name = "tasks", description = "Task modules and their versions"),
         (name = "jobs", description = "Submitting, reading and managing jobs"),
         (name = "queues", description = "Queues: stats, pause, resume"),
+        (name = "schedules", description = "Cron and delayed schedules that submit jobs"),
         (name = "events", description = "Server-sent events of job state changes"),
         (name = "tokens", description = "API tokens (admin)"),
         (name = "ops", description = "Health and metrics")
@@ -134,6 +137,15 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(queues::get_queue))
         .routes(routes!(queues::pause))
         .routes(routes!(queues::resume))
+        .routes(routes!(schedules::create, schedules::list))
+        .routes(routes!(
+            schedules::get,
+            schedules::update,
+            schedules::delete
+        ))
+        .routes(routes!(schedules::pause))
+        .routes(routes!(schedules::resume))
+        .routes(routes!(schedules::next))
         .routes(routes!(events::events))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))

@@ -4,6 +4,7 @@
 
 mod events;
 mod explain;
+mod schedules;
 mod submit;
 mod tokens;
 
@@ -16,6 +17,7 @@ use tokio::sync::Notify;
 
 pub use events::{DURATION_BUCKETS, JobEvent, Metrics, MetricsSnapshot};
 pub use explain::Explanation;
+pub use schedules::{ScheduleRequest, ScheduleView};
 pub use submit::SubmitRequest;
 pub use tokens::{NewToken, hash_secret};
 
@@ -42,6 +44,8 @@ pub enum ServiceError {
     VersionNotFound { task: String, digest: String },
     #[error("module {0} not found")]
     ModuleNotFound(String),
+    #[error("schedule {0:?} not found")]
+    ScheduleNotFound(String),
     #[error("token {0:?} not found or already revoked")]
     TokenNotFound(String),
     #[error("module refused: {0}")]
@@ -81,6 +85,8 @@ pub(crate) struct Shared {
     pub(crate) work: Notify,
     /// Wakes waiters: some job changed state.
     pub(crate) changed: Notify,
+    /// Wakes the scheduler: a schedule was created, changed or resumed.
+    pub(crate) schedules: Notify,
     /// The attempts running in this process, by job.
     pub(crate) running: Mutex<HashMap<JobId, InFlight>>,
     /// Job state changes, for whoever listens.
@@ -119,6 +125,7 @@ impl Service {
                 clock,
                 work: Notify::new(),
                 changed: Notify::new(),
+                schedules: Notify::new(),
                 running: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
@@ -132,6 +139,13 @@ impl Service {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.shared.store
+    }
+
+    /// Wakes idle workers and the scheduler, as a submit does; for when an injected clock
+    /// moved, so what became due is seen at once.
+    pub fn wake(&self) {
+        self.shared.work.notify_waiters();
+        self.shared.schedules.notify_waiters();
     }
 
     /// Job state changes from now on.
@@ -259,17 +273,12 @@ impl Service {
             .map_err(ServiceError::from)
     }
 
-    /// Submits one job. Durable when this returns.
-    pub async fn submit(&self, request: SubmitRequest) -> ServiceResult<Submitted> {
-        Ok(self.submit_batch(vec![request]).await?.remove(0))
-    }
-
-    /// Submits many jobs in one transaction: all are stored, or none.
-    pub async fn submit_batch(
+    /// Turns requests into jobs: the task's digest pinned, defaults filled in, caps checked.
+    pub(crate) async fn resolve_all(
         &self,
         requests: Vec<SubmitRequest>,
-    ) -> ServiceResult<Vec<Submitted>> {
-        let now = self.now();
+        now: Timestamp,
+    ) -> ServiceResult<Vec<NewJob>> {
         let mut jobs = Vec::with_capacity(requests.len());
         let mut tasks: HashMap<TaskName, TaskRecord> = HashMap::new();
         let mut queues: HashMap<QueueName, QueueConfig> = HashMap::new();
@@ -303,6 +312,20 @@ impl Service {
             };
             jobs.push(request.resolve(&task, &queue, now)?);
         }
+        Ok(jobs)
+    }
+
+    /// Submits one job. Durable when this returns.
+    pub async fn submit(&self, request: SubmitRequest) -> ServiceResult<Submitted> {
+        Ok(self.submit_batch(vec![request]).await?.remove(0))
+    }
+
+    /// Submits many jobs in one transaction: all are stored, or none.
+    pub async fn submit_batch(
+        &self,
+        requests: Vec<SubmitRequest>,
+    ) -> ServiceResult<Vec<Submitted>> {
+        let jobs = self.resolve_all(requests, self.now()).await?;
         let accepted: Vec<Job> = jobs.iter().cloned().map(NewJob::into_job).collect();
         let inserted = self.shared.store.insert_jobs(jobs).await?;
         let now = self.now();

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 pub use blobs::{BlobError, BlobStore};
 pub use sqlite::SqliteStore;
 
-use crate::domain::Role;
+use crate::domain::{CatchUp, JobTemplate, Overlap, Role, ScheduleName, SpecDef};
 
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
@@ -222,6 +222,43 @@ pub struct TokenRecord {
     pub revoked_at: Option<Timestamp>,
 }
 
+/// A schedule as stored. `next_fire` is `None` when it will not fire again (a delay that
+/// fired, a spec with no more times).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    pub name: ScheduleName,
+    pub spec: SpecDef,
+    pub job: JobTemplate,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub paused: bool,
+    pub next_fire: Option<Timestamp>,
+    pub last_fire: Option<Timestamp>,
+    pub last_job: Option<JobId>,
+    /// Jobs submitted by fires so far.
+    pub fires: u64,
+    /// Fire times passed over: by the catch-up policy, by overlap `skip`, or because the
+    /// job could not be submitted (see `last_error`).
+    pub skipped: u64,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// What one fire (or one skipped fire) does to a schedule, applied in one transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Firing {
+    /// The `next_fire` the caller read; nothing happens if another node moved it since.
+    pub expected: Timestamp,
+    pub next: Option<Timestamp>,
+    /// The fire time of the newest job below; `None` when nothing is submitted.
+    pub fired_at: Option<Timestamp>,
+    /// Jobs to submit, one per fire; each carries the fire's unique key.
+    pub jobs: Vec<NewJob>,
+    pub skipped: u64,
+    pub error: Option<String>,
+}
+
 /// The job store. One conformance suite (tests/all/store_conformance.rs) runs against every
 /// backend.
 #[async_trait::async_trait]
@@ -315,6 +352,26 @@ pub trait Store: Send + Sync + 'static {
     async fn position(&self, id: JobId) -> StoreResult<Option<QueuePosition>>;
     /// The earliest `run_at` of a scheduled job, to sleep until.
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>>;
+
+    /// Creates or replaces a schedule (the caller keeps its counters when updating).
+    async fn put_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<()>;
+    async fn get_schedule(&self, name: &ScheduleName) -> StoreResult<Option<ScheduleRecord>>;
+    async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRecord>>;
+    /// False if unknown. Jobs it submitted stay.
+    async fn delete_schedule(&self, name: &ScheduleName) -> StoreResult<bool>;
+    /// Unpaused schedules whose next fire is at or before `now`.
+    async fn due_schedules(&self, now: Timestamp) -> StoreResult<Vec<ScheduleRecord>>;
+    /// The earliest next fire of an unpaused schedule, to sleep until.
+    async fn next_schedule_fire(&self) -> StoreResult<Option<Timestamp>>;
+    /// Applies a fire if the schedule's `next_fire` is still `firing.expected`: moves it to
+    /// `firing.next` and submits the jobs, in one transaction, so a fire time is handled once
+    /// even by several server processes. `None` if another process got there first.
+    async fn fire_schedule(
+        &self,
+        name: &ScheduleName,
+        firing: Firing,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<Inserted>>>;
 
     async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;

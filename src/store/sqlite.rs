@@ -21,12 +21,13 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use super::TokenRecord;
 
 use super::{
-    CancelOutcome, Claimed, Finish, Inserted, JobFilter, Lease, QueueConfig, QueuePosition,
-    QueueStats, Store, StoreError, StoreResult, TaskDefaults, TaskRecord, TaskVersion,
+    CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, QueueConfig, QueuePosition,
+    QueueStats, ScheduleRecord, Store, StoreError, StoreResult, TaskDefaults, TaskRecord,
+    TaskVersion,
 };
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
-    RetryPolicy, TaskName, Timestamp,
+    RetryPolicy, ScheduleName, TaskName, Timestamp,
 };
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
@@ -115,6 +116,25 @@ CREATE TABLE tokens (
     created_at  INTEGER NOT NULL,
     revoked_at  INTEGER
 );
+"#,
+    r#"
+CREATE TABLE schedules (
+    name        TEXT PRIMARY KEY,
+    spec        TEXT NOT NULL,
+    job         TEXT NOT NULL,
+    overlap     TEXT NOT NULL,
+    catch_up    TEXT NOT NULL,
+    paused      INTEGER NOT NULL,
+    next_fire   INTEGER,
+    last_fire   INTEGER,
+    last_job    TEXT,
+    fires       INTEGER NOT NULL,
+    skipped     INTEGER NOT NULL,
+    last_error  TEXT,
+    created_at  INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX schedules_due ON schedules (next_fire) WHERE paused = 0 AND next_fire IS NOT NULL;
 "#,
 ];
 
@@ -513,6 +533,100 @@ fn load_task(conn: &Connection, name: &str) -> StoreResult<Option<TaskRecord>> {
     }))
 }
 
+/// Stores jobs, returning the live job instead for a unique key already held.
+fn insert_all(conn: &Connection, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+    let mut out = Vec::with_capacity(jobs.len());
+    let mut queues_seen: Vec<QueueName> = Vec::new();
+    for job in jobs {
+        if !queues_seen.contains(&job.queue) {
+            ensure_queue(conn, &job.queue)?;
+            queues_seen.push(job.queue.clone());
+        }
+        if let Some(key) = &job.unique_key {
+            let existing: Option<String> = conn
+                .prepare_cached(&format!(
+                    "SELECT id FROM jobs WHERE unique_key = ?1 AND state IN {LIVE_STATES}"
+                ))
+                .map_err(db)?
+                .query_row([key], |r| r.get(0))
+                .optional()
+                .map_err(db)?;
+            if let Some(id) = existing {
+                out.push(Inserted::Existing(
+                    id.parse().map_err(|e| corrupt("jobs", e))?,
+                ));
+                continue;
+            }
+        }
+        conn.prepare_cached(
+            "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
+             context, limits, retry, submitter, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+        )
+        .map_err(db)?
+        .execute(params![
+            job.id.to_string(),
+            job.task.as_str(),
+            job.digest.to_hex(),
+            job.queue.as_str(),
+            job.state.as_str(),
+            job.input,
+            json(&job.args),
+            json(&job.env),
+            job.priority,
+            job.run_at.0,
+            job.unique_key,
+            job.context,
+            json(&job.limits),
+            json(&job.retry),
+            job.submitter,
+            job.created_at.0,
+        ])
+        .map_err(db)?;
+        out.push(Inserted::New(job.id));
+    }
+    Ok(out)
+}
+
+const SCHEDULE_COLUMNS: &str = "name, spec, job, overlap, catch_up, paused, next_fire, last_fire, \
+     last_job, fires, skipped, last_error, created_at, updated_at";
+
+fn query_schedules(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<ScheduleRecord>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next().map_err(db)? {
+        let text = |i: usize| -> StoreResult<String> { r.get(i).map_err(db) };
+        let opt_ts = |i: usize| -> StoreResult<Option<Timestamp>> {
+            Ok(r.get::<_, Option<i64>>(i).map_err(db)?.map(Timestamp))
+        };
+        let last_job: Option<String> = r.get(8).map_err(db)?;
+        out.push(ScheduleRecord {
+            name: text(0)?.parse().map_err(|e| corrupt("schedules", e))?,
+            spec: parse_json("schedules", &text(1)?)?,
+            job: parse_json("schedules", &text(2)?)?,
+            overlap: parse_json("schedules", &text(3)?)?,
+            catch_up: parse_json("schedules", &text(4)?)?,
+            paused: r.get(5).map_err(db)?,
+            next_fire: opt_ts(6)?,
+            last_fire: opt_ts(7)?,
+            last_job: last_job
+                .map(|j| j.parse().map_err(|e| corrupt("schedules", e)))
+                .transpose()?,
+            fires: r.get::<_, i64>(9).map_err(db)? as u64,
+            skipped: r.get::<_, i64>(10).map_err(db)? as u64,
+            last_error: r.get(11).map_err(db)?,
+            created_at: Timestamp(r.get(12).map_err(db)?),
+            updated_at: Timestamp(r.get(13).map_err(db)?),
+        });
+    }
+    Ok(out)
+}
+
 fn ensure_queue(conn: &Connection, name: &QueueName) -> StoreResult<()> {
     let config = QueueConfig::with_defaults(name.clone());
     conn.prepare_cached(
@@ -771,56 +885,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
-        self.write(move |conn| {
-            let mut out = Vec::with_capacity(jobs.len());
-            let mut queues_seen: Vec<QueueName> = Vec::new();
-            for job in jobs {
-                if !queues_seen.contains(&job.queue) {
-                    ensure_queue(conn, &job.queue)?;
-                    queues_seen.push(job.queue.clone());
-                }
-                if let Some(key) = &job.unique_key {
-                    let existing: Option<String> = conn
-                        .prepare_cached(&format!("SELECT id FROM jobs WHERE unique_key = ?1 AND state IN {LIVE_STATES}"))
-                        .map_err(db)?
-                        .query_row([key], |r| r.get(0))
-                        .optional()
-                        .map_err(db)?;
-                    if let Some(id) = existing {
-                        out.push(Inserted::Existing(id.parse().map_err(|e| corrupt("jobs", e))?));
-                        continue;
-                    }
-                }
-                conn.prepare_cached(
-                    "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
-                     context, limits, retry, submitter, created_at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )
-                .map_err(db)?
-                .execute(params![
-                    job.id.to_string(),
-                    job.task.as_str(),
-                    job.digest.to_hex(),
-                    job.queue.as_str(),
-                    job.state.as_str(),
-                    job.input,
-                    json(&job.args),
-                    json(&job.env),
-                    job.priority,
-                    job.run_at.0,
-                    job.unique_key,
-                    job.context,
-                    json(&job.limits),
-                    json(&job.retry),
-                    job.submitter,
-                    job.created_at.0,
-                ])
-                .map_err(db)?;
-                out.push(Inserted::New(job.id));
-            }
-            Ok(out)
-        })
-        .await
+        self.write(move |conn| insert_all(conn, jobs)).await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
@@ -1226,6 +1291,135 @@ impl Store for SqliteStore {
                 )
                 .map_err(db)?;
             Ok(t.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn put_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<()> {
+        let r = schedule.clone();
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT OR REPLACE INTO schedules (name, spec, job, overlap, catch_up, paused, next_fire, \
+                 last_fire, last_job, fires, skipped, last_error, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .map_err(db)?
+            .execute(params![
+                r.name.as_str(),
+                json(&r.spec),
+                json(&r.job),
+                json(&r.overlap),
+                json(&r.catch_up),
+                r.paused,
+                r.next_fire.map(|t| t.0),
+                r.last_fire.map(|t| t.0),
+                r.last_job.map(|j| j.to_string()),
+                r.fires as i64,
+                r.skipped as i64,
+                r.last_error,
+                r.created_at.0,
+                r.updated_at.0,
+            ])
+            .map_err(db)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_schedule(&self, name: &ScheduleName) -> StoreResult<Option<ScheduleRecord>> {
+        let name = name.clone();
+        self.read(move |conn| {
+            let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM schedules WHERE name = ?1");
+            Ok(query_schedules(conn, &sql, &[&name.as_str()])?
+                .into_iter()
+                .next())
+        })
+        .await
+    }
+
+    async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRecord>> {
+        self.read(|conn| {
+            let sql = format!("SELECT {SCHEDULE_COLUMNS} FROM schedules ORDER BY name");
+            query_schedules(conn, &sql, &[])
+        })
+        .await
+    }
+
+    async fn delete_schedule(&self, name: &ScheduleName) -> StoreResult<bool> {
+        let name = name.clone();
+        self.write(move |conn| {
+            Ok(conn
+                .prepare_cached("DELETE FROM schedules WHERE name = ?1")
+                .map_err(db)?
+                .execute([name.as_str()])
+                .map_err(db)?
+                > 0)
+        })
+        .await
+    }
+
+    async fn due_schedules(&self, now: Timestamp) -> StoreResult<Vec<ScheduleRecord>> {
+        self.read(move |conn| {
+            let sql = format!(
+                "SELECT {SCHEDULE_COLUMNS} FROM schedules \
+                 WHERE paused = 0 AND next_fire IS NOT NULL AND next_fire <= ?1 ORDER BY next_fire"
+            );
+            query_schedules(conn, &sql, &[&now.0])
+        })
+        .await
+    }
+
+    async fn next_schedule_fire(&self) -> StoreResult<Option<Timestamp>> {
+        self.read(|conn| {
+            let t: Option<i64> = conn
+                .prepare_cached(
+                    "SELECT min(next_fire) FROM schedules WHERE paused = 0 AND next_fire IS NOT NULL",
+                )
+                .map_err(db)?
+                .query_row([], |r| r.get(0))
+                .map_err(db)?;
+            Ok(t.map(Timestamp))
+        })
+        .await
+    }
+
+    async fn fire_schedule(
+        &self,
+        name: &ScheduleName,
+        firing: Firing,
+        now: Timestamp,
+    ) -> StoreResult<Option<Vec<Inserted>>> {
+        let name = name.clone();
+        self.write(move |conn| {
+            let moved = conn
+                .prepare_cached(
+                    "UPDATE schedules SET next_fire = ?3, last_fire = coalesce(?4, last_fire), fires = fires + ?5, \
+                     skipped = skipped + ?6, last_error = ?7, updated_at = ?8 \
+                     WHERE name = ?1 AND next_fire = ?2 AND paused = 0",
+                )
+                .map_err(db)?
+                .execute(params![
+                    name.as_str(),
+                    firing.expected.0,
+                    firing.next.map(|t| t.0),
+                    firing.fired_at.map(|t| t.0),
+                    firing.jobs.len() as i64,
+                    firing.skipped as i64,
+                    firing.error,
+                    now.0,
+                ])
+                .map_err(db)?;
+            if moved == 0 {
+                return Ok(None);
+            }
+            let inserted = insert_all(conn, firing.jobs)?;
+            if let Some(last) = inserted.last() {
+                conn.prepare_cached("UPDATE schedules SET last_job = ?2 WHERE name = ?1")
+                    .map_err(db)?
+                    .execute(params![name.as_str(), last.id().to_string()])
+                    .map_err(db)?;
+            }
+            Ok(Some(inserted))
         })
         .await
     }

@@ -13,6 +13,7 @@
 
 mod attempt;
 mod rescue;
+mod scheduler;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -141,6 +142,7 @@ impl WorkerPool {
                 config.clone(),
                 stopping.clone(),
             )),
+            runtime.spawn(scheduler::scheduler(service.clone(), stopping.clone())),
         ];
         Self {
             service,

@@ -9,6 +9,7 @@ mod http;
 mod isolation;
 mod outcomes;
 mod queue;
+mod schedules;
 mod serve;
 mod store_conformance;
 mod support;
