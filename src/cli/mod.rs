@@ -12,7 +12,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::{Client, Connection};
-pub use remote::{JobCommand, QueueCommand, ServerCommand, TaskCommand, TokenCommand};
+pub use remote::{
+    JobCommand, QueueCommand, ScheduleCommand, ServerCommand, TaskCommand, TokenCommand,
+};
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
 
@@ -63,6 +65,13 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Cron and delayed schedules on a server.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+        #[command(flatten)]
+        connection: Connection,
+    },
     /// A server's health, metrics and OpenAPI document.
     Server {
         #[command(subcommand)]
@@ -102,6 +111,10 @@ pub fn main() -> anyhow::Result<ExitCode> {
             command,
             connection,
         } => remote::server(command, &connection),
+        Command::Schedule {
+            command,
+            connection,
+        } => remote::schedule(command, &connection),
         Command::Token {
             command,
             connection,

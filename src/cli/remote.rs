@@ -17,8 +17,8 @@ use super::run::exit_code_for;
 use crate::domain::Reason;
 use crate::http::dto::{
     BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, CreateToken, EventDto,
-    ExplainDto, JobDto, JobList, LimitsDto, QueueDto, SubmitBatch, SubmitJob, TaskDefaultsDto,
-    TaskDto, TokenDto, UploadDto, VersionDetailDto,
+    ExplainDto, FireTimesDto, JobDto, JobList, LimitsDto, QueueDto, ScheduleDto, ScheduleInput,
+    SubmitBatch, SubmitJob, TaskDefaultsDto, TaskDto, TokenDto, UploadDto, VersionDetailDto,
 };
 
 #[derive(Debug, Subcommand)]
@@ -215,6 +215,233 @@ pub enum QueueCommand {
     Pause { name: String },
     /// Resume a paused queue (admin).
     Resume { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Create a schedule (admin).
+    Add(ScheduleArgs),
+    /// List schedules with their next fire times.
+    List,
+    /// Show a schedule with its last job (its last result).
+    Show { name: String },
+    /// Replace a schedule in place: the old fire times stop, the new ones start (admin).
+    Update(ScheduleArgs),
+    /// Pause a schedule (admin).
+    Pause { name: String },
+    /// Resume a schedule from now on (admin).
+    Resume { name: String },
+    /// Delete a schedule; the jobs it submitted stay (admin).
+    Rm { name: String },
+    /// Print a schedule's next fire times.
+    Next {
+        name: String,
+        #[arg(short, default_value_t = 5)]
+        n: usize,
+    },
+}
+
+/// A schedule: its spec (one of --cron, the field flags, --delay), its job and policies.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleArgs {
+    pub name: String,
+    /// The task each fire runs.
+    pub task: String,
+    /// A cron expression (5 fields, or 6 with seconds first), e.g. "*/15 * * * *".
+    #[arg(long)]
+    pub cron: Option<String>,
+    /// IANA time zone of --cron or the field flags (UTC by default).
+    #[arg(long)]
+    pub tz: Option<String>,
+    /// Minutes (comma-separated), the older field-set form.
+    #[arg(long, value_delimiter = ',')]
+    pub minute: Option<Vec<u32>>,
+    #[arg(long, value_delimiter = ',')]
+    pub hour: Option<Vec<u32>>,
+    #[arg(long, value_delimiter = ',')]
+    pub day_of_month: Option<Vec<u32>>,
+    #[arg(long, value_delimiter = ',')]
+    pub month: Option<Vec<u32>>,
+    /// Days of the week, Monday = 0.
+    #[arg(long, value_delimiter = ',')]
+    pub day_of_week: Option<Vec<u32>>,
+    /// Fire once, this many seconds from now.
+    #[arg(long, value_name = "SECONDS")]
+    pub delay: Option<f64>,
+    /// skip (default) or allow.
+    #[arg(long)]
+    pub overlap: Option<String>,
+    /// none, one (default) or all.
+    #[arg(long)]
+    pub catch_up: Option<String>,
+    /// Create it paused.
+    #[arg(long)]
+    pub paused: bool,
+    /// The input of each job: a JSON value.
+    #[arg(long)]
+    pub input: Option<String>,
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub args: Vec<String>,
+    #[arg(long = "env", value_name = "K=V")]
+    pub env: Vec<String>,
+    #[arg(long)]
+    pub queue: Option<String>,
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    #[arg(long)]
+    pub context: Option<String>,
+}
+
+impl ScheduleArgs {
+    fn to_input(&self) -> anyhow::Result<ScheduleInput> {
+        Ok(ScheduleInput {
+            name: Some(self.name.clone()),
+            cron: self.cron.clone(),
+            tz: self.tz.clone(),
+            minute: self.minute.clone(),
+            hour: self.hour.clone(),
+            day_of_month: self.day_of_month.clone(),
+            month: self.month.clone(),
+            day_of_week: self.day_of_week.clone(),
+            delay_seconds: self.delay,
+            overlap: self.overlap.clone(),
+            catch_up: self.catch_up.clone(),
+            paused: self.paused,
+            task: self.task.clone(),
+            input: self
+                .input
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .context("--input must be a JSON value (quote strings)")?,
+            args: self.args.clone(),
+            env: env_pairs(&self.env)?,
+            queue: self.queue.clone(),
+            priority: self.priority,
+            context: self.context.clone(),
+            ..ScheduleInput::default()
+        })
+    }
+}
+
+fn schedule_rows(all: &[ScheduleDto]) -> String {
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.task.clone(),
+                serde_json::to_string(&s.spec).unwrap_or_default(),
+                if s.paused { "paused" } else { "active" }.into(),
+                s.next_fire.clone().unwrap_or_else(|| "-".into()),
+                s.fires.to_string(),
+                s.skipped.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &["NAME", "TASK", "SPEC", "STATE", "NEXT", "FIRES", "SKIPPED"],
+        &rows,
+    )
+}
+
+pub(super) fn schedule(command: ScheduleCommand, conn: &Connection) -> anyhow::Result<ExitCode> {
+    let client = conn.client()?;
+    runtime()?.block_on(async {
+        let one = |name: &str| format!("/v1/schedules/{}", path_part(name));
+        let shown: ScheduleDto = match command {
+            ScheduleCommand::List => {
+                let all: Vec<ScheduleDto> = client.get("/v1/schedules").await?;
+                if conn.json {
+                    return print_json(&all);
+                }
+                print!("{}", schedule_rows(&all));
+                return Ok(());
+            }
+            ScheduleCommand::Next { name, n } => {
+                let t: FireTimesDto = client
+                    .json(
+                        client
+                            .request(Method::GET, &format!("{}/next", one(&name)))
+                            .query(&[("n", n)]),
+                    )
+                    .await?;
+                if conn.json {
+                    return print_json(&t);
+                }
+                for time in t.times {
+                    println!("{time}");
+                }
+                return Ok(());
+            }
+            ScheduleCommand::Rm { name } => {
+                client
+                    .send(client.request(Method::DELETE, &one(&name)))
+                    .await?;
+                if !conn.json {
+                    println!("removed schedule {name}");
+                }
+                return Ok(());
+            }
+            ScheduleCommand::Add(a) => {
+                client
+                    .json(
+                        client
+                            .request(Method::POST, "/v1/schedules")
+                            .json(&a.to_input()?),
+                    )
+                    .await?
+            }
+            ScheduleCommand::Update(a) => {
+                client
+                    .json(
+                        client
+                            .request(Method::PUT, &one(&a.name))
+                            .json(&a.to_input()?),
+                    )
+                    .await?
+            }
+            ScheduleCommand::Show { name } => client.get(&one(&name)).await?,
+            ScheduleCommand::Pause { name } => {
+                client
+                    .json(client.request(Method::POST, &format!("{}/pause", one(&name))))
+                    .await?
+            }
+            ScheduleCommand::Resume { name } => {
+                client
+                    .json(client.request(Method::POST, &format!("{}/resume", one(&name))))
+                    .await?
+            }
+        };
+        if conn.json {
+            return print_json(&shown);
+        }
+        println!("schedule  {}", shown.name);
+        println!("spec      {}", serde_json::to_string(&shown.spec)?);
+        println!("task      {}", shown.task);
+        println!(
+            "state     {}",
+            if shown.paused { "paused" } else { "active" }
+        );
+        println!("next      {}", shown.next_fire.as_deref().unwrap_or("-"));
+        println!("last      {}", shown.last_fire.as_deref().unwrap_or("-"));
+        println!("fires     {}  skipped {}", shown.fires, shown.skipped);
+        println!(
+            "policies  overlap {}, catch-up {}",
+            shown.overlap, shown.catch_up
+        );
+        if let Some(e) = &shown.last_error {
+            println!("error     {e}");
+        }
+        if let Some(j) = &shown.last_job {
+            println!("last job  {} {}", j.id, j.state);
+            if let Some(out) = &j.output {
+                println!("result    {out}");
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Debug, Subcommand)]

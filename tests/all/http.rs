@@ -1166,3 +1166,146 @@ async fn server_sent_events_deliver_a_jobs_transitions_in_order() {
     );
     api.engine.stop_workers().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedules_over_the_api() {
+    let api = Api::new().await;
+    let body = json!({"name": "nightly", "task": "echo", "cron": "0 3 * * *",
+        "tz": "Europe/Berlin", "input": {"report": true}, "catch_up": "all"});
+    // Only admins manage schedules; readers read them.
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/schedules",
+            Some(&api.submit),
+            body.to_string(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::FORBIDDEN, "forbidden", &["admin"]);
+    let (s, created) = api
+        .admin_json(Method::POST, "/v1/schedules", body.clone())
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    assert_eq!(
+        created["spec"],
+        json!({"cron": "0 3 * * *", "tz": "Europe/Berlin"})
+    );
+    assert_eq!(
+        (created["overlap"].clone(), created["catch_up"].clone()),
+        (json!("skip"), json!("all"))
+    );
+    assert_eq!(created["input"], json!({"report": true}));
+    assert!(
+        created["next_fire"]
+            .as_str()
+            .unwrap()
+            .ends_with(":00:00.000Z")
+    );
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/schedules",
+            Some(&api.admin),
+            body.to_string(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::CONFLICT, "conflict", &["exists"]);
+
+    let bad = |patch: Value| {
+        let mut b = body.clone();
+        b["name"] = json!("other");
+        for (k, v) in patch.as_object().unwrap() {
+            b[k] = v.clone();
+        }
+        b.to_string()
+    };
+    for (patch, status, code, words) in [
+        (
+            json!({"cron": "nope"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "cron \"nope\"",
+        ),
+        (
+            json!({"tz": "Nowhere/City"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "unknown time zone",
+        ),
+        (
+            json!({"minute": [5]}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "exactly one of",
+        ),
+        (
+            json!({"overlap": "sometimes"}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "skip, allow",
+        ),
+        (
+            json!({"task": "nope"}),
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "not registered",
+        ),
+        (
+            json!({"every": 5}),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            "unknown field `every`",
+        ),
+    ] {
+        let (s, b) = api
+            .call(Method::POST, "/v1/schedules", Some(&api.admin), bad(patch))
+            .await;
+        assert_error(s, &b, status, code, &[words]);
+    }
+
+    let (s, next) = api
+        .call(
+            Method::GET,
+            "/v1/schedules/nightly/next?n=3",
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let next: Value = serde_json::from_slice(&next).unwrap();
+    assert_eq!(next["times"].as_array().unwrap().len(), 3);
+
+    // Update in place: the seed's field sets, and the next fire moves.
+    let update = json!({"task": "echo", "minute": [11, 13]});
+    let (s, updated) = api
+        .admin_json(Method::PUT, "/v1/schedules/nightly", update)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{updated}");
+    assert_eq!(updated["spec"], json!({"minute": [11, 13]}));
+    assert_ne!(updated["next_fire"], created["next_fire"]);
+    let (_, paused) = api
+        .admin_json(Method::POST, "/v1/schedules/nightly/pause", Value::Null)
+        .await;
+    assert_eq!(paused["paused"], true);
+    let (_, resumed) = api
+        .admin_json(Method::POST, "/v1/schedules/nightly/resume", Value::Null)
+        .await;
+    assert_eq!(resumed["paused"], false);
+    let (_, list) = api
+        .admin_json(Method::GET, "/v1/schedules", Value::Null)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    let (s, _) = api
+        .admin_json(Method::DELETE, "/v1/schedules/nightly", Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, b) = api
+        .call(
+            Method::GET,
+            "/v1/schedules/nightly",
+            Some(&api.read),
+            Body::empty(),
+        )
+        .await;
+    assert_error(s, &b, StatusCode::NOT_FOUND, "not_found", &["nightly"]);
+}

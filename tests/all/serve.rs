@@ -448,3 +448,131 @@ impl Drop for Reap {
         let _ = self.0.wait();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_every_second_schedule_fires_on_time_across_a_restart_with_catch_up_one() {
+    let data = tempfile::tempdir().unwrap();
+    let modules = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("echo"), modules.path().join("echo.wasm")).unwrap();
+    let d = data.path();
+    let args = [
+        "--workers",
+        "2",
+        "--register-dir",
+        modules.path().to_str().unwrap(),
+    ];
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        out
+    };
+    let stop = |mut server: Reap| {
+        std::process::Command::new("kill")
+            .arg(server.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(server.0.wait().unwrap().success());
+    };
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
+
+    let (server, url) = serve_http(d, &args);
+    let server = Reap(server);
+    let out = ok(cli(
+        &url,
+        d,
+        &[
+            "schedule",
+            "add",
+            "tick",
+            "echo",
+            "--cron",
+            "* * * * * *",
+            "--catch-up",
+            "one",
+            "--overlap",
+            "allow",
+            "--input",
+            r#"{"tick": true}"#,
+        ],
+    ));
+    assert!(out.contains("schedule  tick"), "{out}");
+    let out = ok(cli(&url, d, &["schedule", "next", "tick", "-n", "3"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    std::thread::sleep(Duration::from_millis(3_200));
+    stop(server);
+    let stopped = now_ms();
+    std::thread::sleep(Duration::from_millis(3_500));
+    let (server, url) = serve_http(d, &args);
+    let server = Reap(server);
+    let restarted = now_ms();
+    std::thread::sleep(Duration::from_millis(3_200));
+    let shown: Value =
+        serde_json::from_str(&ok(cli(&url, d, &["schedule", "show", "tick", "--json"]))).unwrap();
+    stop(server);
+
+    let service = Engine::open(d, Arc::new(SystemClock)).await;
+    let jobs = service
+        .jobs(&JobFilter {
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut fired: Vec<(i64, i64)> = jobs
+        .iter()
+        .map(|j| {
+            assert_eq!(j.state, JobState::Completed, "{j:?}");
+            let key = j.unique_key.as_deref().unwrap();
+            let time = key.strip_prefix("schedule:tick:").unwrap();
+            let t = humantime::parse_rfc3339(time).unwrap();
+            let ms = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+            (ms, j.created_at.0)
+        })
+        .collect();
+    fired.sort();
+    let times: Vec<i64> = fired.iter().map(|(t, _)| *t).collect();
+    let mut distinct = times.clone();
+    distinct.dedup();
+    assert_eq!(distinct, times, "a fire time ran twice");
+    // On time: every job was submitted within a second and a half of its fire time.
+    for (t, created) in &fired {
+        assert!(
+            (0..1_500).contains(&(created - t)),
+            "fired at {t}, submitted at {created}"
+        );
+    }
+    // Every second while up; one gap for the downtime, closed by exactly one catch-up fire.
+    let gaps: Vec<(i64, i64)> = times
+        .windows(2)
+        .filter(|w| w[1] - w[0] != 1_000)
+        .map(|w| (w[0], w[1]))
+        .collect();
+    assert_eq!(gaps.len(), 1, "{times:?}");
+    let (before, catch_up) = gaps[0];
+    assert!(
+        before <= stopped && catch_up > stopped,
+        "{times:?} stopped {stopped}"
+    );
+    assert!(
+        catch_up - before >= 3_000,
+        "the downtime shows as a gap: {times:?}"
+    );
+    assert!(
+        (restarted - 1_500..=restarted + 1_500).contains(&catch_up),
+        "{catch_up} vs {restarted}"
+    );
+    assert!(
+        times.iter().filter(|t| **t > catch_up).count() >= 2,
+        "{times:?}"
+    );
+    assert!(shown["skipped"].as_u64().unwrap() >= 2, "{shown}");
+    assert_eq!(shown["fires"].as_u64().unwrap(), times.len() as u64);
+    assert_eq!(
+        shown["last_job"]["output"],
+        serde_json::json!({"tick": true})
+    );
+}

@@ -5,12 +5,12 @@ use std::future::Future;
 use std::sync::Arc;
 
 use remotask::domain::{
-    AttemptRecord, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, Reason,
-    RetryPolicy, Role, TaskName, Timestamp,
+    AttemptRecord, CatchUp, JobError, JobId, JobState, JobTemplate, Limits, ModuleDigest, NewJob,
+    Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
 };
 use remotask::store::{
-    CancelOutcome, Finish, Inserted, JobFilter, QueueConfig, SqliteStore, Store, StoreError,
-    TaskDefaults, TokenRecord,
+    CancelOutcome, Finish, Firing, Inserted, JobFilter, QueueConfig, ScheduleRecord, SqliteStore,
+    Store, StoreError, TaskDefaults, TokenRecord,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -66,6 +66,7 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     cancel_release_retry_delete_follow_the_state_machine(make().await).await;
     task_versions_and_defaults(make().await).await;
     tokens_are_found_by_hash_until_revoked(make().await).await;
+    a_schedule_fire_is_applied_once(make().await).await;
 }
 
 async fn task_versions_and_defaults(store: impl Store) {
@@ -447,4 +448,104 @@ async fn sqlite_refuses_a_database_newer_than_the_binary_and_keeps_data_across_r
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(matches!(err, StoreError::TooNew { found: 99, .. }), "{err}");
     assert!(err.to_string().contains("upgrade remotask"));
+}
+
+async fn a_schedule_fire_is_applied_once(store: impl Store) {
+    let name: ScheduleName = "tick".parse().unwrap();
+    let record = ScheduleRecord {
+        name: name.clone(),
+        spec: SpecDef {
+            cron: Some("* * * * *".into()),
+            ..SpecDef::default()
+        },
+        job: JobTemplate {
+            task: "echo".parse().unwrap(),
+            input: vec![],
+            args: vec![],
+            env: vec![],
+            queue: None,
+            priority: 0,
+            limits: Default::default(),
+            retry: None,
+            context: None,
+        },
+        overlap: Overlap::Allow,
+        catch_up: CatchUp::One,
+        paused: false,
+        next_fire: Some(Timestamp(T0.0 + 60_000)),
+        last_fire: None,
+        last_job: None,
+        fires: 0,
+        skipped: 0,
+        last_error: None,
+        created_at: T0,
+        updated_at: T0,
+    };
+    store.put_schedule(&record).await.unwrap();
+    assert_eq!(
+        store.get_schedule(&name).await.unwrap(),
+        Some(record.clone())
+    );
+    assert!(store.due_schedules(T0).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .due_schedules(Timestamp(T0.0 + 60_000))
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.next_schedule_fire().await.unwrap(),
+        Some(Timestamp(T0.0 + 60_000))
+    );
+
+    let mut job = new_job("q", 0, T0);
+    job.unique_key = Some("schedule:tick:t1".into());
+    let firing = Firing {
+        expected: Timestamp(T0.0 + 60_000),
+        next: Some(Timestamp(T0.0 + 120_000)),
+        fired_at: Some(Timestamp(T0.0 + 60_000)),
+        jobs: vec![job.clone()],
+        skipped: 2,
+        error: None,
+    };
+    let now = Timestamp(T0.0 + 61_000);
+    let first = store
+        .fire_schedule(&name, firing.clone(), now)
+        .await
+        .unwrap();
+    assert_eq!(first, Some(vec![Inserted::New(job.id)]));
+    // The same fire again (another node that read the same next_fire) changes nothing.
+    let mut again = firing.clone();
+    again.jobs[0].id = JobId::generate();
+    assert_eq!(store.fire_schedule(&name, again, now).await.unwrap(), None);
+    let r = store.get_schedule(&name).await.unwrap().unwrap();
+    assert_eq!(
+        (r.next_fire, r.last_fire, r.last_job, r.fires, r.skipped),
+        (
+            Some(Timestamp(T0.0 + 120_000)),
+            Some(Timestamp(T0.0 + 60_000)),
+            Some(job.id),
+            1,
+            2
+        )
+    );
+    // Paused schedules are not due; deleted ones are gone, their jobs stay.
+    store
+        .put_schedule(&ScheduleRecord { paused: true, ..r })
+        .await
+        .unwrap();
+    assert!(
+        store
+            .due_schedules(Timestamp(T0.0 + 999_000))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.next_schedule_fire().await.unwrap(), None);
+    assert_eq!(store.list_schedules().await.unwrap().len(), 1);
+    assert!(store.delete_schedule(&name).await.unwrap());
+    assert!(!store.delete_schedule(&name).await.unwrap());
+    assert!(store.get_job(job.id).await.unwrap().is_some());
 }
