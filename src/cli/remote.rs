@@ -63,18 +63,8 @@ pub struct DefaultsArgs {
     /// Queue for the task's jobs.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Default fuel budget.
-    #[arg(long)]
-    pub fuel: Option<u64>,
-    /// Default wall-clock budget in seconds.
-    #[arg(long)]
-    pub max_seconds: Option<f64>,
-    /// Default memory limit in MiB.
-    #[arg(long)]
-    pub memory_mib: Option<u64>,
-    /// Extra attempts after the first.
-    #[arg(long)]
-    pub retries: Option<u32>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
     /// An environment variable K=V for the task's jobs; repeat for more.
     #[arg(long = "env", value_name = "K=V")]
     pub env: Vec<String>,
@@ -83,7 +73,7 @@ pub struct DefaultsArgs {
 #[derive(Debug, Subcommand)]
 pub enum JobCommand {
     /// Submit a job; with --wait, show its progress and print its output.
-    Submit(SubmitArgs),
+    Submit(Box<SubmitArgs>),
     /// Show a job with its attempts.
     Get { id: String },
     /// List jobs.
@@ -142,6 +132,29 @@ pub enum JobCommand {
 #[derive(Debug, Clone, Args)]
 pub struct SubmitArgs {
     pub task: String,
+    #[command(flatten)]
+    pub job: JobArgs,
+    /// Run no earlier than this many seconds from now.
+    #[arg(long, value_name = "SECONDS")]
+    pub delay: Option<f64>,
+    /// Keep the job held until released.
+    #[arg(long)]
+    pub hold: bool,
+    /// While a live job has this key, return it instead of a new one.
+    #[arg(long)]
+    pub unique_key: Option<String>,
+    /// Wait for the job to end, showing its progress, then print its output.
+    #[arg(long)]
+    pub wait: bool,
+    /// Give up waiting after this many seconds (the job goes on).
+    #[arg(long, value_name = "SECONDS", requires = "wait")]
+    pub timeout: Option<f64>,
+}
+
+/// What a job runs with: input, arguments, environment, queue, priority, limits, retries.
+/// Shared by `job submit` and `schedule add|update`.
+#[derive(Debug, Clone, Args)]
+pub struct JobArgs {
     /// The input: a JSON value.
     #[arg(long, conflicts_with = "input_file")]
     pub input: Option<String>,
@@ -159,33 +172,49 @@ pub struct SubmitArgs {
     /// Higher runs first.
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
-    /// Run no earlier than this many seconds from now.
-    #[arg(long, value_name = "SECONDS")]
-    pub delay: Option<f64>,
-    /// Keep the job held until released.
-    #[arg(long)]
-    pub hold: bool,
-    /// While a live job has this key, return it instead of a new one.
-    #[arg(long)]
-    pub unique_key: Option<String>,
     /// A free string to find the jobs about one object.
     #[arg(long)]
     pub context: Option<String>,
+    #[command(flatten)]
+    pub budget: BudgetArgs,
+}
+
+/// Limits and retries, for a job or as a task's defaults.
+#[derive(Debug, Clone, Args)]
+pub struct BudgetArgs {
+    /// Fuel budget (CPU), roughly one unit per wasm instruction.
     #[arg(long)]
     pub fuel: Option<u64>,
+    /// Wall-clock budget in seconds.
     #[arg(long)]
     pub max_seconds: Option<f64>,
+    /// Memory limit in MiB.
     #[arg(long)]
     pub memory_mib: Option<u64>,
     /// Extra attempts after the first.
     #[arg(long)]
     pub retries: Option<u32>,
-    /// Wait for the job to end, showing its progress, then print its output.
-    #[arg(long)]
-    pub wait: bool,
-    /// Give up waiting after this many seconds (the job goes on).
-    #[arg(long, value_name = "SECONDS", requires = "wait")]
-    pub timeout: Option<f64>,
+}
+
+impl BudgetArgs {
+    fn limits(&self) -> anyhow::Result<Option<LimitsDto>> {
+        if self.fuel.is_none() && self.max_seconds.is_none() && self.memory_mib.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(LimitsDto {
+            fuel: self.fuel,
+            max_seconds: self.max_seconds,
+            memory_bytes: mib(self.memory_mib)?,
+            ..LimitsDto::default()
+        }))
+    }
+
+    fn retry(&self) -> Option<crate::domain::RetryPolicy> {
+        self.retries.map(|retries| crate::domain::RetryPolicy {
+            retries,
+            ..Default::default()
+        })
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -220,13 +249,13 @@ pub enum QueueCommand {
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
     /// Create a schedule (admin).
-    Add(ScheduleArgs),
+    Add(Box<ScheduleArgs>),
     /// List schedules with their next fire times.
     List,
     /// Show a schedule with its last job (its last result).
     Show { name: String },
     /// Replace a schedule in place: the old fire times stop, the new ones start (admin).
-    Update(ScheduleArgs),
+    Update(Box<ScheduleArgs>),
     /// Pause a schedule (admin).
     Pause { name: String },
     /// Resume a schedule from now on (admin).
@@ -277,23 +306,13 @@ pub struct ScheduleArgs {
     /// Create it paused.
     #[arg(long)]
     pub paused: bool,
-    /// The input of each job: a JSON value.
-    #[arg(long)]
-    pub input: Option<String>,
-    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub args: Vec<String>,
-    #[arg(long = "env", value_name = "K=V")]
-    pub env: Vec<String>,
-    #[arg(long)]
-    pub queue: Option<String>,
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub priority: i32,
-    #[arg(long)]
-    pub context: Option<String>,
+    #[command(flatten)]
+    pub job: JobArgs,
 }
 
 impl ScheduleArgs {
     fn to_input(&self) -> anyhow::Result<ScheduleInput> {
+        let job = self.job.to_submit(&self.task)?;
         Ok(ScheduleInput {
             name: Some(self.name.clone()),
             cron: self.cron.clone(),
@@ -307,19 +326,17 @@ impl ScheduleArgs {
             overlap: self.overlap.clone(),
             catch_up: self.catch_up.clone(),
             paused: self.paused,
-            task: self.task.clone(),
-            input: self
-                .input
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .context("--input must be a JSON value (quote strings)")?,
-            args: self.args.clone(),
-            env: env_pairs(&self.env)?,
-            queue: self.queue.clone(),
-            priority: self.priority,
-            context: self.context.clone(),
-            ..ScheduleInput::default()
+            task: job.task,
+            input: job.input,
+            input_text: job.input_text,
+            input_base64: job.input_base64,
+            args: job.args,
+            env: job.env,
+            queue: job.queue,
+            priority: job.priority,
+            limits: job.limits,
+            retry: job.retry,
+            context: job.context,
         })
     }
 }
@@ -534,29 +551,16 @@ fn path_part(s: &str) -> String {
 impl DefaultsArgs {
     fn is_empty(&self) -> bool {
         self.queue.is_none()
-            && self.fuel.is_none()
-            && self.max_seconds.is_none()
-            && self.memory_mib.is_none()
-            && self.retries.is_none()
+            && self.budget.limits().ok().flatten().is_none()
+            && self.budget.retries.is_none()
             && self.env.is_empty()
     }
 
     fn to_dto(&self) -> anyhow::Result<TaskDefaultsDto> {
-        let limits = LimitsDto {
-            fuel: self.fuel,
-            max_seconds: self.max_seconds,
-            memory_bytes: mib(self.memory_mib)?,
-            ..LimitsDto::default()
-        };
-        let any_limit =
-            limits.fuel.is_some() || limits.max_seconds.is_some() || limits.memory_bytes.is_some();
         Ok(TaskDefaultsDto {
             queue: self.queue.clone(),
-            limits: any_limit.then_some(limits),
-            retry: self.retries.map(|retries| crate::domain::RetryPolicy {
-                retries,
-                ..Default::default()
-            }),
+            limits: self.budget.limits()?,
+            retry: self.budget.retry(),
             env: env_pairs(&self.env)?,
         })
     }
@@ -719,6 +723,15 @@ pub(super) fn task(command: TaskCommand, conn: &Connection) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
+/// A state as people read it: a `scheduled` job is shown as delayed (JSON keeps the state).
+fn shown_state(state: &str) -> &str {
+    if state == "scheduled" {
+        "delayed"
+    } else {
+        state
+    }
+}
+
 fn job_rows(jobs: &[JobDto]) -> String {
     let rows: Vec<Vec<String>> = jobs
         .iter()
@@ -727,7 +740,7 @@ fn job_rows(jobs: &[JobDto]) -> String {
                 j.id.clone(),
                 j.task.clone(),
                 j.queue.clone(),
-                j.state.clone(),
+                shown_state(&j.state).to_owned(),
                 format!("{}/{}", j.attempts, j.max_attempts),
                 j.error
                     .as_ref()
@@ -748,7 +761,7 @@ fn print_job(j: &JobDto) {
     println!("id        {}", j.id);
     println!("task      {} ({})", j.task, j.digest);
     println!("queue     {}  priority {}", j.queue, j.priority);
-    println!("state     {}", j.state);
+    println!("state     {}", shown_state(&j.state));
     if let Some(p) = &j.progress {
         println!("progress  {}/{}", p.done, p.total);
     }
@@ -785,55 +798,54 @@ fn print_job(j: &JobDto) {
     }
 }
 
+impl JobArgs {
+    /// The wire job for `task` with these settings.
+    fn to_submit(&self, task: &str) -> anyhow::Result<SubmitJob> {
+        let a = self;
+        let mut job = SubmitJob {
+            task: task.to_owned(),
+            args: a.args.clone(),
+            env: env_pairs(&a.env)?,
+            queue: a.queue.clone(),
+            priority: a.priority,
+            context: a.context.clone(),
+            ..SubmitJob::default()
+        };
+        if let Some(text) = &a.input {
+            job.input = Some(
+                serde_json::from_str(text)
+                    .context("--input must be a JSON value (quote strings)")?,
+            );
+        } else if let Some(path) = &a.input_file {
+            let bytes = if path.as_os_str() == "-" {
+                let mut buf = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+                buf
+            } else {
+                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
+            };
+            match String::from_utf8(bytes) {
+                Ok(text) => job.input_text = Some(text),
+                Err(e) => {
+                    use base64::Engine as _;
+                    job.input_base64 =
+                        Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
+                }
+            }
+        }
+        job.limits = a.budget.limits()?;
+        job.retry = a.budget.retry();
+        Ok(job)
+    }
+}
+
 fn submit_body(a: &SubmitArgs) -> anyhow::Result<SubmitJob> {
-    let mut job = SubmitJob {
-        task: a.task.clone(),
-        args: a.args.clone(),
-        env: env_pairs(&a.env)?,
-        queue: a.queue.clone(),
-        priority: a.priority,
+    Ok(SubmitJob {
         delay_seconds: a.delay,
         hold: a.hold,
         unique_key: a.unique_key.clone(),
-        context: a.context.clone(),
-        ..SubmitJob::default()
-    };
-    if let Some(text) = &a.input {
-        job.input = Some(
-            serde_json::from_str(text).context("--input must be a JSON value (quote strings)")?,
-        );
-    } else if let Some(path) = &a.input_file {
-        let bytes = if path.as_os_str() == "-" {
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
-            buf
-        } else {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
-        };
-        match String::from_utf8(bytes) {
-            Ok(text) => job.input_text = Some(text),
-            Err(e) => {
-                use base64::Engine as _;
-                job.input_base64 =
-                    Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
-            }
-        }
-    }
-    if a.fuel.is_some() || a.max_seconds.is_some() || a.memory_mib.is_some() {
-        job.limits = Some(LimitsDto {
-            fuel: a.fuel,
-            max_seconds: a.max_seconds,
-            memory_bytes: mib(a.memory_mib)?,
-            ..LimitsDto::default()
-        });
-    }
-    if let Some(retries) = a.retries {
-        job.retry = Some(crate::domain::RetryPolicy {
-            retries,
-            ..Default::default()
-        });
-    }
-    Ok(job)
+        ..a.job.to_submit(&a.task)?
+    })
 }
 
 /// Polls the job until it ends, drawing its progress; prints the output; the exit code tells

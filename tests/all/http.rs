@@ -92,6 +92,11 @@ impl Api {
         (status, bytes.to_vec())
     }
 
+    /// Calls with an empty body.
+    async fn empty(&self, method: Method, path: &str, token: &str) -> (StatusCode, Vec<u8>) {
+        self.call(method, path, Some(token), Body::empty()).await
+    }
+
     /// Calls with the admin token and parses the JSON answer.
     async fn admin_json(&self, method: Method, path: &str, body: Value) -> (StatusCode, Value) {
         let body = if body.is_null() {
@@ -286,14 +291,7 @@ async fn every_role_boundary_holds() {
         );
     }
     // The event stream above stays open; the route answered 200 for readers, which is the point.
-    let (status, answer) = api
-        .call(
-            Method::GET,
-            "/v1/jobs",
-            Some("rt_not-a-token"),
-            Body::empty(),
-        )
-        .await;
+    let (status, answer) = api.empty(Method::GET, "/v1/jobs", "rt_not-a-token").await;
     assert_error(
         status,
         &answer,
@@ -311,17 +309,13 @@ async fn every_role_boundary_holds() {
         )
         .await;
     let (secret, id) = (t["token"].as_str().unwrap(), t["id"].as_str().unwrap());
-    let (status, _) = api
-        .call(Method::GET, "/v1/jobs", Some(secret), Body::empty())
-        .await;
+    let (status, _) = api.empty(Method::GET, "/v1/jobs", secret).await;
     assert_eq!(status, StatusCode::OK);
     let (status, _) = api
         .admin_json(Method::DELETE, &format!("/v1/tokens/{id}"), Value::Null)
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let (status, answer) = api
-        .call(Method::GET, "/v1/jobs", Some(secret), Body::empty())
-        .await;
+    let (status, answer) = api.empty(Method::GET, "/v1/jobs", secret).await;
     assert_error(
         status,
         &answer,
@@ -386,30 +380,15 @@ async fn every_error_has_its_status_and_one_shape() {
     let (s, b) = submit(r#"{"task": "echo", "input": 1, "input_text": "x"}"#).await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_input", &["one of"]);
     let (s, b) = api
-        .call(
-            Method::GET,
-            "/v1/jobs/not-an-id",
-            Some(&api.read),
-            Body::empty(),
-        )
+        .empty(Method::GET, "/v1/jobs/not-an-id", &api.read)
         .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_id", &[]);
     let (s, b) = api
-        .call(
-            Method::GET,
-            "/v1/jobs?limit=many",
-            Some(&api.read),
-            Body::empty(),
-        )
+        .empty(Method::GET, "/v1/jobs?limit=many", &api.read)
         .await;
     assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_query", &["limit"]);
     let (s, b) = api
-        .call(
-            Method::GET,
-            "/v1/jobs?state=sleeping",
-            Some(&api.read),
-            Body::empty(),
-        )
+        .empty(Method::GET, "/v1/jobs?state=sleeping", &api.read)
         .await;
     assert_error(
         s,
@@ -421,11 +400,10 @@ async fn every_error_has_its_status_and_one_shape() {
 
     // 404: unknown job, task, module, route.
     let (s, b) = api
-        .call(
+        .empty(
             Method::GET,
             "/v1/jobs/01M88Q29NG2JQ4V0G000000000",
-            Some(&api.read),
-            Body::empty(),
+            &api.read,
         )
         .await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found", &["not found"]);
@@ -454,9 +432,7 @@ async fn every_error_has_its_status_and_one_shape() {
         "not_found",
         &["no such route"],
     );
-    let (s, b) = api
-        .call(Method::PATCH, "/v1/jobs", Some(&api.admin), Body::empty())
-        .await;
+    let (s, b) = api.empty(Method::PATCH, "/v1/jobs", &api.admin).await;
     assert_error(
         s,
         &b,
@@ -473,39 +449,19 @@ async fn every_error_has_its_status_and_one_shape() {
         .unwrap()
         .to_owned();
     let (s, b) = api
-        .call(
-            Method::POST,
-            &format!("/v1/jobs/{id}/release"),
-            Some(&api.submit),
-            Body::empty(),
-        )
+        .empty(Method::POST, &format!("/v1/jobs/{id}/release"), &api.submit)
         .await;
     assert_error(s, &b, StatusCode::CONFLICT, "conflict", &["not held"]);
     let (s, b) = api
-        .call(
-            Method::GET,
-            &format!("/v1/jobs/{id}/output"),
-            Some(&api.read),
-            Body::empty(),
-        )
+        .empty(Method::GET, &format!("/v1/jobs/{id}/output"), &api.read)
         .await;
     assert_error(s, &b, StatusCode::CONFLICT, "no_output", &["queued"]);
     let (s, _) = api
-        .call(
-            Method::POST,
-            &format!("/v1/jobs/{id}/cancel"),
-            Some(&api.submit),
-            Body::empty(),
-        )
+        .empty(Method::POST, &format!("/v1/jobs/{id}/cancel"), &api.submit)
         .await;
     assert_eq!(s, StatusCode::OK);
     let (s, b) = api
-        .call(
-            Method::POST,
-            &format!("/v1/jobs/{id}/cancel"),
-            Some(&api.submit),
-            Body::empty(),
-        )
+        .empty(Method::POST, &format!("/v1/jobs/{id}/cancel"), &api.submit)
         .await;
     assert_error(s, &b, StatusCode::CONFLICT, "already_ended", &["cancelled"]);
 
@@ -678,12 +634,7 @@ async fn tasks_keep_versions_defaults_and_modules() {
             .any(|e| e["name"] == "_start")
     );
     let (s, module) = api
-        .call(
-            Method::GET,
-            &format!("/v1/modules/{first}"),
-            Some(&api.worker),
-            Body::empty(),
-        )
+        .empty(Method::GET, &format!("/v1/modules/{first}"), &api.worker)
         .await;
     assert_eq!((s, module == wc), (StatusCode::OK, true));
 
@@ -828,6 +779,24 @@ async fn jobs_are_listed_by_filter_and_managed_in_bulk() {
     assert_eq!(qs[0]["name"], "default");
 }
 
+/// `GET url` with `token` over real HTTP, parsed as JSON.
+async fn get_json(http: &reqwest::Client, url: String, token: &str) -> Value {
+    let response = http.get(url).bearer_auth(token).send().await.unwrap();
+    response.json().await.unwrap()
+}
+
+/// `POST url` with a JSON body and `token` over real HTTP, the answer parsed as JSON.
+async fn post_json(http: &reqwest::Client, url: String, token: &str, body: &Value) -> Value {
+    let response = http
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    response.json().await.unwrap()
+}
+
 /// Serves the router on 127.0.0.1 (a free port); returns the base URL.
 async fn listen(state: AppState) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -862,15 +831,7 @@ async fn over_real_http_upload_submit_wait_and_read_the_output() {
     let job: Value = submitted.json().await.unwrap();
     let id = job["id"].as_str().unwrap();
 
-    let done: Value = http
-        .get(format!("{base}/v1/jobs/{id}?wait=20"))
-        .bearer_auth(&api.read)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Value = get_json(&http, format!("{base}/v1/jobs/{id}?wait=20"), &api.read).await;
     assert_eq!(done["state"], "completed", "{done}");
     assert_eq!(done["output_encoding"], "json");
     assert_eq!(done["output"]["words"], 6);
@@ -892,26 +853,15 @@ async fn over_real_http_upload_submit_wait_and_read_the_output() {
     assert_eq!(raw, done["output"]);
 
     // A failing job: the error and the log of each attempt.
-    let failed: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .bearer_auth(&api.submit)
-        .json(&json!({"task": "hostile", "args": ["panic", "boom"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let failed: Value = post_json(
+        &http,
+        format!("{base}/v1/jobs"),
+        &api.submit,
+        &json!({"task": "hostile", "args": ["panic", "boom"]}),
+    )
+    .await;
     let id = failed["id"].as_str().unwrap();
-    let done: Value = http
-        .get(format!("{base}/v1/jobs/{id}?wait=20"))
-        .bearer_auth(&api.read)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Value = get_json(&http, format!("{base}/v1/jobs/{id}?wait=20"), &api.read).await;
     assert_eq!(done["state"], "failed", "{done}");
     assert_eq!(done["error"]["reason"], "trap");
     let log = http
@@ -927,27 +877,10 @@ async fn over_real_http_upload_submit_wait_and_read_the_output() {
     assert!(log.contains("boom"), "{log}");
 
     // The batch route stores many at once, and the metrics count their attempts.
-    let batch: Value = http
-        .post(format!("{base}/v1/jobs/batch"))
-        .bearer_auth(&api.submit)
-        .json(&json!({"jobs": [{"task": "echo", "input_text": "a"}, {"task": "echo", "input_text": "b"}]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let batch: Value = post_json(&http, format!("{base}/v1/jobs/batch"), &api.submit, &json!({"jobs": [{"task": "echo", "input_text": "a"}, {"task": "echo", "input_text": "b"}]})).await;
     for j in batch["jobs"].as_array().unwrap() {
         let id = j["id"].as_str().unwrap();
-        let done: Value = http
-            .get(format!("{base}/v1/jobs/{id}?wait=20"))
-            .bearer_auth(&api.read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let done: Value = get_json(&http, format!("{base}/v1/jobs/{id}?wait=20"), &api.read).await;
         assert_eq!(done["state"], "completed");
     }
     let metrics = http
@@ -1012,28 +945,17 @@ async fn over_real_http_a_running_job_is_cancelled_within_milliseconds() {
     api.engine.start_workers(1);
     let base = listen(AppState::new(api.engine.service.clone(), CAPS)).await;
     let http = reqwest::Client::new();
-    let job: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .bearer_auth(&api.submit)
-        .json(&json!({"task": "hostile", "args": ["loop"], "limits": {"max_seconds": 60}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let job: Value = post_json(
+        &http,
+        format!("{base}/v1/jobs"),
+        &api.submit,
+        &json!({"task": "hostile", "args": ["loop"], "limits": {"max_seconds": 60}}),
+    )
+    .await;
     let id = job["id"].as_str().unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let j: Value = http
-            .get(format!("{base}/v1/jobs/{id}"))
-            .bearer_auth(&api.read)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let j: Value = get_json(&http, format!("{base}/v1/jobs/{id}"), &api.read).await;
         if j["state"] == "running" {
             break;
         }
@@ -1051,41 +973,22 @@ async fn over_real_http_a_running_job_is_cancelled_within_milliseconds() {
         .await
         .unwrap();
     assert_eq!(c["outcome"], "cancelling");
-    let done: Value = http
-        .get(format!("{base}/v1/jobs/{id}?wait=10"))
-        .bearer_auth(&api.read)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Value = get_json(&http, format!("{base}/v1/jobs/{id}?wait=10"), &api.read).await;
     let took = asked.elapsed();
     assert_eq!(done["state"], "cancelled", "{done}");
     assert_eq!(done["error"]["reason"], "cancelled");
     assert_eq!(done["attempt_history"][0]["reason"], "cancelled");
     assert!(took < Duration::from_millis(1000), "cancel took {took:?}");
     // The worker goes on with the next job.
-    let next: Value = http
-        .post(format!("{base}/v1/jobs"))
-        .bearer_auth(&api.submit)
-        .json(&json!({"task": "echo", "input_text": "after"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let next: Value = post_json(
+        &http,
+        format!("{base}/v1/jobs"),
+        &api.submit,
+        &json!({"task": "echo", "input_text": "after"}),
+    )
+    .await;
     let id = next["id"].as_str().unwrap();
-    let done: Value = http
-        .get(format!("{base}/v1/jobs/{id}?wait=20"))
-        .bearer_auth(&api.read)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let done: Value = get_json(&http, format!("{base}/v1/jobs/{id}?wait=20"), &api.read).await;
     assert_eq!(done["state"], "completed");
     api.engine.stop_workers().await;
 }
@@ -1264,12 +1167,7 @@ async fn schedules_over_the_api() {
     }
 
     let (s, next) = api
-        .call(
-            Method::GET,
-            "/v1/schedules/nightly/next?n=3",
-            Some(&api.read),
-            Body::empty(),
-        )
+        .empty(Method::GET, "/v1/schedules/nightly/next?n=3", &api.read)
         .await;
     assert_eq!(s, StatusCode::OK);
     let next: Value = serde_json::from_slice(&next).unwrap();
@@ -1300,12 +1198,7 @@ async fn schedules_over_the_api() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, b) = api
-        .call(
-            Method::GET,
-            "/v1/schedules/nightly",
-            Some(&api.read),
-            Body::empty(),
-        )
+        .empty(Method::GET, "/v1/schedules/nightly", &api.read)
         .await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found", &["nightly"]);
 }

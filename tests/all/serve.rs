@@ -297,6 +297,24 @@ async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
     let out = ok(cli(&url, d, &["job", "get", id]));
     assert!(out.contains(&format!("id        {id}")), "{out}");
 
+    // A delayed job shows as delayed until its time.
+    let later = ok(cli(
+        &url,
+        d,
+        &[
+            "job",
+            "submit",
+            "wc",
+            "--input",
+            r#"{"text": "x"}"#,
+            "--delay",
+            "3600",
+        ],
+    ));
+    let out = ok(cli(&url, d, &["job", "get", later.trim()]));
+    assert!(out.contains("state     delayed"), "{out}");
+    ok(cli(&url, d, &["job", "cancel", later.trim()]));
+
     // Versions, defaults, module bytes.
     let list: Value =
         serde_json::from_str(&ok(cli(&url, d, &["task", "show", "wc", "--json"]))).unwrap();
