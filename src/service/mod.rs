@@ -83,8 +83,6 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     /// Wakes idle workers: something was submitted, released or retried.
     pub(crate) work: Notify,
-    /// Wakes waiters: some job changed state.
-    pub(crate) changed: Notify,
     /// Wakes the scheduler: a schedule was created, changed or resumed.
     pub(crate) schedules: Notify,
     /// The attempts running in this process, by job.
@@ -124,7 +122,6 @@ impl Service {
                 sandbox,
                 clock,
                 work: Notify::new(),
-                changed: Notify::new(),
                 schedules: Notify::new(),
                 running: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
@@ -374,24 +371,31 @@ impl Service {
     }
 
     /// Waits until the job is in a terminal state or `timeout` passes; returns it either way.
+    /// Listens to job events, so it reads the job again only when something happened to it
+    /// (or every 250 ms: another process on the same store may finish it).
     pub async fn wait(&self, id: JobId, timeout: Duration) -> ServiceResult<Job> {
+        use tokio::sync::broadcast::error::RecvError;
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut events = self.subscribe();
         loop {
-            let changed = self.shared.changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
             let job = self.job(id).await?;
-            if job.state.is_terminal() {
+            if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
                 return Ok(job);
             }
-            // Re-check at least every 250 ms: another process (a second node) may finish it.
-            let tick = tokio::time::Instant::now() + Duration::from_millis(250);
-            tokio::select! {
-                () = &mut changed => {}
-                () = tokio::time::sleep_until(tick.min(deadline)) => {}
-            }
-            if tokio::time::Instant::now() >= deadline {
-                return self.job(id).await;
+            let tick = (tokio::time::Instant::now() + Duration::from_millis(250)).min(deadline);
+            loop {
+                tokio::select! {
+                    event = events.recv() => match event {
+                        Ok(e) if e.id == id && e.state.is_terminal() => break,
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => {
+                            tokio::time::sleep_until(tick).await;
+                            break;
+                        }
+                    },
+                    () = tokio::time::sleep_until(tick) => break,
+                }
             }
         }
     }
@@ -416,7 +420,6 @@ impl Service {
                 if let Ok(job) = self.job(id).await {
                     self.publish(&job, JobState::Cancelled);
                 }
-                self.shared.changed.notify_waiters();
             }
             CancelOutcome::AlreadyEnded(_) => {}
         }

@@ -218,7 +218,6 @@ async fn report_one(service: Service, ran: Ran) {
         .unwrap_or_else(|p| p.into_inner())
         .remove(&job.id);
     drop(assignment.permit);
-    shared.changed.notify_waiters();
     shared.work.notify_waiters();
 }
 
@@ -234,7 +233,6 @@ pub(crate) async fn progress_writer(service: Service, mut updates: UnboundedRece
         for (id, (lease, done, total)) in latest {
             let _ = shared.store.set_progress(id, &lease, done, total).await;
         }
-        shared.changed.notify_waiters();
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

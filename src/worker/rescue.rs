@@ -73,16 +73,17 @@ pub async fn rescue_expired(
             started_at: job.started_at.unwrap_or(now),
             finished_at: now,
         };
+        let state = finish.state();
         if store
             .finish(job.id, &claimed.lease, Some(record), finish, now)
             .await?
         {
+            service.publish(job, state);
             rescued.push(job.id);
         }
     }
     if !rescued.is_empty() {
         service.shared.work.notify_waiters();
-        service.shared.changed.notify_waiters();
     }
     Ok(rescued)
 }
