@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Assignment;
 use crate::domain::{AttemptRecord, Decision, JobError, JobId, Reason, Timestamp};
@@ -21,21 +22,24 @@ pub(crate) struct Ran {
     report: AttemptReport,
     started_at: Timestamp,
     finished_at: Timestamp,
+    /// Held until the result is written.
+    reporting: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) type Progress = (JobId, Lease, i64, i64);
 
 pub(crate) fn guest_thread(
     service: Service,
-    worker_id: String,
     assignments: Arc<Mutex<mpsc::Receiver<Assignment>>>,
     reports: UnboundedSender<Ran>,
     progress: UnboundedSender<Progress>,
+    reporting: Arc<Semaphore>,
+    pace: &super::Pace,
 ) {
     let shared = service.shared.clone();
     loop {
         let next = assignments.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(assignment) = next else { return };
+        let Ok(mut assignment) = next else { return };
         let job = &assignment.claimed.job;
         let started_at = shared.clock.now();
         let blobs = shared.blobs.clone();
@@ -61,17 +65,22 @@ pub(crate) fn guest_thread(
             }
             Err(e) => host_error(format!("cannot load module {digest}: {e}")),
         };
-        let _ = &worker_id;
         let finished_at = shared.clock.now();
-        if reports
-            .send(Ran {
-                assignment,
-                report,
-                started_at,
-                finished_at,
-            })
-            .is_err()
-        {
+        let wall_us = report.receipt.wall_us;
+        // The result is owed before the slot is given back, so shutdown cannot miss it.
+        let slot = assignment.permit.take();
+        let ran = Ran {
+            assignment,
+            report,
+            started_at,
+            finished_at,
+            reporting: reporting.clone().try_acquire_owned().ok(),
+        };
+        pace.record(wall_us);
+        let sent = reports.send(ran).is_ok();
+        drop(slot);
+        pace.freed.notify_one();
+        if !sent {
             return;
         }
     }
@@ -153,6 +162,7 @@ async fn report_one(service: Service, ran: Ran) {
         report,
         started_at,
         finished_at,
+        reporting,
     } = ran;
     let job = &assignment.claimed.job;
     let lease = assignment.claimed.lease;
@@ -217,7 +227,7 @@ async fn report_one(service: Service, ran: Ran) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&job.id);
-    drop(assignment.permit);
+    drop(reporting);
     shared.work.notify_waiters();
 }
 

@@ -6,10 +6,15 @@
 //! ```text
 //! dispatcher (async) --claim--> store          guest threads (sync, one attempt at a time)
 //!      | Claimed + slot permit ----------------> sandbox.run_blocking
-//!      |                                             | AttemptReport
-//! reporter (async) <---------------------------------+
-//!      | RetryPolicy::decide -> store.finish (guarded by the lease) -> notify waiters
+//!      |                                             | AttemptReport (+ reporting permit;
+//! reporter (async) <---------------------------------+  the slot permit is released here)
+//!      | RetryPolicy::decide -> store.finish (guarded by the lease) -> job event
 //! ```
+//!
+//! A slot permit is held from the claim until the attempt ends, not until its result is
+//! written: the next claim does not wait for the previous finish to commit, so a few slots
+//! per guest thread keep the threads busy. Results being written hold a reporting permit, and
+//! shutdown waits for those too.
 
 mod attempt;
 mod rescue;
@@ -36,8 +41,12 @@ pub use rescue::rescue_expired;
 pub struct WorkerConfig {
     /// Threads that run guests; at most this many attempts run at once in this process.
     pub threads: usize,
-    /// Jobs claimed ahead per guest thread, so a claim serves several attempts (queue
-    /// concurrency still bounds what is claimed; claimed jobs count as running).
+    /// At most this many jobs per guest thread are claimed and not yet ended (running or
+    /// waiting for the thread), so one claim serves several short attempts. How many are
+    /// actually claimed ahead follows the attempts' mean duration (see [`Pace`]): short ones
+    /// are batched, long ones are claimed about one at a time, so a later high-priority job
+    /// does not wait behind a node's backlog. Queue concurrency still bounds what is claimed;
+    /// claimed jobs count as running.
     pub prefetch: usize,
     /// A claimed job's lease; heartbeats extend it every third of it.
     pub lease_ttl: Duration,
@@ -55,7 +64,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             threads: thread::available_parallelism().map_or(2, |n| n.get()),
-            prefetch: 4,
+            prefetch: 32,
             lease_ttl: Duration::from_secs(30),
             requeue_delay: Duration::from_secs(5),
             rescue_interval: Duration::from_secs(1),
@@ -69,7 +78,8 @@ impl Default for WorkerConfig {
 pub(crate) struct Assignment {
     pub(crate) claimed: Claimed,
     pub(crate) caps: Limits,
-    pub(crate) permit: OwnedSemaphorePermit,
+    /// Released by the guest thread when the attempt ends.
+    pub(crate) permit: Option<OwnedSemaphorePermit>,
     pub(crate) interrupted: Arc<AtomicBool>,
     pub(crate) cancel: CancelToken,
 }
@@ -85,7 +95,51 @@ pub struct WorkerPool {
     tasks: Vec<JoinHandle<()>>,
     threads: Vec<thread::JoinHandle<()>>,
     slots: Arc<Semaphore>,
+    reporting: Arc<Semaphore>,
 }
+
+/// How the dispatcher paces claims: it keeps about `WINDOW` of work per guest thread claimed
+/// ahead, by the mean duration of recent attempts.
+#[derive(Debug)]
+pub(crate) struct Pace {
+    mean_us: std::sync::atomic::AtomicU64,
+    /// A slot was given back (an attempt ended).
+    pub(crate) freed: tokio::sync::Notify,
+}
+
+impl Pace {
+    /// The work kept claimed ahead per thread, in µs.
+    const WINDOW_US: u64 = 2_000;
+    /// What an attempt costs besides its own run (claim, report), in µs.
+    const OVERHEAD_US: u64 = 50;
+    /// Claimed per thread at the least: the running attempt and the next one.
+    const MIN_PER_THREAD: usize = 2;
+
+    fn new() -> Self {
+        Self {
+            // Until attempts are seen, assume they are not short.
+            mean_us: std::sync::atomic::AtomicU64::new(10_000),
+            freed: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Folds one attempt's wall time into the mean (weight 1/8).
+    pub(crate) fn record(&self, wall_us: u64) {
+        let old = self.mean_us.load(Ordering::Relaxed);
+        let new = old - old / 8 + wall_us / 8;
+        self.mean_us.store(new, Ordering::Relaxed);
+    }
+
+    /// Jobs to have claimed and not ended, over all `threads`.
+    fn target(&self, threads: usize, prefetch: usize) -> usize {
+        let cost = self.mean_us.load(Ordering::Relaxed) + Self::OVERHEAD_US;
+        let per_thread = (Self::WINDOW_US / cost) as usize;
+        threads * per_thread.clamp(Self::MIN_PER_THREAD.min(prefetch), prefetch)
+    }
+}
+
+/// Attempt results being written at most (far more than a pool produces between commits).
+const REPORTING_MAX: usize = 1 << 16;
 
 impl WorkerPool {
     /// Starts the guest threads, the dispatcher, the reporter, heartbeats and the rescuer on
@@ -93,6 +147,8 @@ impl WorkerPool {
     pub fn start(service: Service, config: WorkerConfig) -> Self {
         let threads = config.threads.max(1);
         let slots = Arc::new(Semaphore::new(threads * config.prefetch.max(1)));
+        let reporting = Arc::new(Semaphore::new(REPORTING_MAX));
+        let pace = Arc::new(Pace::new());
         let stopping = Arc::new(AtomicBool::new(false));
         let stop_notify = Arc::new(tokio::sync::Notify::new());
         let (assign_tx, assign_rx) = mpsc::channel::<Assignment>();
@@ -104,16 +160,17 @@ impl WorkerPool {
         let mut guest_threads = Vec::with_capacity(threads);
         for i in 0..threads {
             let rx = assign_rx.clone();
-            let (service, report_tx, progress_tx, worker_id) = (
+            let (service, report_tx, progress_tx, reporting, pace) = (
                 service.clone(),
                 report_tx.clone(),
                 progress_tx.clone(),
-                config.worker_id.clone(),
+                reporting.clone(),
+                pace.clone(),
             );
             let handle = thread::Builder::new()
                 .name(format!("remotask-guest-{i}"))
                 .spawn(move || {
-                    attempt::guest_thread(service, worker_id, rx, report_tx, progress_tx)
+                    attempt::guest_thread(service, rx, report_tx, progress_tx, reporting, &pace)
                 })
                 .expect("spawning a guest thread");
             guest_threads.push(handle);
@@ -125,6 +182,7 @@ impl WorkerPool {
             runtime.spawn(dispatcher(
                 service.clone(),
                 config.clone(),
+                pace,
                 slots.clone(),
                 assign_tx,
                 stopping.clone(),
@@ -152,6 +210,7 @@ impl WorkerPool {
             tasks,
             threads: guest_threads,
             slots,
+            reporting,
         }
     }
 
@@ -173,6 +232,12 @@ impl WorkerPool {
             }
         };
         drop(all);
+        // Every attempt has ended; wait until their results are written.
+        let written = self
+            .reporting
+            .clone()
+            .acquire_many_owned(REPORTING_MAX as u32);
+        let _ = tokio::time::timeout(self.config.shutdown_grace, written).await;
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -217,6 +282,7 @@ pub(crate) struct InFlightView {
 async fn dispatcher(
     service: Service,
     config: WorkerConfig,
+    pace: Arc<Pace>,
     slots: Arc<Semaphore>,
     assign: mpsc::Sender<Assignment>,
     stopping: Arc<AtomicBool>,
@@ -225,6 +291,7 @@ async fn dispatcher(
     let shared = service.shared.clone();
     let mut next_queue = 0usize;
     let lease_ms = config.lease_ttl.as_millis() as i64;
+    let (threads, prefetch) = (config.threads.max(1), config.prefetch.max(1));
     loop {
         let acquired = tokio::select! {
             p = slots.clone().acquire_owned() => p,
@@ -237,6 +304,19 @@ async fn dispatcher(
         let work = shared.work.notified();
         tokio::pin!(work);
         work.as_mut().enable();
+        // Slots taken, `first` included.
+        let in_flight = threads * prefetch - slots.available_permits();
+        let target = pace.target(threads, prefetch);
+        if in_flight > target {
+            drop(first);
+            let freed = pace.freed.notified();
+            tokio::select! {
+                () = freed => {}
+                () = &mut work => {}
+                () = stop_notify.notified() => return,
+            }
+            continue;
+        }
 
         let mut permit = Some(first);
         let queues = match shared.store.queue_configs().await {
@@ -252,9 +332,14 @@ async fn dispatcher(
             .map(|(c, _)| c)
             .collect();
         let mut claimed_any = false;
+        // Jobs to claim now: up to the target, `first`'s slot included.
+        let mut budget = (target + 1).saturating_sub(in_flight);
         for k in 0..active.len() {
             let queue = &active[(next_queue + k) % active.len()];
-            let want = slots.available_permits() as u32 + 1;
+            if budget == 0 {
+                break;
+            }
+            let want = budget as u32;
             let claimed = match shared
                 .store
                 .claim(
@@ -278,6 +363,7 @@ async fn dispatcher(
                     },
                 };
                 claimed_any = true;
+                budget = budget.saturating_sub(1);
                 service.publish(&c.job, crate::domain::JobState::Running);
                 let cancel = CancelToken::new();
                 let interrupted = Arc::new(AtomicBool::new(false));
@@ -296,7 +382,7 @@ async fn dispatcher(
                 let assignment = Assignment {
                     claimed: c,
                     caps: queue.caps,
-                    permit: p,
+                    permit: Some(p),
                     interrupted,
                     cancel,
                 };
@@ -354,5 +440,36 @@ async fn heartbeats(service: Service, config: WorkerConfig, stopping: Arc<Atomic
                 Err(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod pace_tests {
+    use super::Pace;
+
+    #[test]
+    fn short_attempts_are_claimed_in_batches_and_long_ones_about_one_at_a_time() {
+        let pace = Pace::new();
+        // Before any attempt: cautious.
+        assert_eq!(pace.target(2, 32), 4);
+        for _ in 0..100 {
+            pace.record(30);
+        }
+        // ~30 µs attempts: 2 ms of work is ~25 per thread.
+        assert!(
+            (40..=52).contains(&pace.target(2, 32)),
+            "{}",
+            pace.target(2, 32)
+        );
+        assert_eq!(pace.target(2, 8), 16, "never above the prefetch cap");
+        for _ in 0..100 {
+            pace.record(2_000_000);
+        }
+        assert_eq!(
+            pace.target(2, 32),
+            4,
+            "a running attempt and the next one per thread"
+        );
+        assert_eq!(pace.target(3, 1), 3, "a cap of one is kept");
     }
 }
