@@ -84,7 +84,7 @@ async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) 
         .expect("register");
     service
         .put_queue(QueueConfig {
-            // Room for the workers' prefetch (threads x 4) and then some.
+            // Room for what the workers claim ahead (up to 32 per guest thread).
             concurrency: 64,
             ..QueueConfig::with_defaults(QueueName::default_queue())
         })
