@@ -90,6 +90,8 @@ pub(crate) struct Shared {
     /// Job state changes, for whoever listens.
     pub(crate) events: tokio::sync::broadcast::Sender<JobEvent>,
     pub(crate) metrics: Metrics,
+    /// Bumped when this process changes a queue's settings, so cached settings are read again.
+    pub(crate) queues_changed: std::sync::atomic::AtomicU64,
 }
 
 /// One attempt in flight in this process: how to stop it and the lease it runs under.
@@ -126,6 +128,7 @@ impl Service {
                 running: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
+                queues_changed: std::sync::atomic::AtomicU64::new(0),
             }),
         }
     }
@@ -278,7 +281,7 @@ impl Service {
     ) -> ServiceResult<Vec<NewJob>> {
         let mut jobs = Vec::with_capacity(requests.len());
         let mut tasks: HashMap<TaskName, TaskRecord> = HashMap::new();
-        let mut queues: HashMap<QueueName, QueueConfig> = HashMap::new();
+        let mut configs: Option<Vec<(QueueConfig, bool)>> = None;
         for request in requests {
             let task = match tasks.get(&request.task) {
                 Some(t) => t.clone(),
@@ -293,20 +296,17 @@ impl Service {
                 .clone()
                 .or_else(|| task.defaults.queue.clone())
                 .unwrap_or_else(QueueName::default_queue);
-            let queue = match queues.get(&queue_name) {
-                Some(q) => q.clone(),
-                None => {
-                    let q = self
-                        .shared
-                        .store
-                        .get_queue(&queue_name)
-                        .await?
-                        .map(|s| s.config)
-                        .unwrap_or_else(|| QueueConfig::with_defaults(queue_name.clone()));
-                    queues.insert(queue_name.clone(), q.clone());
-                    q
-                }
-            };
+            // Settings only: `get_queue` would also count the queue's jobs.
+            if configs.is_none() {
+                configs = Some(self.shared.store.queue_configs().await?);
+            }
+            let queue = configs
+                .iter()
+                .flatten()
+                .map(|(config, _)| config)
+                .find(|config| config.name == queue_name)
+                .cloned()
+                .unwrap_or_else(|| QueueConfig::with_defaults(queue_name.clone()));
             jobs.push(request.resolve(&task, &queue, now)?);
         }
         Ok(jobs)
@@ -530,6 +530,13 @@ impl Service {
         Ok(Explanation::of(&job, position.as_ref(), self.now()))
     }
 
+    fn queues_changed(&self) {
+        self.shared
+            .queues_changed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.shared.work.notify_waiters();
+    }
+
     pub async fn put_queue(&self, config: QueueConfig) -> ServiceResult<()> {
         if config.concurrency == 0 {
             return Err(ServiceError::Invalid(format!(
@@ -538,7 +545,7 @@ impl Service {
             )));
         }
         self.shared.store.put_queue(&config).await?;
-        self.shared.work.notify_waiters();
+        self.queues_changed();
         Ok(())
     }
 
@@ -564,7 +571,7 @@ impl Service {
                 .await?;
             self.shared.store.set_paused(name, paused).await?;
         }
-        self.shared.work.notify_waiters();
+        self.queues_changed();
         Ok(())
     }
 }

@@ -176,6 +176,17 @@ impl Finish {
     }
 }
 
+/// One attempt's end, for [`Store::finish_many`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptEnd {
+    pub id: JobId,
+    /// The lease the attempt ran under; a stale one writes nothing.
+    pub lease: Lease,
+    /// `None` only for [`Finish::Interrupted`].
+    pub attempt: Option<AttemptRecord>,
+    pub finish: Finish,
+}
+
 /// What a cancel did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CancelOutcome {
@@ -331,7 +342,18 @@ pub trait Store: Send + Sync + 'static {
         attempt: Option<AttemptRecord>,
         finish: Finish,
         now: Timestamp,
-    ) -> StoreResult<bool>;
+    ) -> StoreResult<bool> {
+        let end = AttemptEnd {
+            id,
+            lease: *lease,
+            attempt,
+            finish,
+        };
+        Ok(self.finish_many(vec![end], now).await?.first() == Some(&true))
+    }
+    /// Ends many attempts in one write, each as [`Store::finish`] would (under its own lease
+    /// guard): one answer per end, in order. Either every end is applied or the call fails.
+    async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>>;
     /// Running jobs whose lease expired before `now`, with the lease they hold, so the rescuer
     /// can end them through [`Store::finish`] like any stale attempt.
     async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>>;

@@ -16,14 +16,15 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::TokenRecord;
 
 use super::{
-    CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, QueueConfig, QueuePosition,
-    QueueStats, ScheduleRecord, Store, StoreError, StoreResult, TaskDefaults, TaskRecord,
-    TaskVersion,
+    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, QueueConfig,
+    QueuePosition, QueueStats, ScheduleRecord, Store, StoreError, StoreResult, TaskDefaults,
+    TaskRecord, TaskVersion,
 };
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
@@ -136,6 +137,14 @@ CREATE TABLE schedules (
 ) WITHOUT ROWID;
 CREATE INDEX schedules_due ON schedules (next_fire) WHERE paused = 0 AND next_fire IS NOT NULL;
 "#,
+    // Live jobs change state several times each (claim, finish, retry); an index over every
+    // state was rewritten at each of them. Live states have their partial indexes already
+    // (claim, due, running), so only ended jobs (for `clean`) and held ones need one.
+    r#"
+DROP INDEX jobs_state;
+CREATE INDEX jobs_ended ON jobs (finished_at) WHERE state IN ('completed', 'failed', 'cancelled');
+CREATE INDEX jobs_held ON jobs (id) WHERE state = 'held';
+"#,
 ];
 
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
@@ -205,9 +214,13 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
     let conn = Connection::open_with_flags(path, flags).map_err(db)?;
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
-         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768;",
+         PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
     )
     .map_err(db)?;
+    // Plans do not depend on bound values: otherwise a cached statement whose LIMIT or range is
+    // a parameter is re-prepared whenever the value changes (the claim's LIMIT changes often).
+    conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)
+        .map_err(db)?;
     conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
@@ -244,10 +257,26 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_reader(&path))
             .collect::<StoreResult<Vec<_>>>()?;
+        // The writer leaves checkpoints (copying the log into the database file, with two
+        // fsyncs) to a thread of their own, so commits do not wait for them. Its own automatic
+        // checkpoint stays as a backstop, far above what the checkpointer lets the log grow to.
+        writer_conn
+            .execute_batch(&format!(
+                "PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES};"
+            ))
+            .map_err(db)?;
+        let checkpoint_conn = open_connection(&path)?;
+        let (wake_checkpointer, checkpoints) = mpsc::sync_channel::<()>(1);
+        thread::Builder::new()
+            .name("remotask-sqlite-checkpoint".into())
+            .spawn(move || checkpointer(checkpoint_conn, checkpoints))
+            .map_err(|e| {
+                StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
+            })?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
         thread::Builder::new()
             .name("remotask-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx))
+            .spawn(move || writer_loop(writer_conn, rx, wake_checkpointer))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let seed =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id())
@@ -360,8 +389,24 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
+/// Commits between two checkpoints (a commit writes a few dozen pages to the log).
+const CHECKPOINT_EVERY_COMMITS: u32 = 64;
+/// The writer checkpoints by itself only if the log grows past this many pages (64 MiB).
+const WAL_BACKSTOP_PAGES: u32 = 16_384;
+
+/// Copies the log into the database file when the writer asks, without blocking it (a
+/// passive checkpoint takes no write lock). Ends when the writer does.
+fn checkpointer(conn: Connection, asks: mpsc::Receiver<()>) {
+    while asks.recv().is_ok() {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            eprintln!("remotask: checkpoint failed, retried after the next commits: {e}");
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::SyncSender<()>) {
     let mut synchronous_full = true;
+    let mut commits = 0u32;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -395,6 +440,12 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>) {
         }
         for done in completions {
             done(committed.clone());
+        }
+        commits += 1;
+        if commits >= CHECKPOINT_EVERY_COMMITS {
+            // A full channel means a checkpoint is asked for already.
+            let _ = checkpoint.try_send(());
+            commits = 0;
         }
     }
 }
@@ -684,6 +735,52 @@ fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> 
     }))
 }
 
+/// One attempt's end under its lease guard; false (nothing written) if the lease is stale.
+fn finish_one(conn: &Connection, end: &AttemptEnd, now: Timestamp) -> StoreResult<bool> {
+    let (key, token) = (end.id.to_string(), end.lease.token);
+    let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
+    let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
+    let changed = match &end.finish {
+        Finish::Completed { output } => conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'completed', output = ?3, error_reason = NULL, error_message = NULL, \
+                 finished_at = ?4, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token, output, now.0]),
+        Finish::Retry { run_at, limits, error } => conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, \
+                 error_message = ?6, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token, run_at.0, json(limits), error.reason.as_str(), error.message]),
+        Finish::Failed { error } | Finish::Cancelled { error } => {
+            let state = if matches!(end.finish, Finish::Failed { .. }) { "failed" } else { "cancelled" };
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token, state, error.reason.as_str(), error.message, now.0])
+        }
+        Finish::Interrupted => conn
+            .prepare_cached(&format!(
+                "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), progress_done = NULL, \
+                 progress_total = NULL, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token]),
+    }
+    .map_err(db)?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    if let Some(a) = &end.attempt {
+        insert_attempt(conn, end.id, a)?;
+    }
+    Ok(true)
+}
+
 fn insert_attempt(conn: &Connection, id: JobId, a: &AttemptRecord) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO attempts (job_id, number, reason, trap_kind, exit_code, message, stderr, \
@@ -910,7 +1007,12 @@ impl Store for SqliteStore {
                     .iter()
                     .map(|s| format!("'{}'", s.as_str()))
                     .collect();
-                sql.push_str(&format!(" AND state IN ({})", list.join(", ")));
+                // One state as `=`, so a partial index on that state can serve it.
+                if let [one] = list.as_slice() {
+                    sql.push_str(&format!(" AND state = {one}"));
+                } else {
+                    sql.push_str(&format!(" AND state IN ({})", list.join(", ")));
+                }
             }
             let mut bind = |sql: &mut String, clause: &str, v: Box<dyn rusqlite::ToSql>| {
                 values.push(v);
@@ -1075,60 +1177,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish(
-        &self,
-        id: JobId,
-        lease: &Lease,
-        attempt: Option<AttemptRecord>,
-        finish: Finish,
-        now: Timestamp,
-    ) -> StoreResult<bool> {
-        let token = lease.token;
-        self.write_volatile(move |conn| {
-            let key = id.to_string();
-            let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
-            let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
-            let changed = match &finish {
-                Finish::Completed { output } => conn
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = 'completed', output = ?3, error_reason = NULL, error_message = NULL, \
-                         finished_at = ?4, {clear} {guard}"
-                    ))
-                    .map_err(db)?
-                    .execute(params![key, token, output, now.0]),
-                Finish::Retry { run_at, limits, error } => conn
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, \
-                         error_message = ?6, {clear} {guard}"
-                    ))
-                    .map_err(db)?
-                    .execute(params![key, token, run_at.0, json(limits), error.reason.as_str(), error.message]),
-                Finish::Failed { error } | Finish::Cancelled { error } => {
-                    let state = if matches!(finish, Finish::Failed { .. }) { "failed" } else { "cancelled" };
-                    conn.prepare_cached(&format!(
-                        "UPDATE jobs SET state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6, {clear} {guard}"
-                    ))
-                    .map_err(db)?
-                    .execute(params![key, token, state, error.reason.as_str(), error.message, now.0])
-                }
-                Finish::Interrupted => conn
-                    .prepare_cached(&format!(
-                        "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), progress_done = NULL, \
-                         progress_total = NULL, {clear} {guard}"
-                    ))
-                    .map_err(db)?
-                    .execute(params![key, token]),
-            }
-            .map_err(db)?;
-            if changed == 0 {
-                return Ok(false);
-            }
-            if let Some(a) = &attempt {
-                insert_attempt(conn, id, a)?;
-            }
-            Ok(true)
-        })
-        .await
+    async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>> {
+        self.write_volatile(move |conn| ends.iter().map(|end| finish_one(conn, end, now)).collect())
+            .await
     }
 
     async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>> {

@@ -14,7 +14,7 @@ use super::Assignment;
 use crate::domain::{AttemptRecord, Decision, JobError, JobId, Reason, Timestamp};
 use crate::sandbox::{AttemptReport, AttemptRequest, CacheStatus, Receipt};
 use crate::service::Service;
-use crate::store::{Finish, Lease};
+use crate::store::{AttemptEnd, Finish, Lease};
 
 /// What a guest thread hands the reporter.
 pub(crate) struct Ran {
@@ -23,7 +23,7 @@ pub(crate) struct Ran {
     started_at: Timestamp,
     finished_at: Timestamp,
     /// Held until the result is written.
-    reporting: Option<OwnedSemaphorePermit>,
+    _reporting: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) type Progress = (JobId, Lease, i64, i64);
@@ -74,7 +74,7 @@ pub(crate) fn guest_thread(
             report,
             started_at,
             finished_at,
-            reporting: reporting.clone().try_acquire_owned().ok(),
+            _reporting: reporting.clone().try_acquire_owned().ok(),
         };
         pace.record(wall_us);
         let sent = reports.send(ran).is_ok();
@@ -147,27 +147,37 @@ pub(crate) fn finish_for(
     }
 }
 
-/// Receives attempt reports and writes each job's next state. Each write runs as its own
-/// task, so the store's writer commits many of them in one transaction.
+/// Receives attempt reports and writes the jobs' next states, all reports waiting at the
+/// time in one store write. Each write runs as its own task, so reports that arrive while
+/// one is being committed form the next batch and do not wait for it.
 pub(crate) async fn reporter(service: Service, mut reports: UnboundedReceiver<Ran>) {
-    while let Some(ran) = reports.recv().await {
-        tokio::spawn(report_one(service.clone(), ran));
+    while let Some(first) = reports.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < REPORT_BATCH_MAX {
+            match reports.try_recv() {
+                Ok(ran) => batch.push(ran),
+                Err(_) => break,
+            }
+        }
+        tokio::spawn(report_batch(service.clone(), batch));
     }
 }
 
-async fn report_one(service: Service, ran: Ran) {
-    let shared = service.shared.clone();
+/// Reports written in one store call at most.
+const REPORT_BATCH_MAX: usize = 256;
+
+/// The job's next state and the attempt's record (none for an interrupted attempt, which is
+/// not spent).
+fn attempt_end(ran: &Ran, now: Timestamp) -> AttemptEnd {
     let Ran {
         assignment,
         report,
         started_at,
         finished_at,
-        reporting,
+        ..
     } = ran;
     let job = &assignment.claimed.job;
-    let lease = assignment.claimed.lease;
-    let now = shared.clock.now();
-    let (finish, record) =
+    let (finish, attempt) =
         if assignment.interrupted.load(Ordering::SeqCst) && report.reason == Reason::Cancelled {
             (Finish::Interrupted, None)
         } else {
@@ -181,8 +191,8 @@ async fn report_one(service: Service, ran: Ran) {
                 stderr_truncated: report.stderr_truncated,
                 receipt: serde_json::to_value(&report.receipt).unwrap_or(serde_json::Value::Null),
                 worker: job.worker.clone().unwrap_or_default(),
-                started_at,
-                finished_at,
+                started_at: *started_at,
+                finished_at: *finished_at,
             };
             let finish = finish_for(
                 job,
@@ -194,40 +204,53 @@ async fn report_one(service: Service, ran: Ran) {
             );
             (finish, Some(record))
         };
-    // A stale lease (the job was rescued meanwhile) writes nothing: the newer attempt wins.
-    // A failing store is retried a few times; after that the lease expires and the rescuer
-    // takes over.
-    if record.is_some() {
-        shared.metrics.record_attempt(
-            report.reason,
-            report.receipt.wall_us,
-            report.receipt.fuel_consumed,
-        );
+    AttemptEnd {
+        id: job.id,
+        lease: assignment.claimed.lease,
+        attempt,
+        finish,
     }
-    let state = finish.state();
+}
+
+async fn report_batch(service: Service, batch: Vec<Ran>) {
+    let shared = service.shared.clone();
+    let now = shared.clock.now();
+    let ends: Vec<AttemptEnd> = batch.iter().map(|ran| attempt_end(ran, now)).collect();
+    for (ran, end) in batch.iter().zip(&ends) {
+        if end.attempt.is_some() {
+            let receipt = &ran.report.receipt;
+            shared.metrics.record_attempt(
+                ran.report.reason,
+                receipt.wall_us,
+                receipt.fuel_consumed,
+            );
+        }
+    }
+    // A stale lease (the job was rescued meanwhile) writes nothing: the newer attempt wins.
+    // A failing store is retried a few times; after that the leases expire and the rescuer
+    // takes over.
+    let states: Vec<_> = ends.iter().map(|end| end.finish.state()).collect();
     for delay in [0u64, 50, 200, 1000] {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        match shared
-            .store
-            .finish(job.id, &lease, record.clone(), finish.clone(), now)
-            .await
-        {
-            Ok(true) => {
-                service.publish(job, state);
-                break;
+        if let Ok(written) = shared.store.finish_many(ends.clone(), now).await {
+            for ((ran, state), written) in batch.iter().zip(states).zip(written) {
+                if written {
+                    service.publish(&ran.assignment.claimed.job, state);
+                }
             }
-            Ok(false) => break,
-            Err(_) => {}
+            break;
         }
     }
-    shared
-        .running
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(&job.id);
-    drop(reporting);
+    {
+        let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+        for ran in &batch {
+            running.remove(&ran.assignment.claimed.job.id);
+        }
+    }
+    // The reporting permits go with the batch.
+    drop(batch);
     shared.work.notify_waiters();
 }
 

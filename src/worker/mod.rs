@@ -290,6 +290,7 @@ async fn dispatcher(
 ) {
     let shared = service.shared.clone();
     let mut next_queue = 0usize;
+    let mut settings = QueueSettings::default();
     let lease_ms = config.lease_ttl.as_millis() as i64;
     let (threads, prefetch) = (config.threads.max(1), config.prefetch.max(1));
     loop {
@@ -319,19 +320,15 @@ async fn dispatcher(
         }
 
         let mut permit = Some(first);
-        let queues = match shared.store.queue_configs().await {
-            Ok(q) => q,
+        let active = match settings.active(&shared).await {
+            Ok(active) => active,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
         };
-        let active: Vec<_> = queues
-            .into_iter()
-            .filter(|(_, paused)| !paused)
-            .map(|(c, _)| c)
-            .collect();
-        let mut claimed_any = false;
+        // Some queue gave all that was asked of it, so it may have more.
+        let mut filled = false;
         // Jobs to claim now: up to the target, `first`'s slot included.
         let mut budget = (target + 1).saturating_sub(in_flight);
         for k in 0..active.len() {
@@ -354,6 +351,7 @@ async fn dispatcher(
                 Ok(c) => c,
                 Err(_) => continue,
             };
+            filled |= claimed.len() == want as usize;
             for c in claimed {
                 let p = match permit.take() {
                     Some(p) => p,
@@ -362,7 +360,6 @@ async fn dispatcher(
                         Err(_) => slots.clone().acquire_owned().await.expect("semaphore open"),
                     },
                 };
-                claimed_any = true;
                 budget = budget.saturating_sub(1);
                 service.publish(&c.job, crate::domain::JobState::Running);
                 let cancel = CancelToken::new();
@@ -396,9 +393,11 @@ async fn dispatcher(
             }
         }
         drop(permit);
-        if claimed_any {
+        if filled {
             continue;
         }
+        // Every queue tried is empty or at its concurrency: wait for work (a submit, or a
+        // finish that makes room) instead of asking again at once.
         let now = shared.clock.now();
         let until_next = match shared.store.next_scheduled().await {
             Ok(Some(t)) => now.until(t).min(Duration::from_secs(1)),
@@ -409,6 +408,40 @@ async fn dispatcher(
             () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => {}
             () = stop_notify.notified() => return,
         }
+    }
+}
+
+/// The dispatcher's copy of the queues' settings. Read again when this process changed a
+/// queue, and at least every second (another process may have); a claim checks pause and
+/// concurrency in the store itself, so a stale copy only delays when a new queue is seen.
+#[derive(Default)]
+struct QueueSettings {
+    active: Vec<crate::store::QueueConfig>,
+    generation: Option<u64>,
+    read_at: Option<std::time::Instant>,
+}
+
+impl QueueSettings {
+    const MAX_AGE: Duration = Duration::from_secs(1);
+
+    async fn active(
+        &mut self,
+        shared: &crate::service::Shared,
+    ) -> crate::store::StoreResult<Vec<crate::store::QueueConfig>> {
+        let generation = shared.queues_changed.load(Ordering::SeqCst);
+        let fresh = self.generation == Some(generation)
+            && self.read_at.is_some_and(|t| t.elapsed() < Self::MAX_AGE);
+        if !fresh {
+            let queues = shared.store.queue_configs().await?;
+            self.active = queues
+                .into_iter()
+                .filter(|(_, paused)| !paused)
+                .map(|(c, _)| c)
+                .collect();
+            self.generation = Some(generation);
+            self.read_at = Some(std::time::Instant::now());
+        }
+        Ok(self.active.clone())
     }
 }
 

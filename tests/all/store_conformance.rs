@@ -9,8 +9,8 @@ use remotask::domain::{
     Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
 };
 use remotask::store::{
-    CancelOutcome, Finish, Firing, Inserted, JobFilter, QueueConfig, ScheduleRecord, SqliteStore,
-    Store, StoreError, TaskDefaults, TokenRecord,
+    AttemptEnd, CancelOutcome, Finish, Firing, Inserted, JobFilter, QueueConfig, ScheduleRecord,
+    SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -62,6 +62,8 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     claims_respect_concurrency_and_pause(make().await).await;
     scheduled_jobs_become_claimable_when_due(make().await).await;
     a_stale_lease_cannot_write(make().await).await;
+    many_attempts_end_in_one_write_each_under_its_own_lease(make().await).await;
+    jobs_are_listed_by_state(make().await).await;
     unique_keys_hold_while_live(make().await).await;
     cancel_release_retry_delete_follow_the_state_machine(make().await).await;
     task_versions_and_defaults(make().await).await;
@@ -324,6 +326,114 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
         .map(|a| a.reason)
         .collect();
     assert_eq!(reasons, vec![Reason::LeaseLost, Reason::Completed]);
+}
+
+async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Store) {
+    let jobs: Vec<NewJob> = (0..4).map(|_| new_job("q", 0, T0)).collect();
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    store.insert_jobs(jobs).await.unwrap();
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 10,
+            ..QueueConfig::with_defaults("q".parse().unwrap())
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&"q".parse().unwrap(), "w", 4, 1000, T0)
+        .await
+        .unwrap();
+    let error = JobError {
+        reason: Reason::GuestError,
+        message: "no".into(),
+    };
+    let mut stale = claimed[2].lease;
+    stale.token += 1;
+    let ends = vec![
+        AttemptEnd {
+            id: claimed[0].job.id,
+            lease: claimed[0].lease,
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish: Finish::Completed {
+                output: b"zero".to_vec(),
+            },
+        },
+        AttemptEnd {
+            id: claimed[1].job.id,
+            lease: claimed[1].lease,
+            attempt: Some(attempt(1, Reason::GuestError)),
+            finish: Finish::Failed { error },
+        },
+        AttemptEnd {
+            id: claimed[2].job.id,
+            lease: stale,
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish: Finish::Completed {
+                output: b"stale".to_vec(),
+            },
+        },
+        AttemptEnd {
+            id: claimed[3].job.id,
+            lease: claimed[3].lease,
+            attempt: None,
+            finish: Finish::Interrupted,
+        },
+    ];
+    let written = store.finish_many(ends, Timestamp(T0.0 + 7)).await.unwrap();
+    assert_eq!(written, vec![true, true, false, true]);
+    let mut states = Vec::new();
+    for id in &ids {
+        let job = store.get_job(*id).await.unwrap().unwrap();
+        let attempts = store.attempts(*id).await.unwrap().len();
+        states.push((job.state, job.attempts, attempts));
+    }
+    assert_eq!(
+        states,
+        vec![
+            (JobState::Completed, 1, 1),
+            (JobState::Failed, 1, 1),
+            (JobState::Running, 1, 0),
+            (JobState::Queued, 0, 0),
+        ]
+    );
+    let done = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (done.output.as_deref(), done.finished_at),
+        (Some(&b"zero"[..]), Some(Timestamp(T0.0 + 7)))
+    );
+    assert!(store.finish_many(Vec::new(), T0).await.unwrap().is_empty());
+}
+
+async fn jobs_are_listed_by_state(store: impl Store) {
+    let mut held = new_job("q", 0, T0);
+    held.state = JobState::Held;
+    let later = new_job("q", 0, Timestamp(T0.0 + 60_000));
+    let queued = new_job("q", 0, T0);
+    let ids = [held.id, later.id, queued.id];
+    store.insert_jobs(vec![held, later, queued]).await.unwrap();
+    for (state, id) in [
+        (JobState::Held, ids[0]),
+        (JobState::Scheduled, ids[1]),
+        (JobState::Queued, ids[2]),
+    ] {
+        let filter = JobFilter {
+            states: vec![state],
+            ..JobFilter::default()
+        };
+        let listed: Vec<JobId> = store
+            .list_jobs(&filter)
+            .await
+            .unwrap()
+            .iter()
+            .map(|j| j.id)
+            .collect();
+        assert_eq!(listed, vec![id], "{state:?}");
+    }
+    let live = JobFilter {
+        states: vec![JobState::Held, JobState::Queued],
+        ..JobFilter::default()
+    };
+    assert_eq!(store.list_jobs(&live).await.unwrap().len(), 2);
 }
 
 async fn unique_keys_hold_while_live(store: impl Store) {
