@@ -92,6 +92,54 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     /// Bumped when this process changes a queue's settings, so cached settings are read again.
     pub(crate) queues_changed: std::sync::atomic::AtomicU64,
+    /// The queues' settings as last read (see `Shared::queue_settings`).
+    queue_settings: Mutex<Option<CachedQueues>>,
+}
+
+/// Every configured queue's settings and whether it is paused.
+pub(crate) type QueueSettings = Arc<[(QueueConfig, bool)]>;
+
+struct CachedQueues {
+    generation: u64,
+    read_at: std::time::Instant,
+    queues: QueueSettings,
+}
+
+impl Shared {
+    /// How long cached queue settings are trusted when this process changed nothing (another
+    /// process sharing the store may have).
+    const QUEUE_SETTINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// Every configured queue's settings, read again when this process changed a queue and
+    /// at least every second. Submits read defaults and caps from here, and the dispatcher the
+    /// queues to claim from; a claim checks pause and concurrency in the store itself.
+    pub(crate) async fn queue_settings(&self) -> crate::store::StoreResult<QueueSettings> {
+        use std::sync::atomic::Ordering;
+        // Read before the store, so a change committed during the read makes the next call
+        // read again.
+        let generation = self.queues_changed.load(Ordering::SeqCst);
+        if let Some(cached) = self
+            .queue_settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .filter(|c| {
+                c.generation == generation && c.read_at.elapsed() < Self::QUEUE_SETTINGS_MAX_AGE
+            })
+        {
+            return Ok(cached.queues.clone());
+        }
+        let queues: QueueSettings = self.store.queue_configs().await?.into();
+        *self
+            .queue_settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(CachedQueues {
+            generation,
+            read_at: std::time::Instant::now(),
+            queues: queues.clone(),
+        });
+        Ok(queues)
+    }
 }
 
 /// One attempt in flight in this process: how to stop it and the lease it runs under.
@@ -129,6 +177,7 @@ impl Service {
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
                 queues_changed: std::sync::atomic::AtomicU64::new(0),
+                queue_settings: Mutex::default(),
             }),
         }
     }
@@ -166,6 +215,20 @@ impl Service {
             queue: job.queue.clone(),
             state,
             at: self.now(),
+            job: None,
+        };
+        let _ = self.shared.events.send(event);
+    }
+
+    /// Tells listeners that `job` is now in its state, passing the job on as committed.
+    pub(crate) fn publish_committed(&self, job: Job) {
+        let event = JobEvent {
+            id: job.id,
+            task: job.task.clone(),
+            queue: job.queue.clone(),
+            state: job.state,
+            at: self.now(),
+            job: Some(Arc::new(job)),
         };
         let _ = self.shared.events.send(event);
     }
@@ -281,7 +344,7 @@ impl Service {
     ) -> ServiceResult<Vec<NewJob>> {
         let mut jobs = Vec::with_capacity(requests.len());
         let mut tasks: HashMap<TaskName, TaskRecord> = HashMap::new();
-        let mut configs: Option<Vec<(QueueConfig, bool)>> = None;
+        let mut configs: Option<QueueSettings> = None;
         for request in requests {
             let task = match tasks.get(&request.task) {
                 Some(t) => t.clone(),
@@ -298,11 +361,11 @@ impl Service {
                 .unwrap_or_else(QueueName::default_queue);
             // Settings only: `get_queue` would also count the queue's jobs.
             if configs.is_none() {
-                configs = Some(self.shared.store.queue_configs().await?);
+                configs = Some(self.shared.queue_settings().await?);
             }
             let queue = configs
                 .iter()
-                .flatten()
+                .flat_map(|queues| queues.iter())
                 .map(|(config, _)| config)
                 .find(|config| config.name == queue_name)
                 .cloned()
@@ -336,6 +399,7 @@ impl Service {
                         queue: job.queue.clone(),
                         state: job.state,
                         at: now,
+                        job: None,
                     };
                     let _ = self.shared.events.send(event);
                     out.push(Submitted {
@@ -386,6 +450,11 @@ impl Service {
             loop {
                 tokio::select! {
                     event = events.recv() => match event {
+                        Ok(JobEvent { id: seen, job: Some(job), .. })
+                            if seen == id && job.state.is_terminal() =>
+                        {
+                            return Ok(Arc::unwrap_or_clone(job));
+                        }
                         Ok(e) if e.id == id && e.state.is_terminal() => break,
                         Ok(_) => {}
                         Err(RecvError::Lagged(_)) => break,

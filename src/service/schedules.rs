@@ -223,6 +223,7 @@ impl Service {
                         queue: job.queue.clone(),
                         state: job.state,
                         at: now,
+                        job: None,
                     });
                 }
             }

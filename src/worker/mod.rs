@@ -290,7 +290,6 @@ async fn dispatcher(
 ) {
     let shared = service.shared.clone();
     let mut next_queue = 0usize;
-    let mut settings = QueueSettings::default();
     let lease_ms = config.lease_ttl.as_millis() as i64;
     let (threads, prefetch) = (config.threads.max(1), config.prefetch.max(1));
     loop {
@@ -320,8 +319,12 @@ async fn dispatcher(
         }
 
         let mut permit = Some(first);
-        let active = match settings.active(&shared).await {
-            Ok(active) => active,
+        let active: Vec<_> = match shared.queue_settings().await {
+            Ok(queues) => queues
+                .iter()
+                .filter(|(_, paused)| !paused)
+                .map(|(config, _)| config.clone())
+                .collect(),
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
@@ -408,40 +411,6 @@ async fn dispatcher(
             () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => {}
             () = stop_notify.notified() => return,
         }
-    }
-}
-
-/// The dispatcher's copy of the queues' settings. Read again when this process changed a
-/// queue, and at least every second (another process may have); a claim checks pause and
-/// concurrency in the store itself, so a stale copy only delays when a new queue is seen.
-#[derive(Default)]
-struct QueueSettings {
-    active: Vec<crate::store::QueueConfig>,
-    generation: Option<u64>,
-    read_at: Option<std::time::Instant>,
-}
-
-impl QueueSettings {
-    const MAX_AGE: Duration = Duration::from_secs(1);
-
-    async fn active(
-        &mut self,
-        shared: &crate::service::Shared,
-    ) -> crate::store::StoreResult<Vec<crate::store::QueueConfig>> {
-        let generation = shared.queues_changed.load(Ordering::SeqCst);
-        let fresh = self.generation == Some(generation)
-            && self.read_at.is_some_and(|t| t.elapsed() < Self::MAX_AGE);
-        if !fresh {
-            let queues = shared.store.queue_configs().await?;
-            self.active = queues
-                .into_iter()
-                .filter(|(_, paused)| !paused)
-                .map(|(c, _)| c)
-                .collect();
-            self.generation = Some(generation);
-            self.read_at = Some(std::time::Instant::now());
-        }
-        Ok(self.active.clone())
     }
 }
 
