@@ -329,7 +329,8 @@ async fn claim_cost(store: &SqliteStore, rounds: u32) -> Duration {
         let claimed = store
             .claim(&q, "bench", 1, 30_000, Timestamp::now())
             .await
-            .expect("claim");
+            .expect("claim")
+            .jobs;
         total += t.elapsed();
         for c in claimed {
             let finish = Finish::Completed { output: Vec::new() };

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) clock: Arc<dyn Clock>,
     /// Wakes idle workers: something was submitted, released or retried.
     pub(crate) work: Notify,
+    /// Wakes workers waiting for room in a queue at its concurrency: a running job ended.
+    pub(crate) room: Notify,
     /// Wakes the scheduler: a schedule was created, changed or resumed.
     pub(crate) schedules: Notify,
     /// The attempts running in this process, by job.
@@ -172,6 +174,7 @@ impl Service {
                 sandbox,
                 clock,
                 work: Notify::new(),
+                room: Notify::new(),
                 schedules: Notify::new(),
                 running: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,

@@ -141,6 +141,15 @@ pub struct Claimed {
     pub lease: Lease,
 }
 
+/// What one claim took from a queue.
+#[derive(Debug, Clone, Default)]
+pub struct Claims {
+    pub jobs: Vec<Claimed>,
+    /// The queue's concurrency stopped the claim (it took all the room there was, and that
+    /// was less than asked): a running job of the queue ending makes room for more.
+    pub at_concurrency: bool,
+}
+
 /// How a running job's attempt ends, decided by the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
@@ -313,7 +322,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Moves due `scheduled` jobs to `queued`, then claims up to `max` queued jobs of `queue`
     /// (fewer if the queue is paused or at its concurrency), in order priority desc, run_at
-    /// asc, id asc, each under a new lease.
+    /// asc, id asc, each under a new lease; says whether the queue's concurrency stopped it.
     async fn claim(
         &self,
         queue: &QueueName,
@@ -321,7 +330,7 @@ pub trait Store: Send + Sync + 'static {
         max: u32,
         lease_ttl_ms: i64,
         now: Timestamp,
-    ) -> StoreResult<Vec<Claimed>>;
+    ) -> StoreResult<Claims>;
     /// Extends a lease; false if the lease is no longer the job's (stale worker).
     async fn heartbeat(&self, id: JobId, lease: &Lease, expires_at: Timestamp)
     -> StoreResult<bool>;

@@ -22,9 +22,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use super::TokenRecord;
 
 use super::{
-    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, QueueConfig,
-    QueuePosition, QueueStats, ScheduleRecord, Store, StoreError, StoreResult, TaskDefaults,
-    TaskRecord, TaskVersion,
+    AttemptEnd, CancelOutcome, Claimed, Claims, Finish, Firing, Inserted, JobFilter, Lease,
+    QueueConfig, QueuePosition, QueueStats, ScheduleRecord, Store, StoreError, StoreResult,
+    TaskDefaults, TaskRecord, TaskVersion,
 };
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
@@ -257,9 +257,11 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_reader(&path))
             .collect::<StoreResult<Vec<_>>>()?;
-        // The writer leaves checkpoints (copying the log into the database file, with two
-        // fsyncs) to a thread of their own, so commits do not wait for them. Its own automatic
-        // checkpoint stays as a backstop, far above what the checkpointer lets the log grow to.
+        // The writer leaves the bulk of checkpointing (copying the log into the database
+        // file) to a thread of its own, so commits do not wait for it. Under steady writes
+        // that thread never catches up with the last commit, and only a checkpoint that did
+        // lets the next write start the log over; so the writer's own automatic checkpoint
+        // stays, copying just what the checkpointer has not yet, and keeps the log small.
         writer_conn
             .execute_batch(&format!(
                 "PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES};"
@@ -378,6 +380,28 @@ impl SqliteStore {
         .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
     }
 
+    /// A read of a few rows by key, run on the calling thread: handing it to a blocking
+    /// thread and back costs more than the read itself (the pages are mapped and hot).
+    fn read_point<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let conn = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_reader(&self.inner.path)?,
+        };
+        let result = f(&conn);
+        self.inner
+            .readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result
+    }
+
     fn next_lease_token(&self) -> i64 {
         self.inner.lease_seq.fetch_add(1, Ordering::Relaxed)
     }
@@ -391,8 +415,10 @@ fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 
 /// Commits between two checkpoints (a commit writes a few dozen pages to the log).
 const CHECKPOINT_EVERY_COMMITS: u32 = 64;
-/// The writer checkpoints by itself only if the log grows past this many pages (64 MiB).
-const WAL_BACKSTOP_PAGES: u32 = 16_384;
+/// The writer checkpoints by itself when the log reaches this many pages (16 MiB); then the
+/// log starts over. A log that kept growing would make every durable commit extend the file,
+/// and an fsync that changes a file's size costs about twice one that does not.
+const WAL_BACKSTOP_PAGES: u32 = 4_096;
 
 /// Copies the log into the database file when the writer asks, without blocking it (a
 /// passive checkpoint takes no write lock). Ends when the writer does.
@@ -537,18 +563,16 @@ fn query_jobs(
 
 fn load_task(conn: &Connection, name: &str) -> StoreResult<Option<TaskRecord>> {
     let row = conn
-        .query_row(
-            "SELECT name, digest, defaults, updated_at FROM tasks WHERE name = ?1",
-            [name],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, i64>(3)?,
-                ))
-            },
-        )
+        .prepare_cached("SELECT name, digest, defaults, updated_at FROM tasks WHERE name = ?1")
+        .map_err(db)?
+        .query_row([name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
         .optional()
         .map_err(db)?;
     let Some((name, digest, defaults, updated_at)) = row else {
@@ -875,7 +899,7 @@ impl Store for SqliteStore {
 
     async fn get_task(&self, name: &TaskName) -> StoreResult<Option<TaskRecord>> {
         let name = name.clone();
-        self.read(move |conn| load_task(conn, name.as_str())).await
+        self.read_point(move |conn| load_task(conn, name.as_str()))
     }
 
     async fn list_tasks(&self) -> StoreResult<Vec<TaskRecord>> {
@@ -970,7 +994,7 @@ impl Store for SqliteStore {
     }
 
     async fn queue_configs(&self) -> StoreResult<Vec<(QueueConfig, bool)>> {
-        self.read(|conn| {
+        self.read_point(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT name, concurrency, default_limits, caps, paused FROM queues ORDER BY name")
                 .map_err(db)?;
@@ -992,7 +1016,6 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
-        .await
     }
 
     async fn set_paused(&self, name: &QueueName, paused: bool) -> StoreResult<bool> {
@@ -1014,14 +1037,13 @@ impl Store for SqliteStore {
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
             Ok(query_jobs(conn, &sql, &[&id.to_string()])?
                 .into_iter()
                 .next()
                 .map(|(j, _)| j))
         })
-        .await
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> StoreResult<Vec<Job>> {
@@ -1077,7 +1099,7 @@ impl Store for SqliteStore {
     }
 
     async fn attempts(&self, id: JobId) -> StoreResult<Vec<AttemptRecord>> {
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT number, reason, trap_kind, exit_code, message, stderr, stderr_truncated, receipt, worker, \
@@ -1106,7 +1128,6 @@ impl Store for SqliteStore {
             }
             Ok(out)
         })
-        .await
     }
 
     async fn claim(
@@ -1116,7 +1137,7 @@ impl Store for SqliteStore {
         max: u32,
         lease_ttl_ms: i64,
         now: Timestamp,
-    ) -> StoreResult<Vec<Claimed>> {
+    ) -> StoreResult<Claims> {
         let queue = queue.clone();
         let worker = worker.to_owned();
         let token = self.next_lease_token();
@@ -1131,9 +1152,9 @@ impl Store for SqliteStore {
                 .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db)?;
-            let Some((concurrency, paused)) = settings else { return Ok(Vec::new()) };
+            let Some((concurrency, paused)) = settings else { return Ok(Claims::default()) };
             if paused {
-                return Ok(Vec::new());
+                return Ok(Claims::default());
             }
             let running: i64 = conn
                 .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
@@ -1141,8 +1162,9 @@ impl Store for SqliteStore {
                 .query_row([queue.as_str()], |r| r.get(0))
                 .map_err(db)?;
             let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
+            let limited = room < i64::from(max);
             if room == 0 {
-                return Ok(Vec::new());
+                return Ok(Claims { jobs: Vec::new(), at_concurrency: limited });
             }
             let expires = now.0 + lease_ttl_ms;
             let sql = format!(
@@ -1161,7 +1183,8 @@ impl Store for SqliteStore {
             claimed.sort_by(|a, b| {
                 b.job.priority.cmp(&a.job.priority).then(a.job.run_at.cmp(&b.job.run_at)).then(a.job.id.cmp(&b.job.id))
             });
-            Ok(claimed)
+            let at_concurrency = limited && claimed.len() as i64 == room;
+            Ok(Claims { jobs: claimed, at_concurrency })
         })
         .await
     }
@@ -1259,7 +1282,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_requested(&self, id: JobId) -> StoreResult<bool> {
-        self.read(move |conn| {
+        self.read_point(move |conn| {
             let v: Option<bool> = conn
                 .query_row(
                     "SELECT cancel_requested FROM jobs WHERE id = ?1 AND state = 'running'",
@@ -1270,7 +1293,6 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             Ok(v.unwrap_or(false))
         })
-        .await
     }
 
     async fn release(&self, id: JobId, now: Timestamp) -> StoreResult<bool> {
@@ -1365,7 +1387,7 @@ impl Store for SqliteStore {
     }
 
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
-        self.read(|conn| {
+        self.read_point(|conn| {
             let t: Option<i64> = conn
                 .query_row(
                     "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
@@ -1375,7 +1397,6 @@ impl Store for SqliteStore {
                 .map_err(db)?;
             Ok(t.map(Timestamp))
         })
-        .await
     }
 
     async fn put_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<()> {

@@ -248,7 +248,14 @@ async fn report_batch(service: Service, batch: Vec<Ran>) {
     }
     // The reporting permits go with the batch.
     drop(batch);
-    shared.work.notify_waiters();
+    shared.room.notify_waiters();
+    // A retry is a new `scheduled` job: the dispatcher's next wake-up may have to be earlier.
+    if ends
+        .iter()
+        .any(|end| matches!(end.finish, Finish::Retry { .. }))
+    {
+        shared.work.notify_waiters();
+    }
 }
 
 /// Writes guest progress, keeping only the newest value per job between writes.

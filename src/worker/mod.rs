@@ -304,6 +304,9 @@ async fn dispatcher(
         let work = shared.work.notified();
         tokio::pin!(work);
         work.as_mut().enable();
+        let room = shared.room.notified();
+        tokio::pin!(room);
+        room.as_mut().enable();
         // Slots taken, `first` included.
         let in_flight = threads * prefetch - slots.available_permits();
         let target = pace.target(threads, prefetch);
@@ -332,6 +335,8 @@ async fn dispatcher(
         };
         // Some queue gave all that was asked of it, so it may have more.
         let mut filled = false;
+        // Some queue had more room asked of it than its concurrency left.
+        let mut at_concurrency = false;
         // Jobs to claim now: up to the target, `first`'s slot included.
         let mut budget = (target + 1).saturating_sub(in_flight);
         for k in 0..active.len() {
@@ -340,7 +345,7 @@ async fn dispatcher(
                 break;
             }
             let want = budget as u32;
-            let claimed = match shared
+            let claims = match shared
                 .store
                 .claim(
                     &queue.name,
@@ -354,8 +359,9 @@ async fn dispatcher(
                 Ok(c) => c,
                 Err(_) => continue,
             };
-            filled |= claimed.len() == want as usize;
-            for c in claimed {
+            filled |= claims.jobs.len() == want as usize;
+            at_concurrency |= claims.at_concurrency;
+            for c in claims.jobs {
                 let p = match permit.take() {
                     Some(p) => p,
                     None => match slots.clone().try_acquire_owned() {
@@ -399,8 +405,9 @@ async fn dispatcher(
         if filled {
             continue;
         }
-        // Every queue tried is empty or at its concurrency: wait for work (a submit, or a
-        // finish that makes room) instead of asking again at once.
+        // Every queue tried is empty or at its concurrency: wait for work (a submit, a
+        // release, a retry), or for room if a queue was at its concurrency, instead of asking
+        // again at once.
         let now = shared.clock.now();
         let until_next = match shared.store.next_scheduled().await {
             Ok(Some(t)) => now.until(t).min(Duration::from_secs(1)),
@@ -408,6 +415,7 @@ async fn dispatcher(
         };
         tokio::select! {
             () = &mut work => {}
+            () = &mut room, if at_concurrency => {}
             () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => {}
             () = stop_notify.notified() => return,
         }

@@ -9,8 +9,8 @@ use remotask::domain::{
     Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
 };
 use remotask::store::{
-    AttemptEnd, CancelOutcome, Finish, Firing, Inserted, JobFilter, QueueConfig, ScheduleRecord,
-    SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
+    AttemptEnd, CancelOutcome, Claims, Finish, Firing, Inserted, JobFilter, QueueConfig,
+    ScheduleRecord, SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -173,7 +173,8 @@ async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
     let claimed = store
         .claim(&"q".parse().unwrap(), "w", 10, 1000, T0)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     let order: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
     assert_eq!(order, vec![ids[1], ids[3], ids[2], ids[0]]);
     assert!(
@@ -196,10 +197,15 @@ async fn claims_respect_concurrency_and_pause(store: impl Store) {
         .insert_jobs((0..5).map(|_| new_job("q", 0, T0)).collect())
         .await
         .unwrap();
-    assert_eq!(store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(), 2);
+    // The answer says when the queue's concurrency, not a lack of jobs, stopped the claim.
+    let at = |c: Claims| (c.jobs.len(), c.at_concurrency);
     assert_eq!(
-        store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(),
-        0,
+        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        (2, true)
+    );
+    assert_eq!(
+        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        (0, true),
         "2 of 2 running"
     );
     assert!(store.set_paused(&q, true).await.unwrap());
@@ -220,12 +226,34 @@ async fn claims_respect_concurrency_and_pause(store: impl Store) {
         .await
         .unwrap();
     assert_eq!(
-        store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(),
-        0,
+        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        (0, false),
         "paused survives a settings change"
     );
     store.set_paused(&q, false).await.unwrap();
-    assert_eq!(store.claim(&q, "w", 10, 1000, T0).await.unwrap().len(), 3);
+    // Room for 3 more (5 - 2 running), 3 queued: all taken, but that was the room there was.
+    assert_eq!(
+        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        (3, true)
+    );
+    // Not limited: 5 running of 8 would leave room for 3, only 2 asked, 0 queued.
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 8,
+            ..QueueConfig::with_defaults(q.clone())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        at(store.claim(&q, "w", 2, 1000, T0).await.unwrap()),
+        (0, false)
+    );
+    store.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
+    assert_eq!(
+        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        (1, false),
+        "the queue ran dry before its concurrency"
+    );
 }
 
 async fn scheduled_jobs_become_claimable_when_due(store: impl Store) {
@@ -233,7 +261,14 @@ async fn scheduled_jobs_become_claimable_when_due(store: impl Store) {
     let id = later.id;
     store.insert_jobs(vec![later]).await.unwrap();
     let q: QueueName = "q".parse().unwrap();
-    assert!(store.claim(&q, "w", 1, 1000, T0).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim(&q, "w", 1, 1000, T0)
+            .await
+            .unwrap()
+            .jobs
+            .is_empty()
+    );
     assert_eq!(
         store.next_scheduled().await.unwrap(),
         Some(Timestamp(T0.0 + 5000))
@@ -241,7 +276,8 @@ async fn scheduled_jobs_become_claimable_when_due(store: impl Store) {
     let claimed = store
         .claim(&q, "w", 1, 1000, Timestamp(T0.0 + 5000))
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     assert_eq!(claimed[0].job.id, id);
 }
 
@@ -250,7 +286,12 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
     let id = job.id;
     store.insert_jobs(vec![job]).await.unwrap();
     let q: QueueName = "q".parse().unwrap();
-    let first = store.claim(&q, "a", 1, 1000, T0).await.unwrap().remove(0);
+    let first = store
+        .claim(&q, "a", 1, 1000, T0)
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
     let expired = store.expired_leases(Timestamp(T0.0 + 2000)).await.unwrap();
     assert_eq!(expired.len(), 1);
     let error = JobError {
@@ -274,7 +315,12 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
             .await
             .unwrap()
     );
-    let second = store.claim(&q, "b", 1, 1000, T0).await.unwrap().remove(0);
+    let second = store
+        .claim(&q, "b", 1, 1000, T0)
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
     assert_ne!(first.lease, second.lease);
     let late = Finish::Completed {
         output: b"stale".to_vec(),
@@ -342,7 +388,8 @@ async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Sto
     let claimed = store
         .claim(&"q".parse().unwrap(), "w", 4, 1000, T0)
         .await
-        .unwrap();
+        .unwrap()
+        .jobs;
     let error = JobError {
         reason: Reason::GuestError,
         message: "no".into(),
@@ -496,6 +543,7 @@ async fn cancel_release_retry_delete_follow_the_state_machine(store: impl Store)
         .claim(&"q".parse().unwrap(), "w", 1, 1000, T0)
         .await
         .unwrap()
+        .jobs
         .remove(0);
     assert!(
         !store.delete_job(id).await.unwrap(),
