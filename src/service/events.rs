@@ -2,12 +2,11 @@
 //! counters behind `/metrics`. Publishing never blocks: a slow listener misses events (and is
 //! told so by the broadcast channel), it never slows a worker.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
-use crate::domain::{Job, JobId, JobState, QueueName, Reason, TaskName, Timestamp};
+use crate::domain::{JobId, JobState, QueueName, Reason, TaskName, Timestamp};
 
 /// A job entered `state`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -17,10 +16,6 @@ pub struct JobEvent {
     pub queue: QueueName,
     pub state: JobState,
     pub at: Timestamp,
-    /// The job as committed in this state, when the publisher has it (a worker ending an
-    /// attempt does), so a waiter need not read it again.
-    #[serde(skip)]
-    pub job: Option<Arc<Job>>,
 }
 
 /// Upper bounds of the attempt-duration histogram, in seconds.

@@ -218,20 +218,6 @@ impl Service {
             queue: job.queue.clone(),
             state,
             at: self.now(),
-            job: None,
-        };
-        let _ = self.shared.events.send(event);
-    }
-
-    /// Tells listeners that `job` is now in its state, passing the job on as committed.
-    pub(crate) fn publish_committed(&self, job: Job) {
-        let event = JobEvent {
-            id: job.id,
-            task: job.task.clone(),
-            queue: job.queue.clone(),
-            state: job.state,
-            at: self.now(),
-            job: Some(Arc::new(job)),
         };
         let _ = self.shared.events.send(event);
     }
@@ -402,7 +388,6 @@ impl Service {
                         queue: job.queue.clone(),
                         state: job.state,
                         at: now,
-                        job: None,
                     };
                     let _ = self.shared.events.send(event);
                     out.push(Submitted {
@@ -453,11 +438,6 @@ impl Service {
             loop {
                 tokio::select! {
                     event = events.recv() => match event {
-                        Ok(JobEvent { id: seen, job: Some(job), .. })
-                            if seen == id && job.state.is_terminal() =>
-                        {
-                            return Ok(Arc::unwrap_or_clone(job));
-                        }
                         Ok(e) if e.id == id && e.state.is_terminal() => break,
                         Ok(_) => {}
                         Err(RecvError::Lagged(_)) => break,

@@ -223,7 +223,6 @@ impl Service {
                         queue: job.queue.clone(),
                         state: job.state,
                         at: now,
-                        job: None,
                     });
                 }
             }

@@ -358,20 +358,11 @@ pub trait Store: Send + Sync + 'static {
             attempt,
             finish,
         };
-        Ok(self
-            .finish_many(vec![end], now)
-            .await?
-            .into_iter()
-            .any(|ended| ended.is_some()))
+        Ok(self.finish_many(vec![end], now).await?.first() == Some(&true))
     }
     /// Ends many attempts in one write, each as [`Store::finish`] would (under its own lease
-    /// guard): one answer per end, in order, the job as it is now or `None` where the lease
-    /// was stale. Either every end is applied or the call fails.
-    async fn finish_many(
-        &self,
-        ends: Vec<AttemptEnd>,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Option<Job>>>;
+    /// guard): one answer per end, in order. Either every end is applied or the call fails.
+    async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>>;
     /// Running jobs whose lease expired before `now`, with the lease they hold, so the rescuer
     /// can end them through [`Store::finish`] like any stale attempt.
     async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>>;

@@ -759,78 +759,50 @@ fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> 
     }))
 }
 
-/// One attempt's end under its lease guard: the job as it ended, or `None` (nothing written)
-/// if the lease is stale.
-fn finish_one(conn: &Connection, end: &AttemptEnd, now: Timestamp) -> StoreResult<Option<Job>> {
+/// One attempt's end under its lease guard; false (nothing written) if the lease is stale.
+fn finish_one(conn: &Connection, end: &AttemptEnd, now: Timestamp) -> StoreResult<bool> {
     let (key, token) = (end.id.to_string(), end.lease.token);
     let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
     let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
-    let rows = match &end.finish {
-        Finish::Completed { output } => query_jobs(
-            conn,
-            &format!(
+    let changed = match &end.finish {
+        Finish::Completed { output } => conn
+            .prepare_cached(&format!(
                 "UPDATE jobs SET state = 'completed', output = ?3, error_reason = NULL, error_message = NULL, \
-                 finished_at = ?4, {clear} {guard} RETURNING {JOB_COLUMNS}"
-            ),
-            params![key, token, output, now.0],
-        ),
-        Finish::Retry {
-            run_at,
-            limits,
-            error,
-        } => query_jobs(
-            conn,
-            &format!(
+                 finished_at = ?4, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token, output, now.0]),
+        Finish::Retry { run_at, limits, error } => conn
+            .prepare_cached(&format!(
                 "UPDATE jobs SET state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, \
-                 error_message = ?6, {clear} {guard} RETURNING {JOB_COLUMNS}"
-            ),
-            params![
-                key,
-                token,
-                run_at.0,
-                json(limits),
-                error.reason.as_str(),
-                error.message
-            ],
-        ),
+                 error_message = ?6, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token, run_at.0, json(limits), error.reason.as_str(), error.message]),
         Finish::Failed { error } | Finish::Cancelled { error } => {
-            let state = if matches!(end.finish, Finish::Failed { .. }) {
-                "failed"
-            } else {
-                "cancelled"
-            };
-            query_jobs(
-                conn,
-                &format!(
-                    "UPDATE jobs SET state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6, \
-                     {clear} {guard} RETURNING {JOB_COLUMNS}"
-                ),
-                params![
-                    key,
-                    token,
-                    state,
-                    error.reason.as_str(),
-                    error.message,
-                    now.0
-                ],
-            )
+            let state = if matches!(end.finish, Finish::Failed { .. }) { "failed" } else { "cancelled" };
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token, state, error.reason.as_str(), error.message, now.0])
         }
-        Finish::Interrupted => query_jobs(
-            conn,
-            &format!(
+        Finish::Interrupted => conn
+            .prepare_cached(&format!(
                 "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), progress_done = NULL, \
-                 progress_total = NULL, {clear} {guard} RETURNING {JOB_COLUMNS}"
-            ),
-            params![key, token],
-        ),
-    }?;
-    let Some((job, _)) = rows.into_iter().next() else {
-        return Ok(None);
-    };
+                 progress_total = NULL, {clear} {guard}"
+            ))
+            .map_err(db)?
+            .execute(params![key, token]),
+    }
+    .map_err(db)?;
+    if changed == 0 {
+        return Ok(false);
+    }
     if let Some(a) = &end.attempt {
         insert_attempt(conn, end.id, a)?;
     }
-    Ok(Some(job))
+    Ok(true)
 }
 
 fn insert_attempt(conn: &Connection, id: JobId, a: &AttemptRecord) -> StoreResult<()> {
@@ -1228,11 +1200,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn finish_many(
-        &self,
-        ends: Vec<AttemptEnd>,
-        now: Timestamp,
-    ) -> StoreResult<Vec<Option<Job>>> {
+    async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>> {
         self.write_volatile(move |conn| ends.iter().map(|end| finish_one(conn, end, now)).collect())
             .await
     }

@@ -229,13 +229,16 @@ async fn report_batch(service: Service, batch: Vec<Ran>) {
     // A stale lease (the job was rescued meanwhile) writes nothing: the newer attempt wins.
     // A failing store is retried a few times; after that the leases expire and the rescuer
     // takes over.
+    let states: Vec<_> = ends.iter().map(|end| end.finish.state()).collect();
     for delay in [0u64, 50, 200, 1000] {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if let Ok(ended) = shared.store.finish_many(ends.clone(), now).await {
-            for job in ended.into_iter().flatten() {
-                service.publish_committed(job);
+        if let Ok(written) = shared.store.finish_many(ends.clone(), now).await {
+            for ((ran, state), written) in batch.iter().zip(states).zip(written) {
+                if written {
+                    service.publish(&ran.assignment.claimed.job, state);
+                }
             }
             break;
         }

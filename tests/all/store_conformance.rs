@@ -426,20 +426,8 @@ async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Sto
             finish: Finish::Interrupted,
         },
     ];
-    let ended = store.finish_many(ends, Timestamp(T0.0 + 7)).await.unwrap();
-    let answers: Vec<Option<(JobId, JobState)>> = ended
-        .iter()
-        .map(|job| job.as_ref().map(|j| (j.id, j.state)))
-        .collect();
-    assert_eq!(
-        answers,
-        vec![
-            Some((ids[0], JobState::Completed)),
-            Some((ids[1], JobState::Failed)),
-            None,
-            Some((ids[3], JobState::Queued)),
-        ]
-    );
+    let written = store.finish_many(ends, Timestamp(T0.0 + 7)).await.unwrap();
+    assert_eq!(written, vec![true, true, false, true]);
     let mut states = Vec::new();
     for id in &ids {
         let job = store.get_job(*id).await.unwrap().unwrap();
@@ -459,12 +447,6 @@ async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Sto
     assert_eq!(
         (done.output.as_deref(), done.finished_at),
         (Some(&b"zero"[..]), Some(Timestamp(T0.0 + 7)))
-    );
-    // The answer is the job as committed, the same as reading it back.
-    assert_eq!(ended[0].as_ref(), Some(&done));
-    assert_eq!(
-        ended[1].as_ref(),
-        Some(&store.get_job(ids[1]).await.unwrap().unwrap())
     );
     assert!(store.finish_many(Vec::new(), T0).await.unwrap().is_empty());
 }
