@@ -4,7 +4,7 @@
 //! guest cannot tell it was used. A directory left with anything in it is removed, never reused.
 //! Every guest still starts with an empty directory it alone can see.
 
-use std::fs::{self, File, FileTimes};
+use std::fs::{File, FileTimes};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -16,8 +16,10 @@ use tempfile::TempDir;
 const IDLE_MAX: usize = 256;
 
 /// The times every reused scratch directory shows: 2000-01-01T00:00:00Z.
+const FIXED_SECS: u64 = 946_684_800;
+
 fn fixed_time() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800)
+    SystemTime::UNIX_EPOCH + Duration::from_secs(FIXED_SECS)
 }
 
 #[derive(Debug)]
@@ -48,7 +50,7 @@ impl ScratchPool {
 
     /// Returns a directory after its attempt: kept if the guest left it empty, else removed.
     pub(super) fn give_back(&self, dir: TempDir) {
-        if is_empty(dir.path()) && reset_times(dir.path()).is_ok() {
+        if matches!(ready_again(dir.path()), Ok(true)) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < IDLE_MAX {
                 idle.push(dir);
@@ -59,10 +61,51 @@ impl ScratchPool {
     }
 }
 
-fn is_empty(path: &Path) -> bool {
-    fs::read_dir(path)
-        .map(|mut entries| entries.next().is_none())
-        .unwrap_or(false)
+/// Whether the directory is empty, and if so, its times set back to the fixed value (left as
+/// they are when still at it: writing an inode's times is the dearest step here). All through
+/// one descriptor opened without updating the access time, so this check does not itself
+/// change what it checks.
+fn ready_again(path: &Path) -> io::Result<bool> {
+    use std::mem::MaybeUninit;
+
+    use rustix::fs::{AtFlags, Mode, OFlags, RawDir, StatxFlags, Timespec, Timestamps};
+
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    const NO_ATIME: OFlags = OFlags::NOATIME;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    const NO_ATIME: OFlags = OFlags::empty();
+
+    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | NO_ATIME;
+    let dir = rustix::fs::open(path, flags, Mode::empty())?;
+    let mut buf = [MaybeUninit::<u8>::uninit(); 512];
+    let mut entries = RawDir::new(&dir, &mut buf);
+    while let Some(entry) = entries.next() {
+        if !matches!(entry?.file_name().to_bytes(), b"." | b"..") {
+            return Ok(false);
+        }
+    }
+    let times = rustix::fs::statx(
+        &dir,
+        c"",
+        AtFlags::EMPTY_PATH,
+        StatxFlags::ATIME | StatxFlags::MTIME,
+    )?;
+    let fixed = FIXED_SECS as i64;
+    let at_fixed = |t: rustix::fs::StatxTimestamp| t.tv_sec == fixed && t.tv_nsec == 0;
+    if !(at_fixed(times.stx_atime) && at_fixed(times.stx_mtime)) {
+        let t = Timespec {
+            tv_sec: fixed,
+            tv_nsec: 0,
+        };
+        rustix::fs::futimens(
+            &dir,
+            &Timestamps {
+                last_access: t,
+                last_modification: t,
+            },
+        )?;
+    }
+    Ok(true)
 }
 
 fn reset_times(path: &Path) -> io::Result<()> {
@@ -72,7 +115,15 @@ fn reset_times(path: &Path) -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+
     use super::*;
+
+    fn is_empty(path: &Path) -> bool {
+        fs::read_dir(path)
+            .map(|mut entries| entries.next().is_none())
+            .unwrap_or(false)
+    }
 
     #[test]
     fn an_empty_directory_is_reused_with_its_times_reset() {
@@ -89,6 +140,38 @@ mod tests {
             fs::metadata(&path).unwrap().modified().unwrap(),
             fixed_time()
         );
+    }
+
+    #[test]
+    fn a_directory_only_read_gets_its_access_time_back() {
+        let root = tempfile::tempdir().unwrap();
+        let pool = ScratchPool::new(root.path().to_path_buf());
+        let dir = pool.take().unwrap();
+        let path = dir.path().to_path_buf();
+        File::open(&path)
+            .unwrap()
+            .set_times(FileTimes::new().set_accessed(SystemTime::now()))
+            .unwrap();
+        pool.give_back(dir);
+        let again = pool.take().unwrap();
+        assert_eq!(again.path(), path);
+        let meta = fs::metadata(&path).unwrap();
+        assert_eq!(
+            (meta.accessed().unwrap(), meta.modified().unwrap()),
+            (fixed_time(), fixed_time())
+        );
+    }
+
+    #[test]
+    fn files_hidden_behind_the_fixed_times_are_still_found() {
+        let root = tempfile::tempdir().unwrap();
+        let pool = ScratchPool::new(root.path().to_path_buf());
+        let dir = pool.take().unwrap();
+        let path = dir.path().to_path_buf();
+        fs::write(path.join("left"), b"for the next guest").unwrap();
+        reset_times(&path).unwrap();
+        pool.give_back(dir);
+        assert!(!path.exists());
     }
 
     #[test]
