@@ -2,14 +2,17 @@
 //! directory costs more than the rest of a small attempt on a journaling filesystem, so a
 //! directory the guest left empty is reused: its times are reset to a fixed value, so the next
 //! guest cannot tell it was used. A directory left with anything in it is removed, never reused.
-//! Every guest still starts with an empty directory it alone can see.
+//! Every guest still starts with an empty directory it alone can see. The checks between
+//! attempts go through one descriptor kept per directory: read the entries, look at the times,
+//! write them only if a guest changed them.
 
-use std::fs::{File, FileTimes};
 use std::io;
+use std::mem::MaybeUninit;
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
 
+use rustix::fs::{AtFlags, Mode, OFlags, RawDir, SeekFrom, StatxFlags, Timespec, Timestamps};
 use tempfile::TempDir;
 
 /// How many empty directories are kept for reuse.
@@ -18,14 +21,24 @@ const IDLE_MAX: usize = 256;
 /// The times every reused scratch directory shows: 2000-01-01T00:00:00Z.
 const FIXED_SECS: u64 = 946_684_800;
 
-fn fixed_time() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(FIXED_SECS)
+/// One scratch directory and a descriptor of it kept open for the checks between attempts
+/// (opened without updating the access time, so the checks do not change what they check).
+#[derive(Debug)]
+pub(super) struct Scratch {
+    fd: OwnedFd,
+    dir: TempDir,
+}
+
+impl Scratch {
+    pub(super) fn path(&self) -> &Path {
+        self.dir.path()
+    }
 }
 
 #[derive(Debug)]
 pub(super) struct ScratchPool {
     root: PathBuf,
-    idle: Mutex<Vec<TempDir>>,
+    idle: Mutex<Vec<Scratch>>,
 }
 
 impl ScratchPool {
@@ -37,55 +50,62 @@ impl ScratchPool {
     }
 
     /// An empty directory for one attempt.
-    pub(super) fn take(&self) -> io::Result<TempDir> {
-        if let Some(dir) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
-            return Ok(dir);
+    pub(super) fn take(&self) -> io::Result<Scratch> {
+        if let Some(scratch) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+            return Ok(scratch);
         }
         let dir = tempfile::Builder::new()
             .prefix("remotask-attempt-")
             .tempdir_in(&self.root)?;
-        reset_times(dir.path())?;
-        Ok(dir)
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | NO_ATIME;
+        let fd = rustix::fs::open(dir.path(), flags, Mode::empty())?;
+        rustix::fs::futimens(&fd, &fixed_timestamps())?;
+        Ok(Scratch { fd, dir })
     }
 
     /// Returns a directory after its attempt: kept if the guest left it empty, else removed.
-    pub(super) fn give_back(&self, dir: TempDir) {
-        if matches!(ready_again(dir.path()), Ok(true)) {
+    pub(super) fn give_back(&self, scratch: Scratch) {
+        if matches!(ready_again(&scratch.fd), Ok(true)) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < IDLE_MAX {
-                idle.push(dir);
+                idle.push(scratch);
                 return;
             }
         }
-        drop(dir);
+        drop(scratch);
+    }
+}
+
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const NO_ATIME: OFlags = OFlags::NOATIME;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const NO_ATIME: OFlags = OFlags::empty();
+
+fn fixed_timestamps() -> Timestamps {
+    let t = Timespec {
+        tv_sec: FIXED_SECS as i64,
+        tv_nsec: 0,
+    };
+    Timestamps {
+        last_access: t,
+        last_modification: t,
     }
 }
 
 /// Whether the directory is empty, and if so, its times set back to the fixed value (left as
-/// they are when still at it: writing an inode's times is the dearest step here). All through
-/// one descriptor opened without updating the access time, so this check does not itself
-/// change what it checks.
-fn ready_again(path: &Path) -> io::Result<bool> {
-    use std::mem::MaybeUninit;
-
-    use rustix::fs::{AtFlags, Mode, OFlags, RawDir, StatxFlags, Timespec, Timestamps};
-
-    #[cfg(any(target_os = "linux", target_os = "android"))]
-    const NO_ATIME: OFlags = OFlags::NOATIME;
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    const NO_ATIME: OFlags = OFlags::empty();
-
-    let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | NO_ATIME;
-    let dir = rustix::fs::open(path, flags, Mode::empty())?;
+/// they are when still at it: writing an inode's times is the dearest step here).
+fn ready_again(dir: &OwnedFd) -> io::Result<bool> {
+    // Read the entries from the start again: the last check read to the end.
+    rustix::fs::seek(dir, SeekFrom::Start(0))?;
     let mut buf = [MaybeUninit::<u8>::uninit(); 512];
-    let mut entries = RawDir::new(&dir, &mut buf);
+    let mut entries = RawDir::new(dir, &mut buf);
     while let Some(entry) = entries.next() {
         if !matches!(entry?.file_name().to_bytes(), b"." | b"..") {
             return Ok(false);
         }
     }
     let times = rustix::fs::statx(
-        &dir,
+        dir,
         c"",
         AtFlags::EMPTY_PATH,
         StatxFlags::ATIME | StatxFlags::MTIME,
@@ -93,31 +113,26 @@ fn ready_again(path: &Path) -> io::Result<bool> {
     let fixed = FIXED_SECS as i64;
     let at_fixed = |t: rustix::fs::StatxTimestamp| t.tv_sec == fixed && t.tv_nsec == 0;
     if !(at_fixed(times.stx_atime) && at_fixed(times.stx_mtime)) {
-        let t = Timespec {
-            tv_sec: fixed,
-            tv_nsec: 0,
-        };
-        rustix::fs::futimens(
-            &dir,
-            &Timestamps {
-                last_access: t,
-                last_modification: t,
-            },
-        )?;
+        rustix::fs::futimens(dir, &fixed_timestamps())?;
     }
     Ok(true)
 }
 
-fn reset_times(path: &Path) -> io::Result<()> {
-    let t = fixed_time();
-    File::open(path)?.set_times(FileTimes::new().set_accessed(t).set_modified(t))
-}
-
 #[cfg(test)]
 mod tests {
-    use std::fs;
+    use std::fs::{self, File, FileTimes};
+    use std::time::{Duration, SystemTime};
 
     use super::*;
+
+    fn fixed_time() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(FIXED_SECS)
+    }
+
+    fn reset_times(path: &Path) -> io::Result<()> {
+        let t = fixed_time();
+        File::open(path)?.set_times(FileTimes::new().set_accessed(t).set_modified(t))
+    }
 
     fn is_empty(path: &Path) -> bool {
         fs::read_dir(path)
@@ -160,6 +175,20 @@ mod tests {
             (meta.accessed().unwrap(), meta.modified().unwrap()),
             (fixed_time(), fixed_time())
         );
+    }
+
+    #[test]
+    fn every_check_reads_the_directory_from_its_first_entry() {
+        let root = tempfile::tempdir().unwrap();
+        let pool = ScratchPool::new(root.path().to_path_buf());
+        let dir = pool.take().unwrap();
+        let path = dir.path().to_path_buf();
+        pool.give_back(dir);
+        let again = pool.take().unwrap();
+        assert_eq!(again.path(), path, "reused after an empty attempt");
+        fs::write(path.join("left"), b"x").unwrap();
+        pool.give_back(again);
+        assert!(!path.exists(), "the second check saw the file");
     }
 
     #[test]

@@ -89,6 +89,10 @@ pub(crate) struct Shared {
     pub(crate) schedules: Notify,
     /// The attempts running in this process, by job.
     pub(crate) running: Mutex<HashMap<JobId, InFlight>>,
+    /// Cancels of running jobs not (yet) among `running`: a job is `running` in the store
+    /// when its claim commits, a moment before its worker registers it here. Touched only with
+    /// `running` locked, so a cancel and a registration cannot pass each other.
+    pub(crate) cancels_ahead: Mutex<HashMap<JobId, std::time::Instant>>,
     /// Job state changes, for whoever listens.
     pub(crate) events: tokio::sync::broadcast::Sender<JobEvent>,
     pub(crate) metrics: Metrics,
@@ -177,6 +181,7 @@ impl Service {
                 room: Notify::new(),
                 schedules: Notify::new(),
                 running: Mutex::default(),
+                cancels_ahead: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
                 queues_changed: std::sync::atomic::AtomicU64::new(0),
@@ -458,14 +463,24 @@ impl Service {
         match outcome {
             CancelOutcome::NotFound => return Err(ServiceError::JobNotFound(id)),
             CancelOutcome::Running => {
-                if let Some(flight) = self
+                let running = self
                     .shared
                     .running
                     .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .get(&id)
-                {
-                    flight.cancel.cancel();
+                    .unwrap_or_else(|p| p.into_inner());
+                match running.get(&id) {
+                    Some(flight) => flight.cancel.cancel(),
+                    None => {
+                        // Claimed but not registered yet, or running in another process
+                        // (whose heartbeats pass the cancel on); kept a minute at most.
+                        let mut ahead = self
+                            .shared
+                            .cancels_ahead
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        ahead.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+                        ahead.insert(id, std::time::Instant::now());
+                    }
                 }
             }
             CancelOutcome::Cancelled => {

@@ -373,11 +373,9 @@ async fn dispatcher(
                 service.publish(&c.job, crate::domain::JobState::Running);
                 let cancel = CancelToken::new();
                 let interrupted = Arc::new(AtomicBool::new(false));
-                shared
-                    .running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(
+                {
+                    let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+                    running.insert(
                         c.job.id,
                         InFlight {
                             cancel: cancel.clone(),
@@ -385,6 +383,15 @@ async fn dispatcher(
                             interrupted: interrupted.clone(),
                         },
                     );
+                    // A cancel that came between the claim's commit and now.
+                    let mut ahead = shared
+                        .cancels_ahead
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner());
+                    if !ahead.is_empty() && ahead.remove(&c.job.id).is_some() {
+                        cancel.cancel();
+                    }
+                }
                 let assignment = Assignment {
                     claimed: c,
                     caps: queue.caps,
