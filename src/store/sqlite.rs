@@ -485,66 +485,104 @@ fn parse_json<T: serde::de::DeserializeOwned>(table: &'static str, s: &str) -> S
 }
 
 fn job_from_row(row: &Row<'_>) -> StoreResult<(Job, Option<Lease>)> {
-    let get_s = |i: usize| -> StoreResult<String> { row.get::<_, String>(i).map_err(db) };
-    let id: JobId = get_s(0)?.parse().map_err(|e| corrupt("jobs", e))?;
-    let task: TaskName = get_s(1)?.parse().map_err(|e| corrupt("jobs", e))?;
-    let digest: ModuleDigest = get_s(2)?.parse().map_err(|e| corrupt("jobs", e))?;
-    let queue: QueueName = get_s(3)?.parse().map_err(|e| corrupt("jobs", e))?;
-    let state: JobState = get_s(4)?.parse().map_err(|e| corrupt("jobs", e))?;
-    let error_reason: Option<String> = row.get(18).map_err(db)?;
-    let error = match error_reason {
-        Some(r) => Some(JobError {
-            reason: parse_json("jobs", &format!("\"{r}\""))?,
-            message: row
-                .get::<_, Option<String>>(19)
-                .map_err(db)?
-                .unwrap_or_default(),
-        }),
-        None => None,
-    };
-    let progress = match (
-        row.get::<_, Option<i64>>(15).map_err(db)?,
-        row.get::<_, Option<i64>>(16).map_err(db)?,
-    ) {
-        (Some(d), Some(t)) => Some((d, t)),
-        _ => None,
-    };
-    let lease = match (
-        row.get::<_, Option<i64>>(25).map_err(db)?,
-        row.get::<_, Option<i64>>(26).map_err(db)?,
-    ) {
-        (Some(token), Some(exp)) => Some(Lease {
-            token,
-            expires_at: Timestamp(exp),
-        }),
-        _ => None,
-    };
-    let job = Job {
-        id,
-        task,
-        digest,
-        queue,
-        state,
-        input: row.get(5).map_err(db)?,
-        args: parse_json("jobs", &get_s(6)?)?,
-        env: parse_json("jobs", &get_s(7)?)?,
-        priority: row.get(8).map_err(db)?,
-        run_at: Timestamp(row.get(9).map_err(db)?),
-        unique_key: row.get(10).map_err(db)?,
-        context: row.get(11).map_err(db)?,
-        limits: parse_json::<Limits>("jobs", &get_s(12)?)?,
-        retry: parse_json::<RetryPolicy>("jobs", &get_s(13)?)?,
-        attempts: row.get(14).map_err(db)?,
-        progress,
-        output: row.get(17).map_err(db)?,
-        error,
-        submitter: row.get(20).map_err(db)?,
-        worker: row.get(21).map_err(db)?,
-        created_at: Timestamp(row.get(22).map_err(db)?),
-        started_at: row.get::<_, Option<i64>>(23).map_err(db)?.map(Timestamp),
-        finished_at: row.get::<_, Option<i64>>(24).map_err(db)?.map(Timestamp),
-    };
-    Ok((job, lease))
+    JobRow::read(row)?.decode()
+}
+
+/// A job row as stored, copied out of SQLite but not decoded: the writer thread returns these
+/// and the caller decodes them (ids, names, JSON columns) on its own thread.
+struct JobRow {
+    text: [String; 5],
+    input: Vec<u8>,
+    json: [String; 4],
+    priority: i32,
+    run_at: i64,
+    unique_key: Option<String>,
+    context: Option<String>,
+    attempts: u32,
+    progress: (Option<i64>, Option<i64>),
+    output: Option<Vec<u8>>,
+    error: (Option<String>, Option<String>),
+    submitter: Option<String>,
+    worker: Option<String>,
+    times: (i64, Option<i64>, Option<i64>),
+    lease: (Option<i64>, Option<i64>),
+}
+
+impl JobRow {
+    /// Reads a row of `JOB_COLUMNS`.
+    fn read(row: &Row<'_>) -> StoreResult<Self> {
+        let s = |i: usize| -> StoreResult<String> { row.get::<_, String>(i).map_err(db) };
+        Ok(Self {
+            text: [s(0)?, s(1)?, s(2)?, s(3)?, s(4)?],
+            input: row.get(5).map_err(db)?,
+            json: [s(6)?, s(7)?, s(12)?, s(13)?],
+            priority: row.get(8).map_err(db)?,
+            run_at: row.get(9).map_err(db)?,
+            unique_key: row.get(10).map_err(db)?,
+            context: row.get(11).map_err(db)?,
+            attempts: row.get(14).map_err(db)?,
+            progress: (row.get(15).map_err(db)?, row.get(16).map_err(db)?),
+            output: row.get(17).map_err(db)?,
+            error: (row.get(18).map_err(db)?, row.get(19).map_err(db)?),
+            submitter: row.get(20).map_err(db)?,
+            worker: row.get(21).map_err(db)?,
+            times: (
+                row.get(22).map_err(db)?,
+                row.get(23).map_err(db)?,
+                row.get(24).map_err(db)?,
+            ),
+            lease: (row.get(25).map_err(db)?, row.get(26).map_err(db)?),
+        })
+    }
+
+    fn decode(self) -> StoreResult<(Job, Option<Lease>)> {
+        let [id, task, digest, queue, state] = self.text;
+        let [args, env, limits, retry] = self.json;
+        let error = match self.error {
+            (Some(reason), message) => Some(JobError {
+                reason: parse_json("jobs", &format!("\"{reason}\""))?,
+                message: message.unwrap_or_default(),
+            }),
+            (None, _) => None,
+        };
+        let progress = match self.progress {
+            (Some(d), Some(t)) => Some((d, t)),
+            _ => None,
+        };
+        let lease = match self.lease {
+            (Some(token), Some(exp)) => Some(Lease {
+                token,
+                expires_at: Timestamp(exp),
+            }),
+            _ => None,
+        };
+        let job = Job {
+            id: id.parse().map_err(|e| corrupt("jobs", e))?,
+            task: task.parse().map_err(|e| corrupt("jobs", e))?,
+            digest: digest.parse().map_err(|e| corrupt("jobs", e))?,
+            queue: queue.parse().map_err(|e| corrupt("jobs", e))?,
+            state: state.parse().map_err(|e| corrupt("jobs", e))?,
+            input: self.input,
+            args: parse_json("jobs", &args)?,
+            env: parse_json("jobs", &env)?,
+            priority: self.priority,
+            run_at: Timestamp(self.run_at),
+            unique_key: self.unique_key,
+            context: self.context,
+            limits: parse_json::<Limits>("jobs", &limits)?,
+            retry: parse_json::<RetryPolicy>("jobs", &retry)?,
+            attempts: self.attempts,
+            progress,
+            output: self.output,
+            error,
+            submitter: self.submitter,
+            worker: self.worker,
+            created_at: Timestamp(self.times.0),
+            started_at: self.times.1.map(Timestamp),
+            finished_at: self.times.2.map(Timestamp),
+        };
+        Ok((job, lease))
+    }
 }
 
 fn query_jobs(
@@ -557,6 +595,21 @@ fn query_jobs(
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
         out.push(job_from_row(row)?);
+    }
+    Ok(out)
+}
+
+/// Like `query_jobs`, leaving the decoding to the caller (for statements on the writer).
+fn query_job_rows(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+) -> StoreResult<Vec<JobRow>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
+    let mut rows = stmt.query(params).map_err(db)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(db)? {
+        out.push(JobRow::read(row)?);
     }
     Ok(out)
 }
@@ -609,10 +662,36 @@ fn load_task(conn: &Connection, name: &str) -> StoreResult<Option<TaskRecord>> {
 }
 
 /// Stores jobs, returning the live job instead for a unique key already held.
-fn insert_all(conn: &Connection, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+/// A new job with its text columns encoded, so a submit's writer transaction only binds them.
+struct EncodedJob {
+    job: NewJob,
+    id: String,
+    digest: String,
+    args: String,
+    env: String,
+    limits: String,
+    retry: String,
+}
+
+impl EncodedJob {
+    fn new(job: NewJob) -> Self {
+        Self {
+            id: job.id.to_string(),
+            digest: job.digest.to_hex(),
+            args: json(&job.args),
+            env: json(&job.env),
+            limits: json(&job.limits),
+            retry: json(&job.retry),
+            job,
+        }
+    }
+}
+
+fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inserted>> {
     let mut out = Vec::with_capacity(jobs.len());
     let mut queues_seen: Vec<QueueName> = Vec::new();
-    for job in jobs {
+    for encoded in jobs {
+        let job = &encoded.job;
         if !queues_seen.contains(&job.queue) {
             ensure_queue(conn, &job.queue)?;
             queues_seen.push(job.queue.clone());
@@ -640,20 +719,20 @@ fn insert_all(conn: &Connection, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>
         )
         .map_err(db)?
         .execute(params![
-            job.id.to_string(),
+            encoded.id,
             job.task.as_str(),
-            job.digest.to_hex(),
+            encoded.digest,
             job.queue.as_str(),
             job.state.as_str(),
             job.input,
-            json(&job.args),
-            json(&job.env),
+            encoded.args,
+            encoded.env,
             job.priority,
             job.run_at.0,
             job.unique_key,
             job.context,
-            json(&job.limits),
-            json(&job.retry),
+            encoded.limits,
+            encoded.retry,
             job.submitter,
             job.created_at.0,
         ])
@@ -760,8 +839,38 @@ fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> 
 }
 
 /// One attempt's end under its lease guard; false (nothing written) if the lease is stale.
-fn finish_one(conn: &Connection, end: &AttemptEnd, now: Timestamp) -> StoreResult<bool> {
-    let (key, token) = (end.id.to_string(), end.lease.token);
+/// An attempt's end with its text columns encoded before it goes to the writer thread, which
+/// is the store's bottleneck.
+struct EncodedEnd {
+    end: AttemptEnd,
+    key: String,
+    limits: Option<String>,
+    receipt: Option<String>,
+}
+
+impl EncodedEnd {
+    fn new(end: AttemptEnd) -> Self {
+        let limits = match &end.finish {
+            Finish::Retry { limits, .. } => Some(json(limits)),
+            _ => None,
+        };
+        Self {
+            key: end.id.to_string(),
+            limits,
+            receipt: end.attempt.as_ref().map(|a| a.receipt.to_string()),
+            end,
+        }
+    }
+}
+
+fn finish_one(conn: &Connection, encoded: &EncodedEnd, now: Timestamp) -> StoreResult<bool> {
+    let EncodedEnd {
+        end,
+        key,
+        limits,
+        receipt,
+    } = encoded;
+    let token = end.lease.token;
     let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
     let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
     let changed = match &end.finish {
@@ -772,13 +881,13 @@ fn finish_one(conn: &Connection, end: &AttemptEnd, now: Timestamp) -> StoreResul
             ))
             .map_err(db)?
             .execute(params![key, token, output, now.0]),
-        Finish::Retry { run_at, limits, error } => conn
+        Finish::Retry { run_at, error, .. } => conn
             .prepare_cached(&format!(
                 "UPDATE jobs SET state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, \
                  error_message = ?6, {clear} {guard}"
             ))
             .map_err(db)?
-            .execute(params![key, token, run_at.0, json(limits), error.reason.as_str(), error.message]),
+            .execute(params![key, token, run_at.0, limits, error.reason.as_str(), error.message]),
         Finish::Failed { error } | Finish::Cancelled { error } => {
             let state = if matches!(end.finish, Finish::Failed { .. }) { "failed" } else { "cancelled" };
             conn.prepare_cached(&format!(
@@ -799,13 +908,18 @@ fn finish_one(conn: &Connection, end: &AttemptEnd, now: Timestamp) -> StoreResul
     if changed == 0 {
         return Ok(false);
     }
-    if let Some(a) = &end.attempt {
-        insert_attempt(conn, end.id, a)?;
+    if let (Some(a), Some(receipt)) = (&end.attempt, receipt) {
+        insert_attempt(conn, key, a, receipt)?;
     }
     Ok(true)
 }
 
-fn insert_attempt(conn: &Connection, id: JobId, a: &AttemptRecord) -> StoreResult<()> {
+fn insert_attempt(
+    conn: &Connection,
+    key: &str,
+    a: &AttemptRecord,
+    receipt: &str,
+) -> StoreResult<()> {
     conn.prepare_cached(
         "INSERT OR REPLACE INTO attempts (job_id, number, reason, trap_kind, exit_code, message, stderr, \
          stderr_truncated, receipt, worker, started_at, finished_at) \
@@ -813,7 +927,7 @@ fn insert_attempt(conn: &Connection, id: JobId, a: &AttemptRecord) -> StoreResul
     )
     .map_err(db)?
     .execute(params![
-        id.to_string(),
+        key,
         a.number,
         a.reason.as_str(),
         a.trap_kind.map(|k| k.as_str()),
@@ -821,7 +935,7 @@ fn insert_attempt(conn: &Connection, id: JobId, a: &AttemptRecord) -> StoreResul
         a.message,
         a.stderr,
         a.stderr_truncated,
-        a.receipt.to_string(),
+        receipt,
         a.worker,
         a.started_at.0,
         a.finished_at.0,
@@ -1005,6 +1119,7 @@ impl Store for SqliteStore {
     }
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
+        let jobs: Vec<EncodedJob> = jobs.into_iter().map(EncodedJob::new).collect();
         self.write(move |conn| insert_all(conn, jobs)).await
     }
 
@@ -1113,7 +1228,7 @@ impl Store for SqliteStore {
         let queue = queue.clone();
         let worker = worker.to_owned();
         let token = self.next_lease_token();
-        self.write_volatile(move |conn| {
+        let claimed = self.write_volatile(move |conn| {
             conn.prepare_cached("UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1")
                 .map_err(db)?
                 .execute([now.0])
@@ -1124,9 +1239,10 @@ impl Store for SqliteStore {
                 .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
                 .optional()
                 .map_err(db)?;
-            let Some((concurrency, paused)) = settings else { return Ok(Claims::default()) };
+            let none = Lease { token, expires_at: Timestamp(0) };
+            let Some((concurrency, paused)) = settings else { return Ok((Vec::new(), none, false)) };
             if paused {
-                return Ok(Claims::default());
+                return Ok((Vec::new(), none, false));
             }
             let running: i64 = conn
                 .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
@@ -1136,7 +1252,7 @@ impl Store for SqliteStore {
             let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
             let limited = room < i64::from(max);
             if room == 0 {
-                return Ok(Claims { jobs: Vec::new(), at_concurrency: limited });
+                return Ok((Vec::new(), none, limited));
             }
             let expires = now.0 + lease_ttl_ms;
             let sql = format!(
@@ -1147,18 +1263,33 @@ impl Store for SqliteStore {
                               ORDER BY priority DESC, run_at, id LIMIT ?6) \
                  RETURNING {JOB_COLUMNS}"
             );
-            let rows = query_jobs(conn, &sql, &[&token, &expires, &worker, &now.0, &queue.as_str(), &room])?;
-            let mut claimed: Vec<Claimed> = rows
-                .into_iter()
-                .map(|(job, _)| Claimed { job, lease: Lease { token, expires_at: Timestamp(expires) } })
-                .collect();
-            claimed.sort_by(|a, b| {
-                b.job.priority.cmp(&a.job.priority).then(a.job.run_at.cmp(&b.job.run_at)).then(a.job.id.cmp(&b.job.id))
-            });
-            let at_concurrency = limited && claimed.len() as i64 == room;
-            Ok(Claims { jobs: claimed, at_concurrency })
+            let rows = query_job_rows(conn, &sql, &[&token, &expires, &worker, &now.0, &queue.as_str(), &room])?;
+            let at_concurrency = limited && rows.len() as i64 == room;
+            Ok((rows, Lease { token, expires_at: Timestamp(expires) }, at_concurrency))
         })
-        .await
+        .await?;
+        // Decoded here, off the writer thread.
+        let (rows, lease, at_concurrency) = claimed;
+        let mut jobs = rows
+            .into_iter()
+            .map(|row| {
+                Ok(Claimed {
+                    job: row.decode()?.0,
+                    lease,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by(|a, b| {
+            b.job
+                .priority
+                .cmp(&a.job.priority)
+                .then(a.job.run_at.cmp(&b.job.run_at))
+                .then(a.job.id.cmp(&b.job.id))
+        });
+        Ok(Claims {
+            jobs,
+            at_concurrency,
+        })
     }
 
     async fn heartbeat(
@@ -1201,6 +1332,7 @@ impl Store for SqliteStore {
     }
 
     async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>> {
+        let ends: Vec<EncodedEnd> = ends.into_iter().map(EncodedEnd::new).collect();
         self.write_volatile(move |conn| ends.iter().map(|end| finish_one(conn, end, now)).collect())
             .await
     }
@@ -1484,7 +1616,7 @@ impl Store for SqliteStore {
             if moved == 0 {
                 return Ok(None);
             }
-            let inserted = insert_all(conn, firing.jobs)?;
+            let inserted = insert_all(conn, firing.jobs.into_iter().map(EncodedJob::new).collect())?;
             if let Some(last) = inserted.last() {
                 conn.prepare_cached("UPDATE schedules SET last_job = ?2 WHERE name = ?1")
                     .map_err(db)?
