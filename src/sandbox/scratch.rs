@@ -140,12 +140,18 @@ mod tests {
             .unwrap_or(false)
     }
 
-    #[test]
-    fn an_empty_directory_is_reused_with_its_times_reset() {
+    /// A pool under a fresh root (kept alive by the first value) and a directory taken from it.
+    fn pool_and_dir() -> (TempDir, ScratchPool, Scratch, PathBuf) {
         let root = tempfile::tempdir().unwrap();
         let pool = ScratchPool::new(root.path().to_path_buf());
         let dir = pool.take().unwrap();
         let path = dir.path().to_path_buf();
+        (root, pool, dir, path)
+    }
+
+    #[test]
+    fn an_empty_directory_is_reused_with_its_times_reset() {
+        let (_root, pool, dir, path) = pool_and_dir();
         fs::write(path.join("f"), b"x").unwrap();
         fs::remove_file(path.join("f")).unwrap();
         pool.give_back(dir);
@@ -159,10 +165,7 @@ mod tests {
 
     #[test]
     fn a_directory_only_read_gets_its_access_time_back() {
-        let root = tempfile::tempdir().unwrap();
-        let pool = ScratchPool::new(root.path().to_path_buf());
-        let dir = pool.take().unwrap();
-        let path = dir.path().to_path_buf();
+        let (_root, pool, dir, path) = pool_and_dir();
         File::open(&path)
             .unwrap()
             .set_times(FileTimes::new().set_accessed(SystemTime::now()))
@@ -179,10 +182,7 @@ mod tests {
 
     #[test]
     fn every_check_reads_the_directory_from_its_first_entry() {
-        let root = tempfile::tempdir().unwrap();
-        let pool = ScratchPool::new(root.path().to_path_buf());
-        let dir = pool.take().unwrap();
-        let path = dir.path().to_path_buf();
+        let (_root, pool, dir, path) = pool_and_dir();
         pool.give_back(dir);
         let again = pool.take().unwrap();
         assert_eq!(again.path(), path, "reused after an empty attempt");
@@ -193,10 +193,7 @@ mod tests {
 
     #[test]
     fn files_hidden_behind_the_fixed_times_are_still_found() {
-        let root = tempfile::tempdir().unwrap();
-        let pool = ScratchPool::new(root.path().to_path_buf());
-        let dir = pool.take().unwrap();
-        let path = dir.path().to_path_buf();
+        let (_root, pool, dir, path) = pool_and_dir();
         fs::write(path.join("left"), b"for the next guest").unwrap();
         reset_times(&path).unwrap();
         pool.give_back(dir);
@@ -205,10 +202,7 @@ mod tests {
 
     #[test]
     fn a_directory_left_with_files_is_removed_not_reused() {
-        let root = tempfile::tempdir().unwrap();
-        let pool = ScratchPool::new(root.path().to_path_buf());
-        let dir = pool.take().unwrap();
-        let path = dir.path().to_path_buf();
+        let (_root, pool, dir, path) = pool_and_dir();
         fs::create_dir(path.join("sub")).unwrap();
         fs::write(path.join("sub/f"), b"secret").unwrap();
         pool.give_back(dir);

@@ -179,6 +179,23 @@ struct Inner {
     lease_seq: AtomicI64,
 }
 
+impl Inner {
+    /// Runs `f` on a pooled read connection (a new one if all are taken).
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let result = f(&conn);
+        self.readers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(conn);
+        result
+    }
+}
+
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SqliteStore")
@@ -358,48 +375,15 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match conn {
-                Some(c) => c,
-                None => open_reader(&inner.path)?,
-            };
-            let result = f(&conn);
-            inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(|e| StoreError::Database(format!("read task failed: {e}")))?
     }
 
     /// A read of a few rows by key, run on the calling thread: handing it to a blocking
     /// thread and back costs more than the read itself (the pages are mapped and hot).
     fn read_point<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
-        let conn = self
-            .inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let conn = match conn {
-            Some(c) => c,
-            None => open_reader(&self.inner.path)?,
-        };
-        let result = f(&conn);
-        self.inner
-            .readers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(conn);
-        result
+        self.inner.with_reader(f)
     }
 
     fn next_lease_token(&self) -> i64 {
@@ -482,10 +466,6 @@ fn json<T: serde::Serialize>(v: &T) -> String {
 
 fn parse_json<T: serde::de::DeserializeOwned>(table: &'static str, s: &str) -> StoreResult<T> {
     serde_json::from_str(s).map_err(|e| corrupt(table, format!("{e}: {s}")))
-}
-
-fn job_from_row(row: &Row<'_>) -> StoreResult<(Job, Option<Lease>)> {
-    JobRow::read(row)?.decode()
 }
 
 /// A job row as stored, copied out of SQLite but not decoded: the writer thread returns these
@@ -590,16 +570,13 @@ fn query_jobs(
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> StoreResult<Vec<(Job, Option<Lease>)>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-    let mut rows = stmt.query(params).map_err(db)?;
-    let mut out = Vec::new();
-    while let Some(row) = rows.next().map_err(db)? {
-        out.push(job_from_row(row)?);
-    }
-    Ok(out)
+    query_job_rows(conn, sql, params)?
+        .into_iter()
+        .map(JobRow::decode)
+        .collect()
 }
 
-/// Like `query_jobs`, leaving the decoding to the caller (for statements on the writer).
+/// The rows of a statement selecting `JOB_COLUMNS`, not decoded yet (see `JobRow`).
 fn query_job_rows(
     conn: &Connection,
     sql: &str,

@@ -9,7 +9,7 @@ use remotask::domain::{
     Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
 };
 use remotask::store::{
-    AttemptEnd, CancelOutcome, Claims, Finish, Firing, Inserted, JobFilter, QueueConfig,
+    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, QueueConfig,
     ScheduleRecord, SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
 };
 
@@ -154,14 +154,8 @@ async fn tokens_are_found_by_hash_until_revoked(store: impl Store) {
     assert_eq!(listed[0].revoked_at, Some(Timestamp(T0.0 + 5)));
 }
 
-async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
-    let jobs = vec![
-        new_job("q", 0, T0),
-        new_job("q", 5, T0),
-        new_job("q", 0, Timestamp(T0.0 - 10)),
-        new_job("q", 5, T0),
-    ];
-    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+/// Stores `jobs` in queue `q` (concurrency 10) and claims up to `max` of them at `T0`.
+async fn insert_and_claim(store: &impl Store, jobs: Vec<NewJob>, max: u32) -> Vec<Claimed> {
     store.insert_jobs(jobs).await.unwrap();
     store
         .put_queue(&QueueConfig {
@@ -170,11 +164,22 @@ async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
         })
         .await
         .unwrap();
-    let claimed = store
-        .claim(&"q".parse().unwrap(), "w", 10, 1000, T0)
+    store
+        .claim(&"q".parse().unwrap(), "w", max, 1000, T0)
         .await
         .unwrap()
-        .jobs;
+        .jobs
+}
+
+async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
+    let jobs = vec![
+        new_job("q", 0, T0),
+        new_job("q", 5, T0),
+        new_job("q", 0, Timestamp(T0.0 - 10)),
+        new_job("q", 5, T0),
+    ];
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let claimed = insert_and_claim(&store, jobs, 10).await;
     let order: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
     assert_eq!(order, vec![ids[1], ids[3], ids[2], ids[0]]);
     assert!(
@@ -184,30 +189,32 @@ async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
     );
 }
 
-async fn claims_respect_concurrency_and_pause(store: impl Store) {
-    let q: QueueName = "q".parse().unwrap();
+async fn set_concurrency(store: &impl Store, q: &QueueName, concurrency: u32) {
     store
         .put_queue(&QueueConfig {
-            concurrency: 2,
+            concurrency,
             ..QueueConfig::with_defaults(q.clone())
         })
         .await
         .unwrap();
+}
+
+/// How many jobs a claim of up to `max` took, and whether the queue's concurrency stopped it.
+async fn claim(store: &impl Store, q: &QueueName, max: u32) -> (usize, bool) {
+    let claims = store.claim(q, "w", max, 1000, T0).await.unwrap();
+    (claims.jobs.len(), claims.at_concurrency)
+}
+
+async fn claims_respect_concurrency_and_pause(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    set_concurrency(&store, &q, 2).await;
     store
         .insert_jobs((0..5).map(|_| new_job("q", 0, T0)).collect())
         .await
         .unwrap();
     // The answer says when the queue's concurrency, not a lack of jobs, stopped the claim.
-    let at = |c: Claims| (c.jobs.len(), c.at_concurrency);
-    assert_eq!(
-        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
-        (2, true)
-    );
-    assert_eq!(
-        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
-        (0, true),
-        "2 of 2 running"
-    );
+    assert_eq!(claim(&store, &q, 10).await, (2, true));
+    assert_eq!(claim(&store, &q, 10).await, (0, true), "2 of 2 running");
     assert!(store.set_paused(&q, true).await.unwrap());
     let stats = store.get_queue(&q).await.unwrap().unwrap();
     assert!(stats.paused);
@@ -218,39 +225,21 @@ async fn claims_respect_concurrency_and_pause(store: impl Store) {
         ),
         (2, 3)
     );
-    store
-        .put_queue(&QueueConfig {
-            concurrency: 5,
-            ..QueueConfig::with_defaults(q.clone())
-        })
-        .await
-        .unwrap();
+    set_concurrency(&store, &q, 5).await;
     assert_eq!(
-        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        claim(&store, &q, 10).await,
         (0, false),
         "paused survives a settings change"
     );
     store.set_paused(&q, false).await.unwrap();
     // Room for 3 more (5 - 2 running), 3 queued: all taken, but that was the room there was.
-    assert_eq!(
-        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
-        (3, true)
-    );
+    assert_eq!(claim(&store, &q, 10).await, (3, true));
     // Not limited: 5 running of 8 would leave room for 3, only 2 asked, 0 queued.
-    store
-        .put_queue(&QueueConfig {
-            concurrency: 8,
-            ..QueueConfig::with_defaults(q.clone())
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        at(store.claim(&q, "w", 2, 1000, T0).await.unwrap()),
-        (0, false)
-    );
+    set_concurrency(&store, &q, 8).await;
+    assert_eq!(claim(&store, &q, 2).await, (0, false));
     store.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
     assert_eq!(
-        at(store.claim(&q, "w", 10, 1000, T0).await.unwrap()),
+        claim(&store, &q, 10).await,
         (1, false),
         "the queue ran dry before its concurrency"
     );
@@ -377,54 +366,37 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
 async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Store) {
     let jobs: Vec<NewJob> = (0..4).map(|_| new_job("q", 0, T0)).collect();
     let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
-    store.insert_jobs(jobs).await.unwrap();
-    store
-        .put_queue(&QueueConfig {
-            concurrency: 10,
-            ..QueueConfig::with_defaults("q".parse().unwrap())
-        })
-        .await
-        .unwrap();
-    let claimed = store
-        .claim(&"q".parse().unwrap(), "w", 4, 1000, T0)
-        .await
-        .unwrap()
-        .jobs;
+    let claimed = insert_and_claim(&store, jobs, 4).await;
     let error = JobError {
         reason: Reason::GuestError,
         message: "no".into(),
     };
     let mut stale = claimed[2].lease;
     stale.token += 1;
+    let end = |c: &Claimed, lease, reason: Option<Reason>, finish| AttemptEnd {
+        id: c.job.id,
+        lease,
+        attempt: reason.map(|r| attempt(1, r)),
+        finish,
+    };
+    let done = |output: &[u8]| Finish::Completed {
+        output: output.to_vec(),
+    };
     let ends = vec![
-        AttemptEnd {
-            id: claimed[0].job.id,
-            lease: claimed[0].lease,
-            attempt: Some(attempt(1, Reason::Completed)),
-            finish: Finish::Completed {
-                output: b"zero".to_vec(),
-            },
-        },
-        AttemptEnd {
-            id: claimed[1].job.id,
-            lease: claimed[1].lease,
-            attempt: Some(attempt(1, Reason::GuestError)),
-            finish: Finish::Failed { error },
-        },
-        AttemptEnd {
-            id: claimed[2].job.id,
-            lease: stale,
-            attempt: Some(attempt(1, Reason::Completed)),
-            finish: Finish::Completed {
-                output: b"stale".to_vec(),
-            },
-        },
-        AttemptEnd {
-            id: claimed[3].job.id,
-            lease: claimed[3].lease,
-            attempt: None,
-            finish: Finish::Interrupted,
-        },
+        end(
+            &claimed[0],
+            claimed[0].lease,
+            Some(Reason::Completed),
+            done(b"zero"),
+        ),
+        end(
+            &claimed[1],
+            claimed[1].lease,
+            Some(Reason::GuestError),
+            Finish::Failed { error },
+        ),
+        end(&claimed[2], stale, Some(Reason::Completed), done(b"stale")),
+        end(&claimed[3], claimed[3].lease, None, Finish::Interrupted),
     ];
     let written = store.finish_many(ends, Timestamp(T0.0 + 7)).await.unwrap();
     assert_eq!(written, vec![true, true, false, true]);
