@@ -145,14 +145,31 @@ DROP INDEX jobs_state;
 CREATE INDEX jobs_ended ON jobs (finished_at) WHERE state IN ('completed', 'failed', 'cancelled');
 CREATE INDEX jobs_held ON jobs (id) WHERE state = 'held';
 "#,
+    // SQLite tests `x IN (a, b, c)` (more than two constants) against an ephemeral table it
+    // builds and drops at every evaluation, and a partial index's condition is evaluated for
+    // every row written: three such tables per job (its insert, and both sides of its finish).
+    // The same conditions as comparisons cost nothing. Queries that use these indexes spell
+    // the condition exactly alike (`LIVE_STATES`, `TERMINAL_STATES`), so the planner sees it.
+    r#"
+DROP INDEX jobs_ended;
+CREATE INDEX jobs_ended ON jobs (finished_at)
+    WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled');
+DROP INDEX jobs_unique_live;
+CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
+    WHERE unique_key IS NOT NULL
+      AND (state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running');
+"#,
 ];
 
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
     context, limits, retry, attempts, progress_done, progress_total, output, error_reason, error_message, \
     submitter, worker, created_at, started_at, finished_at, lease, lease_expires";
 
-const LIVE_STATES: &str = "('held', 'scheduled', 'queued', 'running')";
-const TERMINAL_STATES: &str = "('completed', 'failed', 'cancelled')";
+/// A live job, as `jobs_unique_live` says it (comparisons, not `IN`: see the last migration).
+const LIVE_STATES: &str =
+    "(state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running')";
+/// An ended job, as `jobs_ended` says it.
+const TERMINAL_STATES: &str = "(state = 'completed' OR state = 'failed' OR state = 'cancelled')";
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
 
@@ -676,7 +693,7 @@ fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inser
         if let Some(key) = &job.unique_key {
             let existing: Option<String> = conn
                 .prepare_cached(&format!(
-                    "SELECT id FROM jobs WHERE unique_key = ?1 AND state IN {LIVE_STATES}"
+                    "SELECT id FROM jobs WHERE unique_key = ?1 AND {LIVE_STATES}"
                 ))
                 .map_err(db)?
                 .query_row([key], |r| r.get(0))
@@ -1417,15 +1434,10 @@ impl Store for SqliteStore {
         self.write(move |conn| {
             let n = match before {
                 Some(t) => conn.execute(
-                    &format!(
-                        "DELETE FROM jobs WHERE state IN {TERMINAL_STATES} AND finished_at < ?1"
-                    ),
+                    &format!("DELETE FROM jobs WHERE {TERMINAL_STATES} AND finished_at < ?1"),
                     [t.0],
                 ),
-                None => conn.execute(
-                    &format!("DELETE FROM jobs WHERE state IN {TERMINAL_STATES}"),
-                    [],
-                ),
+                None => conn.execute(&format!("DELETE FROM jobs WHERE {TERMINAL_STATES}"), []),
             }
             .map_err(db)?;
             Ok(n as u64)
@@ -1678,4 +1690,63 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
                 .unwrap_or_default()
                 .map(Timestamp),
         }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn migrated() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let mut conn = open_connection(&path).expect("open");
+        migrate(&mut conn, &path).expect("migrate");
+        (dir, conn)
+    }
+
+    fn plan(conn: &Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("prepare");
+        let rows = stmt
+            .query_map(params, |r| r.get::<_, String>(3))
+            .expect("query");
+        rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn no_partial_index_condition_uses_in_which_sqlite_tests_with_a_table_per_row() {
+        let (_dir, conn) = migrated();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql LIKE '% WHERE %'",
+            )
+            .expect("prepare");
+        let partial: Vec<(String, String)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect();
+        assert!(partial.iter().any(|(name, _)| name == "jobs_ended"));
+        for (name, sql) in &partial {
+            assert!(!sql.contains(" IN "), "{name}: {sql}");
+        }
+    }
+
+    #[test]
+    fn the_unique_lookup_and_clean_use_their_partial_indexes() {
+        let (_dir, conn) = migrated();
+        let unique = plan(
+            &conn,
+            &format!("SELECT id FROM jobs WHERE unique_key = ?1 AND {LIVE_STATES}"),
+            &[&"k"],
+        );
+        assert!(unique.contains("jobs_unique_live"), "{unique}");
+        let clean = plan(
+            &conn,
+            &format!("DELETE FROM jobs WHERE {TERMINAL_STATES} AND finished_at < ?1"),
+            &[&0i64],
+        );
+        assert!(clean.contains("jobs_ended"), "{clean}");
+    }
 }

@@ -148,8 +148,9 @@ pub(crate) fn finish_for(
 }
 
 /// Receives attempt reports and writes the jobs' next states, all reports waiting at the
-/// time in one store write. Each write runs as its own task, so reports that arrive while
-/// one is being committed form the next batch and do not wait for it.
+/// time in one store write. One write is in flight at a time: reports that arrive while it
+/// commits form the next batch, so a busy pool writes its results in a few large batches
+/// rather than many small ones (each a savepoint on the writer and a task here).
 pub(crate) async fn reporter(service: Service, mut reports: UnboundedReceiver<Ran>) {
     while let Some(first) = reports.recv().await {
         let mut batch = vec![first];
@@ -159,7 +160,7 @@ pub(crate) async fn reporter(service: Service, mut reports: UnboundedReceiver<Ra
                 Err(_) => break,
             }
         }
-        tokio::spawn(report_batch(service.clone(), batch));
+        report_batch(service.clone(), batch).await;
     }
 }
 
