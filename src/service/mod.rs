@@ -217,10 +217,21 @@ impl Service {
 
     /// Tells listeners that `job` is now in `state`.
     pub(crate) fn publish(&self, job: &Job, state: JobState) {
+        self.publish_parts(job.id, job.task.clone(), job.queue.clone(), state);
+    }
+
+    /// [`Service::publish`] for a job known by its id, task and queue only.
+    pub(crate) fn publish_parts(
+        &self,
+        id: JobId,
+        task: TaskName,
+        queue: QueueName,
+        state: JobState,
+    ) {
         let event = JobEvent {
-            id: job.id,
-            task: job.task.clone(),
-            queue: job.queue.clone(),
+            id,
+            task,
+            queue,
             state,
             at: self.now(),
         };

@@ -148,6 +148,17 @@ pub struct Claims {
     /// The queue's concurrency stopped the claim (it took all the room there was, and that
     /// was less than asked): a running job of the queue ending makes room for more.
     pub at_concurrency: bool,
+    /// Scheduled jobs of any queue that this claim found due and made `queued` (delayed jobs,
+    /// retries after their backoff), so their move can be told to subscribers.
+    pub promoted: Vec<Promoted>,
+}
+
+/// A job a claim moved from `scheduled` to `queued`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promoted {
+    pub id: JobId,
+    pub task: TaskName,
+    pub queue: QueueName,
 }
 
 /// How a running job's attempt ends, decided by the caller.

@@ -23,8 +23,8 @@ use super::TokenRecord;
 
 use super::{
     AttemptEnd, CancelOutcome, Claimed, Claims, Finish, Firing, Inserted, JobFilter, Lease,
-    QueueConfig, QueuePosition, QueueStats, ScheduleRecord, Store, StoreError, StoreResult,
-    TaskDefaults, TaskRecord, TaskVersion,
+    Promoted, QueueConfig, QueuePosition, QueueStats, ScheduleRecord, Store, StoreError,
+    StoreResult, TaskDefaults, TaskRecord, TaskVersion,
 };
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
@@ -1223,9 +1223,15 @@ impl Store for SqliteStore {
         let worker = worker.to_owned();
         let token = self.next_lease_token();
         let claimed = self.write_volatile(move |conn| {
-            conn.prepare_cached("UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1")
+            let promoted = conn
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1 \
+                     RETURNING id, task, queue",
+                )
                 .map_err(db)?
-                .execute([now.0])
+                .query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
+                .map_err(db)?
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(db)?;
             let settings: Option<(u32, bool)> = conn
                 .prepare_cached("SELECT concurrency, paused FROM queues WHERE name = ?1")
@@ -1234,9 +1240,9 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(db)?;
             let none = Lease { token, expires_at: Timestamp(0) };
-            let Some((concurrency, paused)) = settings else { return Ok((Vec::new(), none, false)) };
+            let Some((concurrency, paused)) = settings else { return Ok((Vec::new(), none, false, promoted)) };
             if paused {
-                return Ok((Vec::new(), none, false));
+                return Ok((Vec::new(), none, false, promoted));
             }
             let running: i64 = conn
                 .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
@@ -1246,7 +1252,7 @@ impl Store for SqliteStore {
             let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
             let limited = room < i64::from(max);
             if room == 0 {
-                return Ok((Vec::new(), none, limited));
+                return Ok((Vec::new(), none, limited, promoted));
             }
             let expires = now.0 + lease_ttl_ms;
             let sql = format!(
@@ -1259,11 +1265,21 @@ impl Store for SqliteStore {
             );
             let rows = query_job_rows(conn, &sql, &[&token, &expires, &worker, &now.0, &queue.as_str(), &room])?;
             let at_concurrency = limited && rows.len() as i64 == room;
-            Ok((rows, Lease { token, expires_at: Timestamp(expires) }, at_concurrency))
+            Ok((rows, Lease { token, expires_at: Timestamp(expires) }, at_concurrency, promoted))
         })
         .await?;
         // Decoded here, off the writer thread.
-        let (rows, lease, at_concurrency) = claimed;
+        let (rows, lease, at_concurrency, promoted) = claimed;
+        let promoted = promoted
+            .into_iter()
+            .map(|(id, task, queue)| {
+                Ok(Promoted {
+                    id: id.parse().map_err(|e| corrupt("jobs", e))?,
+                    task: task.parse().map_err(|e| corrupt("jobs", e))?,
+                    queue: queue.parse().map_err(|e| corrupt("jobs", e))?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
         let mut jobs = rows
             .into_iter()
             .map(|row| {
@@ -1283,6 +1299,7 @@ impl Store for SqliteStore {
         Ok(Claims {
             jobs,
             at_concurrency,
+            promoted,
         })
     }
 

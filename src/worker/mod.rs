@@ -361,6 +361,11 @@ async fn dispatcher(
             };
             filled |= claims.jobs.len() == want as usize;
             at_concurrency |= claims.at_concurrency;
+            // Due delayed jobs and retries went `scheduled` -> `queued` in the claim; some
+            // may be among the jobs it took, whose `running` follows.
+            for p in claims.promoted {
+                service.publish_parts(p.id, p.task, p.queue, crate::domain::JobState::Queued);
+            }
             for c in claims.jobs {
                 let p = match permit.take() {
                     Some(p) => p,

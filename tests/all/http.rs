@@ -1061,11 +1061,18 @@ async fn server_sent_events_deliver_a_jobs_transitions_in_order() {
         .send()
         .await
         .unwrap();
-    // A retry waits in `scheduled`; the claim that takes it when due moves it on to `running`.
-    let states = read_events(&mut events, 5).await;
+    // A retry waits in `scheduled`, is `queued` when due and then taken.
+    let states = read_events(&mut events, 6).await;
     assert_eq!(
         states,
-        ["queued", "running", "scheduled", "running", "failed"]
+        [
+            "queued",
+            "running",
+            "scheduled",
+            "queued",
+            "running",
+            "failed"
+        ]
     );
     api.engine.stop_workers().await;
 }

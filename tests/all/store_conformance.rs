@@ -9,7 +9,7 @@ use remotask::domain::{
     Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
 };
 use remotask::store::{
-    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, QueueConfig,
+    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Promoted, QueueConfig,
     ScheduleRecord, SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
 };
 
@@ -262,12 +262,36 @@ async fn scheduled_jobs_become_claimable_when_due(store: impl Store) {
         store.next_scheduled().await.unwrap(),
         Some(Timestamp(T0.0 + 5000))
     );
-    let claimed = store
+    let claims = store
         .claim(&q, "w", 1, 1000, Timestamp(T0.0 + 5000))
         .await
-        .unwrap()
-        .jobs;
-    assert_eq!(claimed[0].job.id, id);
+        .unwrap();
+    assert_eq!(claims.jobs[0].job.id, id);
+    // The claim says which jobs it moved from `scheduled` to `queued`, in any queue, once.
+    assert_eq!(
+        claims.promoted,
+        vec![Promoted {
+            id,
+            task: "echo".parse().unwrap(),
+            queue: q.clone()
+        }]
+    );
+    let other = new_job("other", 0, Timestamp(T0.0 + 6000));
+    let other_id = other.id;
+    store.insert_jobs(vec![other]).await.unwrap();
+    let claims = store
+        .claim(&q, "w", 1, 1000, Timestamp(T0.0 + 6000))
+        .await
+        .unwrap();
+    assert!(claims.jobs.is_empty());
+    assert_eq!(claims.promoted.len(), 1);
+    assert_eq!(claims.promoted[0].id, other_id);
+    assert_eq!(claims.promoted[0].queue.as_str(), "other");
+    let again = store
+        .claim(&q, "w", 1, 1000, Timestamp(T0.0 + 7000))
+        .await
+        .unwrap();
+    assert!(again.promoted.is_empty());
 }
 
 async fn a_stale_lease_cannot_write(store: impl Store) {
