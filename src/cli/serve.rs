@@ -73,14 +73,12 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let addr = listener.local_addr().context("no local address")?;
-        let app = http::router(AppState::new(server.service.clone(), config.http));
+        let state = AppState::new(server.service.clone(), config.http);
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
-        let mut api = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stopped.notified().await })
-                .await
-        });
+        let mut api = tokio::spawn(http::serve(listener, state, async move {
+            stopped.notified().await
+        }));
         eprintln!(
             "remotask: serving {} with {} worker threads",
             config.data_dir.display(),

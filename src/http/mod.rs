@@ -167,6 +167,17 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Serves [`router`] on `listener` until `shutdown` resolves, then lets open requests end.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
 /// Where the first admin token is written in a data directory.
 pub fn admin_token_path(data_dir: &Path) -> PathBuf {
     data_dir.join("admin.token")
