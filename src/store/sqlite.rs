@@ -165,7 +165,7 @@ const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, pri
     context, limits, retry, attempts, progress_done, progress_total, output, error_reason, error_message, \
     submitter, worker, created_at, started_at, finished_at, lease, lease_expires";
 
-/// A live job, as `jobs_unique_live` says it (comparisons, not `IN`: see the last migration).
+/// A live job, as `jobs_unique_live` says it (comparisons, not `IN`: see migration 5).
 const LIVE_STATES: &str =
     "(state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running')";
 /// An ended job, as `jobs_ended` says it.
@@ -857,6 +857,81 @@ impl EncodedEnd {
     }
 }
 
+/// Makes due `scheduled` jobs (of every queue) `queued`; returns their id, task and queue.
+fn promote_due(conn: &Connection, now: Timestamp) -> StoreResult<Vec<(String, String, String)>> {
+    conn.prepare_cached(
+        "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1 \
+         RETURNING id, task, queue",
+    )
+    .map_err(db)?
+    .query_map([now.0], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+    .map_err(db)?
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(db)
+}
+
+/// Takes up to `max` queued jobs of `queue` under the lease `token`, within the queue's
+/// concurrency; says whether that concurrency stopped it.
+fn take_queued(
+    conn: &Connection,
+    queue: &QueueName,
+    worker: &str,
+    token: i64,
+    max: u32,
+    lease_ttl_ms: i64,
+    now: Timestamp,
+) -> StoreResult<(Vec<JobRow>, Lease, bool)> {
+    let settings: Option<(u32, bool)> = conn
+        .prepare_cached("SELECT concurrency, paused FROM queues WHERE name = ?1")
+        .map_err(db)?
+        .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db)?;
+    let none = Lease {
+        token,
+        expires_at: Timestamp(0),
+    };
+    let Some((concurrency, paused)) = settings else {
+        return Ok((Vec::new(), none, false));
+    };
+    if paused {
+        return Ok((Vec::new(), none, false));
+    }
+    let running: i64 = conn
+        .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
+        .map_err(db)?
+        .query_row([queue.as_str()], |r| r.get(0))
+        .map_err(db)?;
+    let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
+    let limited = room < i64::from(max);
+    if room == 0 {
+        return Ok((Vec::new(), none, limited));
+    }
+    let expires = now.0 + lease_ttl_ms;
+    let sql = format!(
+        "UPDATE jobs SET state = 'running', lease = ?1, lease_expires = ?2, worker = ?3, \
+         attempts = attempts + 1, started_at = ?4, cancel_requested = 0, progress_done = NULL, \
+         progress_total = NULL \
+         WHERE id IN (SELECT id FROM jobs WHERE queue = ?5 AND state = 'queued' \
+                      ORDER BY priority DESC, run_at, id LIMIT ?6) \
+         RETURNING {JOB_COLUMNS}"
+    );
+    let rows = query_job_rows(
+        conn,
+        &sql,
+        &[&token, &expires, &worker, &now.0, &queue.as_str(), &room],
+    )?;
+    let at_concurrency = limited && rows.len() as i64 == room;
+    Ok((
+        rows,
+        Lease {
+            token,
+            expires_at: Timestamp(expires),
+        },
+        at_concurrency,
+    ))
+}
+
 fn finish_one(conn: &Connection, encoded: &EncodedEnd, now: Timestamp) -> StoreResult<bool> {
     let EncodedEnd {
         end,
@@ -1222,54 +1297,15 @@ impl Store for SqliteStore {
         let queue = queue.clone();
         let worker = worker.to_owned();
         let token = self.next_lease_token();
-        let claimed = self.write_volatile(move |conn| {
-            let promoted = conn
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'queued' WHERE state = 'scheduled' AND run_at <= ?1 \
-                     RETURNING id, task, queue",
-                )
-                .map_err(db)?
-                .query_map([now.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))
-                .map_err(db)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db)?;
-            let settings: Option<(u32, bool)> = conn
-                .prepare_cached("SELECT concurrency, paused FROM queues WHERE name = ?1")
-                .map_err(db)?
-                .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-                .map_err(db)?;
-            let none = Lease { token, expires_at: Timestamp(0) };
-            let Some((concurrency, paused)) = settings else { return Ok((Vec::new(), none, false, promoted)) };
-            if paused {
-                return Ok((Vec::new(), none, false, promoted));
-            }
-            let running: i64 = conn
-                .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
-                .map_err(db)?
-                .query_row([queue.as_str()], |r| r.get(0))
-                .map_err(db)?;
-            let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
-            let limited = room < i64::from(max);
-            if room == 0 {
-                return Ok((Vec::new(), none, limited, promoted));
-            }
-            let expires = now.0 + lease_ttl_ms;
-            let sql = format!(
-                "UPDATE jobs SET state = 'running', lease = ?1, lease_expires = ?2, worker = ?3, \
-                 attempts = attempts + 1, started_at = ?4, cancel_requested = 0, progress_done = NULL, \
-                 progress_total = NULL \
-                 WHERE id IN (SELECT id FROM jobs WHERE queue = ?5 AND state = 'queued' \
-                              ORDER BY priority DESC, run_at, id LIMIT ?6) \
-                 RETURNING {JOB_COLUMNS}"
-            );
-            let rows = query_job_rows(conn, &sql, &[&token, &expires, &worker, &now.0, &queue.as_str(), &room])?;
-            let at_concurrency = limited && rows.len() as i64 == room;
-            Ok((rows, Lease { token, expires_at: Timestamp(expires) }, at_concurrency, promoted))
-        })
-        .await?;
+        let claimed = self
+            .write_volatile(move |conn| {
+                let promoted = promote_due(conn, now)?;
+                let taken = take_queued(conn, &queue, &worker, token, max, lease_ttl_ms, now)?;
+                Ok((taken, promoted))
+            })
+            .await?;
         // Decoded here, off the writer thread.
-        let (rows, lease, at_concurrency, promoted) = claimed;
+        let ((rows, lease, at_concurrency), promoted) = claimed;
         let promoted = promoted
             .into_iter()
             .map(|(id, task, queue)| {
