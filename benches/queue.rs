@@ -1,7 +1,9 @@
 //! Queue benchmarks; prints figures, asserts nothing. Run with `cargo bench --bench queue`
-//! (add `-- throughput`, `latency`, `claim` or `memory` to run one). Figures and targets are
-//! kept in BENCHMARKS.md:
+//! (add `-- throughput`, `preloaded`, `latency`, `store`, `claim` or `memory` to run one).
+//! Figures and targets are kept in BENCHMARKS.md:
 //! - echo jobs submitted in batches and run to completion on the embedded store, jobs/s;
+//! - the same jobs queued before the workers start, then run: jobs/s and CPU per job;
+//! - the store's cost per job by phase (insert, claim, finish), one call at a time;
 //! - submit -> completed latency of single jobs on an idle engine, p50/p99;
 //! - claim cost with 10k vs 1M queued jobs;
 //! - resident memory with 1M queued jobs;
@@ -19,7 +21,7 @@ use remotask::domain::{
 };
 use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{Service, SubmitRequest};
-use remotask::store::{BlobStore, Finish, QueueConfig, SqliteStore, Store};
+use remotask::store::{AttemptEnd, BlobStore, Finish, QueueConfig, SqliteStore, Store};
 use remotask::worker::{WorkerConfig, WorkerPool};
 
 fn main() {
@@ -38,12 +40,18 @@ fn main() {
         if wants("throughput") {
             throughput().await;
         }
+        if wants("preloaded") {
+            preloaded().await;
+        }
         if wants("latency") {
             latency().await;
         }
         if wants("http") {
             http_throughput().await;
             http_latency().await;
+        }
+        if wants("store") {
+            store_phases().await;
         }
         if wants("claim") || wants("memory") {
             claim_and_memory().await;
@@ -377,4 +385,140 @@ async fn claim_and_memory() {
         );
     }
     println!();
+}
+
+/// The store's share of one job, phase by phase, as the engine calls it: submits in batches
+/// of 1,000, claims of 32, results written 16 at a time. Each call waits for the previous one,
+/// so the figures are the writer thread's cost per job (the engine overlaps them).
+async fn store_phases() {
+    let n = 20_000u64;
+    println!("## the store's cost per job, by phase ({n} jobs, one call at a time)");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(dir.path().join("remotask.db")).expect("store");
+    let q = QueueName::default_queue();
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 1_000,
+            ..QueueConfig::with_defaults(q.clone())
+        })
+        .await
+        .expect("queue");
+    let started = Instant::now();
+    for from in (0..n).step_by(1_000) {
+        let jobs = (from..from + 1_000)
+            .map(|i| NewJob {
+                priority: 0,
+                ..queued_job(i)
+            })
+            .collect();
+        store.insert_jobs(jobs).await.expect("insert");
+    }
+    let insert = started.elapsed();
+    let receipt = serde_json::json!({"fuel_consumed": 41_000, "peak_memory_bytes": 1_114_112,
+        "wall_us": 30, "instantiate_us": 12, "compile_cache": "memory", "stdout_bytes": 8,
+        "stderr_bytes": 0});
+    let (mut claim, mut finish, mut done) = (Duration::ZERO, Duration::ZERO, 0u64);
+    loop {
+        let started = Instant::now();
+        let claimed = store
+            .claim(&q, "bench", 32, 30_000, Timestamp::now())
+            .await
+            .expect("claim")
+            .jobs;
+        claim += started.elapsed();
+        if claimed.is_empty() {
+            break;
+        }
+        done += claimed.len() as u64;
+        for chunk in claimed.chunks(16) {
+            let ends = chunk
+                .iter()
+                .map(|c| AttemptEnd {
+                    id: c.job.id,
+                    lease: c.lease,
+                    attempt: Some(remotask::domain::AttemptRecord {
+                        number: c.job.attempts,
+                        reason: Reason::Completed,
+                        trap_kind: None,
+                        exit_code: None,
+                        message: None,
+                        stderr: Vec::new(),
+                        stderr_truncated: false,
+                        receipt: receipt.clone(),
+                        worker: "bench".into(),
+                        started_at: Timestamp::now(),
+                        finished_at: Timestamp::now(),
+                    }),
+                    finish: Finish::Completed {
+                        output: c.job.input.clone(),
+                    },
+                })
+                .collect();
+            let started = Instant::now();
+            store
+                .finish_many(ends, Timestamp::now())
+                .await
+                .expect("finish");
+            finish += started.elapsed();
+        }
+    }
+    assert_eq!(done, n);
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
+    println!(
+        "insert {:>5.1} us   claim {:>5.1} us   finish {:>5.1} us   per job\n",
+        per(insert),
+        per(claim),
+        per(finish)
+    );
+}
+
+async fn preloaded() {
+    let n = 20_000u64;
+    let batch = 1_000;
+    println!("## {n} echo jobs queued before the workers start, run to completion");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, pool) = engine(dir.path(), 2).await;
+    pool.shutdown().await;
+    for _ in 0..n / batch {
+        let requests = (0..batch)
+            .map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}")))
+            .collect();
+        service.submit_batch(requests).await.expect("submit");
+    }
+    let cpu0 = cpu_secs();
+    let started = Instant::now();
+    let pool = WorkerPool::start(
+        service.clone(),
+        WorkerConfig {
+            threads: 2,
+            ..WorkerConfig::default()
+        },
+    );
+    all_completed(&service, n).await;
+    let took = started.elapsed();
+    let cpu = cpu_secs() - cpu0;
+    println!(
+        "run               {:>8.0} jobs/s ({:.2} s, {:.2} CPUs, {:.0} us CPU per job)\n",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        cpu / took.as_secs_f64(),
+        cpu * 1e6 / n as f64
+    );
+    pool.shutdown().await;
+}
+
+/// CPU time used by this process so far (user + system), in seconds.
+fn cpu_secs() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat(5), 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -172,6 +172,75 @@ const LIVE_STATES: &str =
 const TERMINAL_STATES: &str = "(state = 'completed' OR state = 'failed' OR state = 'cancelled')";
 const MAX_BATCH: usize = 1024;
 const READERS: usize = 4;
+/// Rows one multi-row `INSERT` writes at most. A statement costs about as much to start and
+/// end (a cursor on every index, a statement journal) as to write a few rows, so submitted
+/// jobs and attempt records are inserted many rows per statement. Batches are cut into chunks
+/// of power-of-two sizes, so only a few statement shapes are ever prepared and cached.
+/// (An `UPDATE ... FROM (VALUES ...)` for many finished jobs measured no cheaper than one
+/// guarded `UPDATE` each: SQLite stages such an update's rows in a temporary table.)
+const ROWS_PER_STATEMENT: usize = 64;
+
+/// The chunk sizes for `n` rows: powers of two, largest first, none above
+/// `ROWS_PER_STATEMENT` (100 -> 64, 32, 4).
+fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= ROWS_PER_STATEMENT {
+            ROWS_PER_STATEMENT
+        } else {
+            1 << (usize::BITS - 1 - n.leading_zeros())
+        };
+        n -= size;
+        Some(size)
+    })
+}
+
+/// The SQL of one kind of multi-row statement for each chunk size, made once.
+struct BatchSql {
+    sizes: std::sync::OnceLock<Vec<String>>,
+    make: fn(usize) -> String,
+}
+
+impl BatchSql {
+    const fn new(make: fn(usize) -> String) -> Self {
+        Self {
+            sizes: std::sync::OnceLock::new(),
+            make,
+        }
+    }
+
+    /// The statement for `rows` rows, one of `chunk_sizes`.
+    fn get(&self, rows: usize) -> &str {
+        assert!(rows.is_power_of_two() && rows <= ROWS_PER_STATEMENT);
+        let all = self.sizes.get_or_init(|| {
+            (0..=ROWS_PER_STATEMENT.trailing_zeros())
+                .map(|k| (self.make)(1 << k))
+                .collect()
+        });
+        &all[rows.trailing_zeros() as usize]
+    }
+}
+
+/// `(?2, ?3), (?4, ?5)` for `rows` rows of `width` placeholders, numbered from `first`.
+fn values_rows(rows: usize, width: usize, first: usize) -> String {
+    let mut sql = String::with_capacity(rows * width * 5);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("?{}", first + r * width + c));
+        }
+        sql.push(')');
+    }
+    sql
+}
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
@@ -660,6 +729,9 @@ fn load_task(conn: &Connection, name: &str) -> StoreResult<Option<TaskRecord>> {
 struct EncodedJob {
     job: NewJob,
     id: String,
+    task: String,
+    queue: String,
+    state: &'static str,
     digest: String,
     args: String,
     env: String,
@@ -671,6 +743,9 @@ impl EncodedJob {
     fn new(job: NewJob) -> Self {
         Self {
             id: job.id.to_string(),
+            task: job.task.to_string(),
+            queue: job.queue.to_string(),
+            state: job.state.as_str(),
             digest: job.digest.to_hex(),
             args: json(&job.args),
             env: json(&job.env),
@@ -684,56 +759,98 @@ impl EncodedJob {
 fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inserted>> {
     let mut out = Vec::with_capacity(jobs.len());
     let mut queues_seen: Vec<QueueName> = Vec::new();
-    for encoded in jobs {
-        let job = &encoded.job;
-        if !queues_seen.contains(&job.queue) {
-            ensure_queue(conn, &job.queue)?;
-            queues_seen.push(job.queue.clone());
+    for job in &jobs {
+        if !queues_seen.contains(&job.job.queue) {
+            ensure_queue(conn, &job.job.queue)?;
+            queues_seen.push(job.job.queue.clone());
         }
-        if let Some(key) = &job.unique_key {
-            let existing: Option<String> = conn
-                .prepare_cached(&format!(
-                    "SELECT id FROM jobs WHERE unique_key = ?1 AND {LIVE_STATES}"
-                ))
-                .map_err(db)?
-                .query_row([key], |r| r.get(0))
-                .optional()
-                .map_err(db)?;
-            if let Some(id) = existing {
-                out.push(Inserted::Existing(
-                    id.parse().map_err(|e| corrupt("jobs", e))?,
-                ));
-                continue;
-            }
+    }
+    // A job with a unique key may meet an earlier one (of this batch too), so it is looked up
+    // and written on its own; runs of jobs between them are written many rows per statement.
+    let mut rest = jobs.as_slice();
+    while !rest.is_empty() {
+        let plain = rest
+            .iter()
+            .take_while(|j| j.job.unique_key.is_none())
+            .count();
+        if plain == 0 {
+            out.push(insert_unique(conn, &rest[0])?);
+            rest = &rest[1..];
+            continue;
         }
-        conn.prepare_cached(
-            "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
-             context, limits, retry, submitter, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        )
-        .map_err(db)?
-        .execute(params![
-            encoded.id,
-            job.task.as_str(),
-            encoded.digest,
-            job.queue.as_str(),
-            job.state.as_str(),
-            job.input,
-            encoded.args,
-            encoded.env,
-            job.priority,
-            job.run_at.0,
-            job.unique_key,
-            job.context,
-            encoded.limits,
-            encoded.retry,
-            job.submitter,
-            job.created_at.0,
-        ])
-        .map_err(db)?;
-        out.push(Inserted::New(job.id));
+        let (run, after) = rest.split_at(plain);
+        let mut at = 0;
+        for size in chunk_sizes(run.len()) {
+            insert_rows(conn, &run[at..at + size])?;
+            at += size;
+        }
+        out.extend(run.iter().map(|j| Inserted::New(j.job.id)));
+        rest = after;
     }
     Ok(out)
+}
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, \
+     run_at, unique_key, context, limits, retry, submitter, created_at) VALUES ";
+const INSERT_JOB_WIDTH: usize = 16;
+
+/// Inserts `jobs` in one statement.
+fn insert_rows(conn: &Connection, jobs: &[EncodedJob]) -> StoreResult<()> {
+    static SQL: BatchSql =
+        BatchSql::new(|rows| format!("{INSERT_JOB}{}", values_rows(rows, INSERT_JOB_WIDTH, 1)));
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(jobs.len() * INSERT_JOB_WIDTH);
+    for encoded in jobs {
+        params.extend(job_params(encoded));
+    }
+    conn.prepare_cached(SQL.get(jobs.len()))
+        .map_err(db)?
+        .execute(params.as_slice())
+        .map_err(db)?;
+    Ok(())
+}
+
+/// The values of one job row, in `INSERT_JOB`'s column order.
+fn job_params(encoded: &EncodedJob) -> [&dyn rusqlite::ToSql; INSERT_JOB_WIDTH] {
+    let job = &encoded.job;
+    [
+        &encoded.id,
+        &encoded.task,
+        &encoded.digest,
+        &encoded.queue,
+        &encoded.state,
+        &job.input,
+        &encoded.args,
+        &encoded.env,
+        &job.priority,
+        &job.run_at.0,
+        &job.unique_key,
+        &job.context,
+        &encoded.limits,
+        &encoded.retry,
+        &job.submitter,
+        &job.created_at.0,
+    ]
+}
+
+/// Stores a job with a unique key, or returns the live job that holds the key.
+fn insert_unique(conn: &Connection, encoded: &EncodedJob) -> StoreResult<Inserted> {
+    if let Some(key) = &encoded.job.unique_key {
+        let existing: Option<String> = conn
+            .prepare_cached(&format!(
+                "SELECT id FROM jobs WHERE unique_key = ?1 AND {LIVE_STATES}"
+            ))
+            .map_err(db)?
+            .query_row([key], |r| r.get(0))
+            .optional()
+            .map_err(db)?;
+        if let Some(id) = existing {
+            return Ok(Inserted::Existing(
+                id.parse().map_err(|e| corrupt("jobs", e))?,
+            ));
+        }
+    }
+    insert_rows(conn, std::slice::from_ref(encoded))?;
+    Ok(Inserted::New(encoded.job.id))
 }
 
 const SCHEDULE_COLUMNS: &str = "name, spec, job, overlap, catch_up, paused, next_fire, last_fire, \
@@ -932,12 +1049,31 @@ fn take_queued(
     ))
 }
 
+/// Writes attempt ends; says for each whether it was written (false: its lease is stale).
+/// Each job's next state is one guarded update; the attempts of those written are recorded
+/// many rows per statement.
+fn finish_all(conn: &Connection, ends: &[EncodedEnd], now: Timestamp) -> StoreResult<Vec<bool>> {
+    let mut written = Vec::with_capacity(ends.len());
+    let mut records: Vec<(&str, &AttemptRecord, &str)> = Vec::with_capacity(ends.len());
+    for end in ends {
+        let ok = finish_one(conn, end, now)?;
+        if let (true, Some(a), Some(receipt)) = (ok, &end.end.attempt, &end.receipt) {
+            records.push((&end.key, a, receipt));
+        }
+        written.push(ok);
+    }
+    let mut at = 0;
+    for size in chunk_sizes(records.len()) {
+        insert_attempts(conn, &records[at..at + size])?;
+        at += size;
+    }
+    Ok(written)
+}
+
+/// Moves the job of one attempt's end to its next state, if the attempt's lease still holds.
 fn finish_one(conn: &Connection, encoded: &EncodedEnd, now: Timestamp) -> StoreResult<bool> {
     let EncodedEnd {
-        end,
-        key,
-        limits,
-        receipt,
+        end, key, limits, ..
     } = encoded;
     let token = end.lease.token;
     let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
@@ -974,42 +1110,61 @@ fn finish_one(conn: &Connection, encoded: &EncodedEnd, now: Timestamp) -> StoreR
             .execute(params![key, token]),
     }
     .map_err(db)?;
-    if changed == 0 {
-        return Ok(false);
-    }
-    if let (Some(a), Some(receipt)) = (&end.attempt, receipt) {
-        insert_attempt(conn, key, a, receipt)?;
-    }
-    Ok(true)
+    Ok(changed > 0)
 }
 
-fn insert_attempt(
-    conn: &Connection,
-    key: &str,
-    a: &AttemptRecord,
-    receipt: &str,
-) -> StoreResult<()> {
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO attempts (job_id, number, reason, trap_kind, exit_code, message, stderr, \
-         stderr_truncated, receipt, worker, started_at, finished_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-    )
-    .map_err(db)?
-    .execute(params![
-        key,
-        a.number,
-        a.reason.as_str(),
-        a.trap_kind.map(|k| k.as_str()),
-        a.exit_code,
-        a.message,
-        a.stderr,
-        a.stderr_truncated,
-        receipt,
-        a.worker,
-        a.started_at.0,
-        a.finished_at.0,
-    ])
-    .map_err(db)?;
+const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts (job_id, number, reason, \
+     trap_kind, exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, \
+     finished_at) VALUES ";
+const INSERT_ATTEMPT_WIDTH: usize = 12;
+
+/// Records attempts (job key, record, receipt as JSON) in one statement.
+fn insert_attempts(conn: &Connection, records: &[(&str, &AttemptRecord, &str)]) -> StoreResult<()> {
+    struct Row<'a> {
+        key: &'a str,
+        a: &'a AttemptRecord,
+        receipt: &'a str,
+        reason: &'static str,
+        trap_kind: Option<&'static str>,
+    }
+    let rows: Vec<Row<'_>> = records
+        .iter()
+        .map(|&(key, a, receipt)| Row {
+            key,
+            a,
+            receipt,
+            reason: a.reason.as_str(),
+            trap_kind: a.trap_kind.map(|k| k.as_str()),
+        })
+        .collect();
+    let mut params: Vec<&dyn rusqlite::ToSql> =
+        Vec::with_capacity(rows.len() * INSERT_ATTEMPT_WIDTH);
+    for r in &rows {
+        params.extend::<[&dyn rusqlite::ToSql; INSERT_ATTEMPT_WIDTH]>([
+            &r.key,
+            &r.a.number,
+            &r.reason,
+            &r.trap_kind,
+            &r.a.exit_code,
+            &r.a.message,
+            &r.a.stderr,
+            &r.a.stderr_truncated,
+            &r.receipt,
+            &r.a.worker,
+            &r.a.started_at.0,
+            &r.a.finished_at.0,
+        ]);
+    }
+    static SQL: BatchSql = BatchSql::new(|rows| {
+        format!(
+            "{INSERT_ATTEMPT}{}",
+            values_rows(rows, INSERT_ATTEMPT_WIDTH, 1)
+        )
+    });
+    conn.prepare_cached(SQL.get(rows.len()))
+        .map_err(db)?
+        .execute(params.as_slice())
+        .map_err(db)?;
     Ok(())
 }
 
@@ -1380,7 +1535,7 @@ impl Store for SqliteStore {
 
     async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>> {
         let ends: Vec<EncodedEnd> = ends.into_iter().map(EncodedEnd::new).collect();
-        self.write_volatile(move |conn| ends.iter().map(|end| finish_one(conn, end, now)).collect())
+        self.write_volatile(move |conn| finish_all(conn, &ends, now))
             .await
     }
 
@@ -1784,6 +1939,24 @@ mod tests {
         for (name, sql) in &partial {
             assert!(!sql.contains(" IN "), "{name}: {sql}");
         }
+    }
+
+    #[test]
+    fn batches_are_cut_into_a_few_statement_shapes() {
+        let sizes = |n| chunk_sizes(n).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(100), vec![64, 32, 4]);
+        assert_eq!(sizes(200), vec![64, 64, 64, 8]);
+        for n in 0..300 {
+            let all = sizes(n);
+            assert_eq!(all.iter().sum::<usize>(), n);
+            assert!(
+                all.iter()
+                    .all(|s| s.is_power_of_two() && *s <= ROWS_PER_STATEMENT)
+            );
+        }
+        assert_eq!(values_rows(2, 3, 2), "(?2, ?3, ?4), (?5, ?6, ?7)");
     }
 
     #[test]

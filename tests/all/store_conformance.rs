@@ -9,8 +9,8 @@ use remotask::domain::{
     Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
 };
 use remotask::store::{
-    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Promoted, QueueConfig,
-    ScheduleRecord, SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
+    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, Promoted,
+    QueueConfig, ScheduleRecord, SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -63,6 +63,8 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     scheduled_jobs_become_claimable_when_due(make().await).await;
     a_stale_lease_cannot_write(make().await).await;
     many_attempts_end_in_one_write_each_under_its_own_lease(make().await).await;
+    a_large_batch_of_completions_writes_each_under_its_own_lease(make().await).await;
+    a_large_submit_keeps_order_and_unique_keys(make().await).await;
     jobs_are_listed_by_state(make().await).await;
     unique_keys_hold_while_live(make().await).await;
     cancel_release_retry_delete_follow_the_state_machine(make().await).await;
@@ -445,6 +447,135 @@ async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Sto
         (Some(&b"zero"[..]), Some(Timestamp(T0.0 + 7)))
     );
     assert!(store.finish_many(Vec::new(), T0).await.unwrap().is_empty());
+}
+
+/// More ends than one statement writes: stale leases among them, and one job twice (its stale
+/// attempt and its current one), each end written or refused on its own lease.
+async fn a_large_batch_of_completions_writes_each_under_its_own_lease(store: impl Store) {
+    let n = 150;
+    let jobs: Vec<NewJob> = (0..n).map(|_| new_job("q", 0, T0)).collect();
+    store.insert_jobs(jobs).await.unwrap();
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 1_000,
+            ..QueueConfig::with_defaults("q".parse().unwrap())
+        })
+        .await
+        .unwrap();
+    let claimed = store
+        .claim(&"q".parse().unwrap(), "w", n as u32, 1000, T0)
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), n);
+    let stale = |c: &Claimed| Lease {
+        token: c.lease.token + 1,
+        ..c.lease
+    };
+    let mut ends: Vec<AttemptEnd> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| AttemptEnd {
+            id: c.job.id,
+            lease: if i % 7 == 3 { stale(c) } else { c.lease },
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish: Finish::Completed {
+                output: format!("out {i}").into_bytes(),
+            },
+        })
+        .collect();
+    // Job 0 ends twice: first under a stale lease, then under its own.
+    ends.insert(
+        0,
+        AttemptEnd {
+            lease: stale(&claimed[0]),
+            finish: Finish::Completed {
+                output: b"stale".to_vec(),
+            },
+            ..ends[0].clone()
+        },
+    );
+    let written = store.finish_many(ends, Timestamp(T0.0 + 9)).await.unwrap();
+    let mut expected = vec![false];
+    expected.extend((0..n).map(|i| i % 7 != 3));
+    assert_eq!(written, expected);
+    for (i, c) in claimed.iter().enumerate() {
+        let job = store.get_job(c.job.id).await.unwrap().unwrap();
+        let attempts = store.attempts(c.job.id).await.unwrap();
+        if i % 7 == 3 {
+            assert_eq!(
+                (job.state, attempts.len()),
+                (JobState::Running, 0),
+                "job {i}"
+            );
+        } else {
+            assert_eq!(
+                (job.state, job.output, job.finished_at),
+                (
+                    JobState::Completed,
+                    Some(format!("out {i}").into_bytes()),
+                    Some(Timestamp(T0.0 + 9))
+                ),
+                "job {i}"
+            );
+            assert_eq!(attempts.len(), 1, "job {i}");
+            assert_eq!(
+                (attempts[0].number, attempts[0].reason, &attempts[0].receipt),
+                (
+                    1,
+                    Reason::Completed,
+                    &serde_json::json!({"fuel_consumed": 1})
+                ),
+                "job {i}"
+            );
+        }
+    }
+}
+
+/// A submit of more jobs than one statement writes keeps their order, and unique keys among
+/// them still return the live job (of this same batch too).
+async fn a_large_submit_keeps_order_and_unique_keys(store: impl Store) {
+    let mut jobs: Vec<NewJob> = (0..200).map(|_| new_job("q", 0, T0)).collect();
+    jobs[10].unique_key = Some("a".into());
+    jobs[11].unique_key = Some("a".into());
+    jobs[150].unique_key = Some("b".into());
+    jobs[199].unique_key = Some("a".into());
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let inserted = store.insert_jobs(jobs).await.unwrap();
+    let expected: Vec<Inserted> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| match i {
+            11 | 199 => Inserted::Existing(ids[10]),
+            _ => Inserted::New(*id),
+        })
+        .collect();
+    assert_eq!(inserted, expected);
+    let listed: Vec<JobId> = store
+        .list_jobs(&JobFilter {
+            limit: 1_000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    let mut stored: Vec<JobId> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 11 && *i != 199)
+        .map(|(_, id)| *id)
+        .collect();
+    stored.sort();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(listed_sorted, stored);
+    let job = store.get_job(ids[150]).await.unwrap().unwrap();
+    assert_eq!(
+        (job.unique_key.as_deref(), job.state, job.input),
+        (Some("b"), JobState::Queued, b"{}".to_vec())
+    );
 }
 
 async fn jobs_are_listed_by_state(store: impl Store) {
