@@ -376,27 +376,7 @@ async fn dispatcher(
                 };
                 budget = budget.saturating_sub(1);
                 service.publish(&c.job, crate::domain::JobState::Running);
-                let cancel = CancelToken::new();
-                let interrupted = Arc::new(AtomicBool::new(false));
-                {
-                    let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
-                    running.insert(
-                        c.job.id,
-                        InFlight {
-                            cancel: cancel.clone(),
-                            lease: c.lease,
-                            interrupted: interrupted.clone(),
-                        },
-                    );
-                    // A cancel that came between the claim's commit and now.
-                    let mut ahead = shared
-                        .cancels_ahead
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner());
-                    if !ahead.is_empty() && ahead.remove(&c.job.id).is_some() {
-                        cancel.cancel();
-                    }
-                }
+                let (cancel, interrupted) = register_attempt(&service, &c);
                 let assignment = Assignment {
                     claimed: c,
                     caps: queue.caps,
@@ -434,6 +414,34 @@ async fn dispatcher(
     }
 }
 
+/// Registers a claimed job's attempt as in flight (its cancel token and lease), applying a
+/// cancel that came between the claim's commit and now. Returns the attempt's cancel token and
+/// its shutdown flag.
+fn register_attempt(service: &Service, c: &Claimed) -> (CancelToken, Arc<AtomicBool>) {
+    let shared = &service.shared;
+    let cancel = CancelToken::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let mut running = shared.running.lock().unwrap_or_else(|p| p.into_inner());
+    running.insert(
+        c.job.id,
+        InFlight {
+            cancel: cancel.clone(),
+            lease: c.lease,
+            interrupted: interrupted.clone(),
+        },
+    );
+    // Taken under the `running` lock, which `Service::cancel` holds while it decides between
+    // cancelling a registered attempt and keeping the cancel here.
+    let mut ahead = shared
+        .cancels_ahead
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if !ahead.is_empty() && ahead.remove(&c.job.id).is_some() {
+        cancel.cancel();
+    }
+    (cancel, interrupted)
+}
+
 /// Extends the leases of attempts in flight every third of the lease TTL, and passes on
 /// cancels asked for through the store (by another process).
 async fn heartbeats(service: Service, config: WorkerConfig, stopping: Arc<AtomicBool>) {
@@ -462,6 +470,112 @@ async fn heartbeats(service: Service, config: WorkerConfig, stopping: Arc<Atomic
                 Err(_) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod register_tests {
+    use std::sync::Arc;
+
+    use super::register_attempt;
+    use crate::domain::{
+        JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, RetryPolicy, SystemClock,
+        Timestamp,
+    };
+    use crate::sandbox::{Sandbox, SandboxConfig};
+    use crate::service::Service;
+    use crate::store::{BlobStore, CancelOutcome, Claimed, SqliteStore, Store};
+
+    fn job() -> NewJob {
+        NewJob {
+            id: JobId::generate(),
+            task: "echo".parse().unwrap(),
+            digest: ModuleDigest::of(b"echo"),
+            queue: QueueName::default_queue(),
+            input: Vec::new(),
+            args: vec![],
+            env: vec![],
+            priority: 0,
+            state: JobState::Queued,
+            run_at: Timestamp(0),
+            unique_key: None,
+            context: None,
+            limits: Limits::default(),
+            retry: RetryPolicy::default(),
+            submitter: None,
+            created_at: Timestamp(0),
+        }
+    }
+
+    /// Two jobs claimed, as the dispatcher has them before it registers their attempts.
+    async fn claimed_pair(dir: &std::path::Path) -> (Service, Vec<Claimed>) {
+        let store = SqliteStore::open(dir.join("remotask.db")).expect("store");
+        store.insert_jobs(vec![job(), job()]).await.expect("insert");
+        let claimed = store
+            .claim(
+                &QueueName::default_queue(),
+                "w",
+                2,
+                30_000,
+                Timestamp::now(),
+            )
+            .await
+            .expect("claim")
+            .jobs;
+        assert_eq!(claimed.len(), 2);
+        let blobs = BlobStore::open(dir.join("modules")).expect("blobs");
+        let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
+        let service = Service::new(Arc::new(store), blobs, sandbox, Arc::new(SystemClock));
+        (service, claimed)
+    }
+
+    #[tokio::test]
+    async fn a_cancel_between_the_claim_and_the_registration_stops_the_attempt() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (service, claimed) = claimed_pair(dir.path()).await;
+        let (cancelled, other) = (&claimed[0], &claimed[1]);
+        assert_eq!(
+            service.cancel(cancelled.job.id).await.expect("cancel"),
+            CancelOutcome::Running
+        );
+        let (token, interrupted) = register_attempt(&service, cancelled);
+        assert!(token.is_cancelled(), "the cancel kept for it is applied");
+        assert!(!interrupted.load(std::sync::atomic::Ordering::SeqCst));
+        let (token, _) = register_attempt(&service, other);
+        assert!(
+            !token.is_cancelled(),
+            "another job's attempt is not cancelled"
+        );
+        assert!(
+            service
+                .shared
+                .cancels_ahead
+                .lock()
+                .expect("lock")
+                .is_empty(),
+            "the kept cancel is used once"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_after_the_registration_reaches_the_attempt_directly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (service, claimed) = claimed_pair(dir.path()).await;
+        let (token, _) = register_attempt(&service, &claimed[0]);
+        assert!(!token.is_cancelled());
+        assert_eq!(
+            service.cancel(claimed[0].job.id).await.expect("cancel"),
+            CancelOutcome::Running
+        );
+        assert!(token.is_cancelled());
+        assert!(
+            service
+                .shared
+                .cancels_ahead
+                .lock()
+                .expect("lock")
+                .is_empty()
+        );
     }
 }
 
