@@ -168,6 +168,10 @@ const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, pri
 /// A live job, as `jobs_unique_live` says it (comparisons, not `IN`: see migration 5).
 const LIVE_STATES: &str =
     "(state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running')";
+/// Running jobs whose lease expired before `?1`. Read through `jobs_running`, a scan of the
+/// running jobs only: the rescuer asks every second, and an `ORDER BY id` here made SQLite
+/// scan the whole table in id order instead (sorted by the caller).
+const EXPIRED_LEASES: &str = "state = 'running' AND lease_expires < ?1";
 /// An ended job, as `jobs_ended` says it.
 const TERMINAL_STATES: &str = "(state = 'completed' OR state = 'failed' OR state = 'cancelled')";
 const MAX_BATCH: usize = 1024;
@@ -1541,11 +1545,13 @@ impl Store for SqliteStore {
 
     async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>> {
         self.read(move |conn| {
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires < ?1 ORDER BY id");
-            Ok(query_jobs(conn, &sql, &[&now.0])?
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {EXPIRED_LEASES}");
+            let mut expired: Vec<Claimed> = query_jobs(conn, &sql, &[&now.0])?
                 .into_iter()
                 .filter_map(|(job, lease)| lease.map(|lease| Claimed { job, lease }))
-                .collect())
+                .collect();
+            expired.sort_by_key(|c| c.job.id);
+            Ok(expired)
         })
         .await
     }
@@ -1957,6 +1963,17 @@ mod tests {
             );
         }
         assert_eq!(values_rows(2, 3, 2), "(?2, ?3, ?4), (?5, ?6, ?7)");
+    }
+
+    #[test]
+    fn the_rescuer_reads_running_jobs_only() {
+        let (_dir, conn) = migrated();
+        let expired = plan(
+            &conn,
+            &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {EXPIRED_LEASES}"),
+            &[&0i64],
+        );
+        assert!(expired.contains("jobs_running"), "{expired}");
     }
 
     #[test]

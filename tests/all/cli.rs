@@ -12,8 +12,14 @@ fn run_json(args: &[&str]) -> (Value, i32) {
         .arg("--json")
         .output()
         .unwrap();
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{args:?}: {e}: stdout {:?}, stderr {:?}, {}",
+            text(&out.stdout),
+            text(&out.stderr),
+            out.status
+        )
+    });
     (v, out.status.code().unwrap())
 }
 
