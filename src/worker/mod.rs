@@ -529,6 +529,16 @@ mod register_tests {
         (service, claimed)
     }
 
+    /// No cancel is kept for an attempt not registered yet.
+    fn nothing_kept(service: &Service) -> bool {
+        service
+            .shared
+            .cancels_ahead
+            .lock()
+            .expect("lock")
+            .is_empty()
+    }
+
     #[tokio::test]
     async fn a_cancel_between_the_claim_and_the_registration_stops_the_attempt() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -546,15 +556,7 @@ mod register_tests {
             !token.is_cancelled(),
             "another job's attempt is not cancelled"
         );
-        assert!(
-            service
-                .shared
-                .cancels_ahead
-                .lock()
-                .expect("lock")
-                .is_empty(),
-            "the kept cancel is used once"
-        );
+        assert!(nothing_kept(&service), "the kept cancel is used once");
     }
 
     #[tokio::test]
@@ -568,14 +570,7 @@ mod register_tests {
             CancelOutcome::Running
         );
         assert!(token.is_cancelled());
-        assert!(
-            service
-                .shared
-                .cancels_ahead
-                .lock()
-                .expect("lock")
-                .is_empty()
-        );
+        assert!(nothing_kept(&service));
     }
 }
 
