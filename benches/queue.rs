@@ -136,6 +136,16 @@ async fn all_completed(service: &Service, n: u64) {
     }
 }
 
+/// Submits `n` echo jobs in batches of `batch`.
+async fn submit_echo(service: &Service, n: u64, batch: u64) {
+    for _ in 0..n / batch {
+        let requests = (0..batch)
+            .map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}")))
+            .collect();
+        service.submit_batch(requests).await.expect("submit");
+    }
+}
+
 async fn throughput() {
     let n = 20_000u64;
     let batch = 1_000;
@@ -145,12 +155,7 @@ async fn throughput() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (service, pool) = engine(dir.path(), 2).await;
     let started = Instant::now();
-    for _ in 0..n / batch {
-        let requests = (0..batch)
-            .map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}")))
-            .collect();
-        service.submit_batch(requests).await.expect("submit");
-    }
+    submit_echo(&service, n, batch).await;
     let submitted = started.elapsed();
     all_completed(&service, n).await;
     let took = started.elapsed();
@@ -489,12 +494,7 @@ async fn preloaded() {
     let dir = tempfile::tempdir().expect("tempdir");
     let (service, pool) = engine(dir.path(), 2).await;
     pool.shutdown().await;
-    for _ in 0..n / batch {
-        let requests = (0..batch)
-            .map(|i| SubmitRequest::new("echo".parse().unwrap(), format!("{{\"i\":{i}}}")))
-            .collect();
-        service.submit_batch(requests).await.expect("submit");
-    }
+    submit_echo(&service, n, batch).await;
     let cpu0 = cpu_secs();
     let started = Instant::now();
     let pool = WorkerPool::start(

@@ -201,6 +201,16 @@ fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// `items` cut as `chunk_sizes` says, one slice per statement.
+fn statement_chunks<T>(items: &[T]) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    chunk_sizes(items.len()).map(move |size| {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
+        chunk
+    })
+}
+
 /// The SQL of one kind of multi-row statement for each chunk size, made once.
 struct BatchSql {
     sizes: std::sync::OnceLock<Vec<String>>,
@@ -783,10 +793,8 @@ fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inser
             continue;
         }
         let (run, after) = rest.split_at(plain);
-        let mut at = 0;
-        for size in chunk_sizes(run.len()) {
-            insert_rows(conn, &run[at..at + size])?;
-            at += size;
+        for chunk in statement_chunks(run) {
+            insert_rows(conn, chunk)?;
         }
         out.extend(run.iter().map(|j| Inserted::New(j.job.id)));
         rest = after;
@@ -953,14 +961,20 @@ fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> 
     }))
 }
 
-/// One attempt's end under its lease guard; false (nothing written) if the lease is stale.
 /// An attempt's end with its text columns encoded before it goes to the writer thread, which
 /// is the store's bottleneck.
 struct EncodedEnd {
     end: AttemptEnd,
     key: String,
     limits: Option<String>,
-    receipt: Option<String>,
+    attempt: Option<EncodedAttempt>,
+}
+
+/// The encoded columns of an attempt record.
+struct EncodedAttempt {
+    receipt: String,
+    reason: &'static str,
+    trap_kind: Option<&'static str>,
 }
 
 impl EncodedEnd {
@@ -972,7 +986,11 @@ impl EncodedEnd {
         Self {
             key: end.id.to_string(),
             limits,
-            receipt: end.attempt.as_ref().map(|a| a.receipt.to_string()),
+            attempt: end.attempt.as_ref().map(|a| EncodedAttempt {
+                receipt: a.receipt.to_string(),
+                reason: a.reason.as_str(),
+                trap_kind: a.trap_kind.map(|k| k.as_str()),
+            }),
             end,
         }
     }
@@ -1058,18 +1076,16 @@ fn take_queued(
 /// many rows per statement.
 fn finish_all(conn: &Connection, ends: &[EncodedEnd], now: Timestamp) -> StoreResult<Vec<bool>> {
     let mut written = Vec::with_capacity(ends.len());
-    let mut records: Vec<(&str, &AttemptRecord, &str)> = Vec::with_capacity(ends.len());
+    let mut recorded: Vec<AttemptRow<'_>> = Vec::with_capacity(ends.len());
     for end in ends {
         let ok = finish_one(conn, end, now)?;
-        if let (true, Some(a), Some(receipt)) = (ok, &end.end.attempt, &end.receipt) {
-            records.push((&end.key, a, receipt));
+        if let (true, Some(record), Some(encoded)) = (ok, &end.end.attempt, &end.attempt) {
+            recorded.push((&end.key, record, encoded));
         }
         written.push(ok);
     }
-    let mut at = 0;
-    for size in chunk_sizes(records.len()) {
-        insert_attempts(conn, &records[at..at + size])?;
-        at += size;
+    for chunk in statement_chunks(&recorded) {
+        insert_attempts(conn, chunk)?;
     }
     Ok(written)
 }
@@ -1122,49 +1138,35 @@ const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts (job_id, number, r
      finished_at) VALUES ";
 const INSERT_ATTEMPT_WIDTH: usize = 12;
 
-/// Records attempts (job key, record, receipt as JSON) in one statement.
-fn insert_attempts(conn: &Connection, records: &[(&str, &AttemptRecord, &str)]) -> StoreResult<()> {
-    struct Row<'a> {
-        key: &'a str,
-        a: &'a AttemptRecord,
-        receipt: &'a str,
-        reason: &'static str,
-        trap_kind: Option<&'static str>,
-    }
-    let rows: Vec<Row<'_>> = records
-        .iter()
-        .map(|&(key, a, receipt)| Row {
-            key,
-            a,
-            receipt,
-            reason: a.reason.as_str(),
-            trap_kind: a.trap_kind.map(|k| k.as_str()),
-        })
-        .collect();
-    let mut params: Vec<&dyn rusqlite::ToSql> =
-        Vec::with_capacity(rows.len() * INSERT_ATTEMPT_WIDTH);
-    for r in &rows {
-        params.extend::<[&dyn rusqlite::ToSql; INSERT_ATTEMPT_WIDTH]>([
-            &r.key,
-            &r.a.number,
-            &r.reason,
-            &r.trap_kind,
-            &r.a.exit_code,
-            &r.a.message,
-            &r.a.stderr,
-            &r.a.stderr_truncated,
-            &r.receipt,
-            &r.a.worker,
-            &r.a.started_at.0,
-            &r.a.finished_at.0,
-        ]);
-    }
+/// An attempt to record: its job's key, the record and its encoded columns.
+type AttemptRow<'a> = (&'a String, &'a AttemptRecord, &'a EncodedAttempt);
+
+/// Records attempts in one statement.
+fn insert_attempts(conn: &Connection, rows: &[AttemptRow<'_>]) -> StoreResult<()> {
     static SQL: BatchSql = BatchSql::new(|rows| {
         format!(
             "{INSERT_ATTEMPT}{}",
             values_rows(rows, INSERT_ATTEMPT_WIDTH, 1)
         )
     });
+    let mut params: Vec<&dyn rusqlite::ToSql> =
+        Vec::with_capacity(rows.len() * INSERT_ATTEMPT_WIDTH);
+    for (key, a, attempt) in rows {
+        params.extend::<[&dyn rusqlite::ToSql; INSERT_ATTEMPT_WIDTH]>([
+            key,
+            &a.number,
+            &attempt.reason,
+            &attempt.trap_kind,
+            &a.exit_code,
+            &a.message,
+            &a.stderr,
+            &a.stderr_truncated,
+            &attempt.receipt,
+            &a.worker,
+            &a.started_at.0,
+            &a.finished_at.0,
+        ]);
+    }
     conn.prepare_cached(SQL.get(rows.len()))
         .map_err(db)?
         .execute(params.as_slice())
@@ -1962,6 +1964,13 @@ mod tests {
                     .all(|s| s.is_power_of_two() && *s <= ROWS_PER_STATEMENT)
             );
         }
+        let items: Vec<usize> = (0..100).collect();
+        let chunks: Vec<&[usize]> = statement_chunks(&items).collect();
+        assert_eq!(
+            chunks.iter().map(|c| c.len()).collect::<Vec<_>>(),
+            sizes(100)
+        );
+        assert_eq!(chunks.concat(), items);
         assert_eq!(values_rows(2, 3, 2), "(?2, ?3, ?4), (?5, ?6, ?7)");
     }
 

@@ -156,12 +156,13 @@ async fn tokens_are_found_by_hash_until_revoked(store: impl Store) {
     assert_eq!(listed[0].revoked_at, Some(Timestamp(T0.0 + 5)));
 }
 
-/// Stores `jobs` in queue `q` (concurrency 10) and claims up to `max` of them at `T0`.
+/// Stores `jobs` in queue `q` (concurrency 10, or `max` if more) and claims up to `max` of
+/// them at `T0`.
 async fn insert_and_claim(store: &impl Store, jobs: Vec<NewJob>, max: u32) -> Vec<Claimed> {
     store.insert_jobs(jobs).await.unwrap();
     store
         .put_queue(&QueueConfig {
-            concurrency: 10,
+            concurrency: max.max(10),
             ..QueueConfig::with_defaults("q".parse().unwrap())
         })
         .await
@@ -454,19 +455,7 @@ async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Sto
 async fn a_large_batch_of_completions_writes_each_under_its_own_lease(store: impl Store) {
     let n = 150;
     let jobs: Vec<NewJob> = (0..n).map(|_| new_job("q", 0, T0)).collect();
-    store.insert_jobs(jobs).await.unwrap();
-    store
-        .put_queue(&QueueConfig {
-            concurrency: 1_000,
-            ..QueueConfig::with_defaults("q".parse().unwrap())
-        })
-        .await
-        .unwrap();
-    let claimed = store
-        .claim(&"q".parse().unwrap(), "w", n as u32, 1000, T0)
-        .await
-        .unwrap()
-        .jobs;
+    let claimed = insert_and_claim(&store, jobs, n as u32).await;
     assert_eq!(claimed.len(), n);
     let stale = |c: &Claimed| Lease {
         token: c.lease.token + 1,
