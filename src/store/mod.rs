@@ -200,6 +200,8 @@ impl Finish {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptEnd {
     pub id: JobId,
+    /// The job's queue (a job never changes queue); ended jobs are counted per queue.
+    pub queue: QueueName,
     /// The lease the attempt ran under; a stale one writes nothing.
     pub lease: Lease,
     /// `None` only for [`Finish::Interrupted`].
@@ -353,19 +355,19 @@ pub trait Store: Send + Sync + 'static {
         done: i64,
         total: i64,
     ) -> StoreResult<bool>;
-    /// Ends a running job's attempt, recording it; false (and nothing written) if the lease is
+    /// Ends a claimed job's attempt, recording it; false (and nothing written) if the lease is
     /// stale. `attempt` is `None` only for [`Finish::Interrupted`].
     async fn finish(
         &self,
-        id: JobId,
-        lease: &Lease,
+        claimed: &Claimed,
         attempt: Option<AttemptRecord>,
         finish: Finish,
         now: Timestamp,
     ) -> StoreResult<bool> {
         let end = AttemptEnd {
-            id,
-            lease: *lease,
+            id: claimed.job.id,
+            queue: claimed.job.queue.clone(),
+            lease: claimed.lease,
             attempt,
             finish,
         };

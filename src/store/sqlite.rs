@@ -159,6 +159,20 @@ CREATE UNIQUE INDEX jobs_unique_live ON jobs (unique_key)
     WHERE unique_key IS NOT NULL
       AND (state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running');
 "#,
+    // Counting a queue's jobs by state scanned the whole table (ended jobs pile up until
+    // `clean`, queued ones can be millions) at every queue stats call, health check and
+    // metrics scrape. The counts are kept here instead, changed by every write that adds,
+    // moves or removes jobs (see `StateCounts`), a row per queue and state per write.
+    r#"
+CREATE TABLE job_counts (
+    queue   TEXT NOT NULL,
+    state   TEXT NOT NULL,
+    n       INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+INSERT INTO job_counts (queue, state, n)
+    SELECT queue, state, count(*) FROM jobs GROUP BY queue, state;
+"#,
 ];
 
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
@@ -781,6 +795,7 @@ fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inser
     }
     // A job with a unique key may meet an earlier one (of this batch too), so it is looked up
     // and written on its own; runs of jobs between them are written many rows per statement.
+    let mut counts = StateCounts::default();
     let mut rest = jobs.as_slice();
     while !rest.is_empty() {
         let plain = rest
@@ -788,7 +803,11 @@ fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inser
             .take_while(|j| j.job.unique_key.is_none())
             .count();
         if plain == 0 {
-            out.push(insert_unique(conn, &rest[0])?);
+            let inserted = insert_unique(conn, &rest[0])?;
+            if let Inserted::New(_) = inserted {
+                counts.add(rest[0].job.queue.as_str(), rest[0].job.state, 1);
+            }
+            out.push(inserted);
             rest = &rest[1..];
             continue;
         }
@@ -796,9 +815,13 @@ fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inser
         for chunk in statement_chunks(run) {
             insert_rows(conn, chunk)?;
         }
-        out.extend(run.iter().map(|j| Inserted::New(j.job.id)));
+        for j in run {
+            counts.add(j.job.queue.as_str(), j.job.state, 1);
+            out.push(Inserted::New(j.job.id));
+        }
         rest = after;
     }
+    counts.write(conn)?;
     Ok(out)
 }
 
@@ -937,7 +960,7 @@ fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> 
     };
     let mut counts: BTreeMap<JobState, u64> = JobState::ALL.into_iter().map(|s| (s, 0)).collect();
     let mut stmt = conn
-        .prepare_cached("SELECT state, count(*) FROM jobs WHERE queue = ?1 GROUP BY state")
+        .prepare_cached("SELECT state, n FROM job_counts WHERE queue = ?1")
         .map_err(db)?;
     let rows = stmt
         .query_map([&name], |r| {
@@ -946,8 +969,8 @@ fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> 
         .map_err(db)?;
     for row in rows {
         let (state, n) = row.map_err(db)?;
-        let state: JobState = state.parse().map_err(|e| corrupt("jobs", e))?;
-        counts.insert(state, n as u64);
+        let state: JobState = state.parse().map_err(|e| corrupt("job_counts", e))?;
+        counts.insert(state, n.max(0) as u64);
     }
     Ok(Some(QueueStats {
         config: QueueConfig {
@@ -994,6 +1017,18 @@ impl EncodedEnd {
             end,
         }
     }
+}
+
+/// A job's queue and state.
+fn job_queue_and_state(conn: &Connection, key: &str) -> StoreResult<Option<(String, JobState)>> {
+    let row: Option<(String, String)> = conn
+        .prepare_cached("SELECT queue, state FROM jobs WHERE id = ?1")
+        .map_err(db)?
+        .query_row([key], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+        .map_err(db)?;
+    row.map(|(queue, state)| Ok((queue, state.parse().map_err(|e| corrupt("jobs", e))?)))
+        .transpose()
 }
 
 /// Makes due `scheduled` jobs (of every queue) `queued`; returns their id, task and queue.
@@ -1071,14 +1106,55 @@ fn take_queued(
     ))
 }
 
+/// What one write changes in `job_counts`, by queue and state, written at its end: a batch
+/// of submits, a claim or a batch of finishes updates a row per queue and state, not per job.
+#[derive(Default)]
+struct StateCounts<'a>(BTreeMap<(std::borrow::Cow<'a, str>, &'static str), i64>);
+
+impl<'a> StateCounts<'a> {
+    /// Counts `n` jobs of `queue` entering `state` (leaving it if `n` is negative).
+    fn add(&mut self, queue: impl Into<std::borrow::Cow<'a, str>>, state: JobState, n: i64) {
+        *self.0.entry((queue.into(), state.as_str())).or_default() += n;
+    }
+
+    /// Counts `n` jobs of `queue` moving from one state to another.
+    fn moved(&mut self, queue: &'a str, from: JobState, to: JobState, n: i64) {
+        if from != to {
+            self.add(queue, from, -n);
+            self.add(queue, to, n);
+        }
+    }
+
+    fn write(&self, conn: &Connection) -> StoreResult<()> {
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO job_counts (queue, state, n) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
+            )
+            .map_err(db)?;
+        for ((queue, state), n) in &self.0 {
+            if *n != 0 {
+                stmt.execute(params![queue.as_ref(), state, n])
+                    .map_err(db)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Writes attempt ends; says for each whether it was written (false: its lease is stale).
 /// Each job's next state is one guarded update; the attempts of those written are recorded
 /// many rows per statement.
 fn finish_all(conn: &Connection, ends: &[EncodedEnd], now: Timestamp) -> StoreResult<Vec<bool>> {
     let mut written = Vec::with_capacity(ends.len());
     let mut recorded: Vec<AttemptRow<'_>> = Vec::with_capacity(ends.len());
+    let mut counts = StateCounts::default();
     for end in ends {
         let ok = finish_one(conn, end, now)?;
+        if ok {
+            let queue = end.end.queue.as_str();
+            counts.moved(queue, JobState::Running, end.end.finish.state(), 1);
+        }
         if let (true, Some(record), Some(encoded)) = (ok, &end.end.attempt, &end.attempt) {
             recorded.push((&end.key, record, encoded));
         }
@@ -1087,6 +1163,7 @@ fn finish_all(conn: &Connection, ends: &[EncodedEnd], now: Timestamp) -> StoreRe
     for chunk in statement_chunks(&recorded) {
         insert_attempts(conn, chunk)?;
     }
+    counts.write(conn)?;
     Ok(written)
 }
 
@@ -1462,6 +1539,13 @@ impl Store for SqliteStore {
             .write_volatile(move |conn| {
                 let promoted = promote_due(conn, now)?;
                 let taken = take_queued(conn, &queue, &worker, token, max, lease_ttl_ms, now)?;
+                let mut counts = StateCounts::default();
+                for (_, _, q) in &promoted {
+                    counts.moved(q, JobState::Scheduled, JobState::Queued, 1);
+                }
+                let running = taken.0.len() as i64;
+                counts.moved(queue.as_str(), JobState::Queued, JobState::Running, running);
+                counts.write(conn)?;
                 Ok((taken, promoted))
             })
             .await?;
@@ -1561,31 +1645,31 @@ impl Store for SqliteStore {
     async fn cancel(&self, id: JobId, now: Timestamp) -> StoreResult<CancelOutcome> {
         self.write(move |conn| {
             let key = id.to_string();
-            let cancelled = conn
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = ?2, error_reason = 'cancelled', \
-                     error_message = 'cancelled before it ran' \
-                     WHERE id = ?1 AND state IN ('held', 'scheduled', 'queued')",
-                )
-                .map_err(db)?
-                .execute(params![key, now.0])
-                .map_err(db)?;
-            if cancelled > 0 {
-                return Ok(CancelOutcome::Cancelled);
-            }
-            let marked = conn
-                .prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'")
-                .map_err(db)?
-                .execute([&key])
-                .map_err(db)?;
-            if marked > 0 {
-                return Ok(CancelOutcome::Running);
-            }
-            let state: Option<String> =
-                conn.query_row("SELECT state FROM jobs WHERE id = ?1", [&key], |r| r.get(0)).optional().map_err(db)?;
+            let Some((queue, state)) = job_queue_and_state(conn, &key)? else {
+                return Ok(CancelOutcome::NotFound);
+            };
             match state {
-                Some(s) => Ok(CancelOutcome::AlreadyEnded(s.parse().map_err(|e| corrupt("jobs", e))?)),
-                None => Ok(CancelOutcome::NotFound),
+                JobState::Held | JobState::Scheduled | JobState::Queued => {
+                    conn.prepare_cached(
+                        "UPDATE jobs SET state = 'cancelled', finished_at = ?2, error_reason = 'cancelled', \
+                         error_message = 'cancelled before it ran' WHERE id = ?1",
+                    )
+                    .map_err(db)?
+                    .execute(params![key, now.0])
+                    .map_err(db)?;
+                    let mut counts = StateCounts::default();
+                    counts.moved(&queue, state, JobState::Cancelled, 1);
+                    counts.write(conn)?;
+                    Ok(CancelOutcome::Cancelled)
+                }
+                JobState::Running => {
+                    conn.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")
+                        .map_err(db)?
+                        .execute([&key])
+                        .map_err(db)?;
+                    Ok(CancelOutcome::Running)
+                }
+                ended => Ok(CancelOutcome::AlreadyEnded(ended)),
             }
         })
         .await
@@ -1607,24 +1691,43 @@ impl Store for SqliteStore {
 
     async fn release(&self, id: JobId, now: Timestamp) -> StoreResult<bool> {
         self.write(move |conn| {
-            Ok(conn
-                .execute("UPDATE jobs SET state = 'queued', run_at = ?2 WHERE id = ?1 AND state = 'held'", params![id.to_string(), now.0])
-                .map_err(db)?
-                > 0)
+            let released: Option<String> = conn
+                .query_row(
+                    "UPDATE jobs SET state = 'queued', run_at = ?2 WHERE id = ?1 AND state = 'held' RETURNING queue",
+                    params![id.to_string(), now.0],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(db)?;
+            let Some(queue) = released else { return Ok(false) };
+            let mut counts = StateCounts::default();
+            counts.moved(&queue, JobState::Held, JobState::Queued, 1);
+            counts.write(conn)?;
+            Ok(true)
         })
         .await
     }
 
     async fn retry(&self, id: JobId, now: Timestamp) -> StoreResult<bool> {
         self.write(move |conn| {
+            let key = id.to_string();
+            let Some((queue, state)) = job_queue_and_state(conn, &key)? else {
+                return Ok(false);
+            };
             let result = conn.execute(
                 "UPDATE jobs SET state = 'queued', run_at = ?2, attempts = 0, output = NULL, error_reason = NULL, \
                  error_message = NULL, finished_at = NULL, progress_done = NULL, progress_total = NULL \
                  WHERE id = ?1 AND state IN ('failed', 'cancelled')",
-                params![id.to_string(), now.0],
+                params![key, now.0],
             );
             match result {
-                Ok(n) => Ok(n > 0),
+                Ok(0) => Ok(false),
+                Ok(_) => {
+                    let mut counts = StateCounts::default();
+                    counts.moved(&queue, state, JobState::Queued, 1);
+                    counts.write(conn)?;
+                    Ok(true)
+                }
                 // Another live job holds the same unique key: this one stays as it is.
                 Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::ConstraintViolation => Ok(false),
                 Err(e) => Err(db(e)),
@@ -1635,13 +1738,22 @@ impl Store for SqliteStore {
 
     async fn delete_job(&self, id: JobId) -> StoreResult<bool> {
         self.write(move |conn| {
-            Ok(conn
-                .execute(
-                    "DELETE FROM jobs WHERE id = ?1 AND state != 'running'",
+            let deleted: Option<(String, String)> = conn
+                .query_row(
+                    "DELETE FROM jobs WHERE id = ?1 AND state != 'running' RETURNING queue, state",
                     [id.to_string()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
                 )
-                .map_err(db)?
-                > 0)
+                .optional()
+                .map_err(db)?;
+            let Some((queue, state)) = deleted else {
+                return Ok(false);
+            };
+            let state: JobState = state.parse().map_err(|e| corrupt("jobs", e))?;
+            let mut counts = StateCounts::default();
+            counts.add(queue, state, -1);
+            counts.write(conn)?;
+            Ok(true)
         })
         .await
     }
@@ -1649,11 +1761,32 @@ impl Store for SqliteStore {
     async fn clean(&self, before: Option<Timestamp>) -> StoreResult<u64> {
         self.write(move |conn| {
             let n = match before {
-                Some(t) => conn.execute(
-                    &format!("DELETE FROM jobs WHERE {TERMINAL_STATES} AND finished_at < ?1"),
-                    [t.0],
-                ),
-                None => conn.execute(&format!("DELETE FROM jobs WHERE {TERMINAL_STATES}"), []),
+                Some(t) => {
+                    let mut counts = StateCounts::default();
+                    let sql = format!(
+                        "SELECT queue, state, count(*) FROM jobs WHERE {TERMINAL_STATES} AND finished_at < ?1 \
+                         GROUP BY queue, state"
+                    );
+                    let mut stmt = conn.prepare(&sql).map_err(db)?;
+                    let rows = stmt
+                        .query_map([t.0], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)))
+                        .map_err(db)?;
+                    for row in rows {
+                        let (queue, state, n) = row.map_err(db)?;
+                        let state: JobState = state.parse().map_err(|e| corrupt("jobs", e))?;
+                        counts.add(queue, state, -n);
+                    }
+                    counts.write(conn)?;
+                    conn.execute(
+                        &format!("DELETE FROM jobs WHERE {TERMINAL_STATES} AND finished_at < ?1"),
+                        [t.0],
+                    )
+                }
+                None => {
+                    conn.execute(&format!("DELETE FROM job_counts WHERE {TERMINAL_STATES}"), [])
+                        .map_err(db)?;
+                    conn.execute(&format!("DELETE FROM jobs WHERE {TERMINAL_STATES}"), [])
+                }
             }
             .map_err(db)?;
             Ok(n as u64)
@@ -1983,6 +2116,54 @@ mod tests {
             &[&0i64],
         );
         assert!(expired.contains("jobs_running"), "{expired}");
+    }
+
+    #[test]
+    fn job_counts_start_from_the_jobs_stored_before_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.db");
+        let mut conn = open_connection(&path).expect("open");
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).expect("migration");
+        }
+        conn.execute_batch("PRAGMA user_version = 5")
+            .expect("version");
+        for (i, (queue, state)) in [
+            ("a", "completed"),
+            ("a", "completed"),
+            ("a", "failed"),
+            ("a", "queued"),
+            ("b", "cancelled"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            conn.execute(
+                "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, \
+                 run_at, limits, retry, created_at) \
+                 VALUES (?1, 't', 'd', ?2, ?3, x'', '[]', '[]', 0, 0, '{}', '{}', 0)",
+                params![i.to_string(), queue, state],
+            )
+            .expect("insert");
+        }
+        migrate(&mut conn, &path).expect("migrate");
+        let counts: Vec<(String, String, i64)> = conn
+            .prepare("SELECT queue, state, n FROM job_counts ORDER BY queue, state")
+            .expect("prepare")
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .expect("query")
+            .map(|r| r.expect("row"))
+            .collect();
+        let expected = [
+            ("a", "completed", 2),
+            ("a", "failed", 1),
+            ("a", "queued", 1),
+            ("b", "cancelled", 1),
+        ];
+        assert_eq!(
+            counts,
+            expected.map(|(q, s, n)| (q.to_owned(), s.to_owned(), n))
+        );
     }
 
     #[test]

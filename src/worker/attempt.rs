@@ -207,6 +207,7 @@ fn attempt_end(ran: &Ran, now: Timestamp) -> AttemptEnd {
         };
     AttemptEnd {
         id: job.id,
+        queue: job.queue.clone(),
         lease: assignment.claimed.lease,
         attempt,
         finish,

@@ -28,6 +28,11 @@ pub async fn rescue_expired(
     let store = service.store().clone();
     let expired = store.expired_leases(now).await?;
     let mut rescued = Vec::new();
+    let settings = if expired.is_empty() {
+        Vec::new()
+    } else {
+        store.queue_configs().await?
+    };
     for claimed in expired {
         let job = &claimed.job;
         let worker = job
@@ -35,8 +40,9 @@ pub async fn rescue_expired(
             .clone()
             .unwrap_or_else(|| "unknown worker".into());
         let message = format!("lease expired ({worker})");
-        let caps = match store.get_queue(&job.queue).await? {
-            Some(q) => q.config.caps,
+        // Settings only: `get_queue` would also count the queue's jobs.
+        let caps = match settings.iter().find(|(q, _)| q.name == job.queue) {
+            Some((q, _)) => q.caps,
             None => QueueConfig::with_defaults(job.queue.clone()).caps,
         };
         let finish = match super::attempt::finish_for(
@@ -74,10 +80,7 @@ pub async fn rescue_expired(
             finished_at: now,
         };
         let state = finish.state();
-        if store
-            .finish(job.id, &claimed.lease, Some(record), finish, now)
-            .await?
-        {
+        if store.finish(&claimed, Some(record), finish, now).await? {
             service.publish(job, state);
             rescued.push(job.id);
         }

@@ -478,7 +478,6 @@ async fn senaite_purged_on_pop_an_expired_lease_is_requeued_as_lease_lost() {
         .unwrap()
         .jobs;
     assert_eq!(claimed.len(), 1);
-    let lease = claimed[0].lease;
     clock.advance(Duration::from_secs(11));
     let rescued = remotask::worker::rescue_expired(&e.service, clock.now(), Duration::from_secs(5))
         .await
@@ -494,8 +493,7 @@ async fn senaite_purged_on_pop_an_expired_lease_is_requeued_as_lease_lost() {
     );
     let stale = store
         .finish(
-            job.id,
-            &lease,
+            &claimed[0],
             None,
             remotask::store::Finish::Completed {
                 output: b"late".to_vec(),

@@ -68,6 +68,7 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     jobs_are_listed_by_state(make().await).await;
     unique_keys_hold_while_live(make().await).await;
     cancel_release_retry_delete_follow_the_state_machine(make().await).await;
+    queue_counts_follow_every_transition(make().await).await;
     task_versions_and_defaults(make().await).await;
     tokens_are_found_by_hash_until_revoked(make().await).await;
     a_schedule_fire_is_applied_once(make().await).await;
@@ -321,13 +322,7 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
     };
     assert!(
         store
-            .finish(
-                id,
-                &expired[0].lease,
-                Some(attempt(1, Reason::LeaseLost)),
-                retry,
-                T0
-            )
+            .finish(&expired[0], Some(attempt(1, Reason::LeaseLost)), retry, T0)
             .await
             .unwrap()
     );
@@ -343,13 +338,7 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
     };
     assert!(
         !store
-            .finish(
-                id,
-                &first.lease,
-                Some(attempt(1, Reason::Completed)),
-                late,
-                T0
-            )
+            .finish(&first, Some(attempt(1, Reason::Completed)), late, T0)
             .await
             .unwrap()
     );
@@ -365,13 +354,7 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
     };
     assert!(
         store
-            .finish(
-                id,
-                &second.lease,
-                Some(attempt(2, Reason::Completed)),
-                done,
-                T0
-            )
+            .finish(&second, Some(attempt(2, Reason::Completed)), done, T0)
             .await
             .unwrap()
     );
@@ -402,6 +385,7 @@ async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Sto
     stale.token += 1;
     let end = |c: &Claimed, lease, reason: Option<Reason>, finish| AttemptEnd {
         id: c.job.id,
+        queue: c.job.queue.clone(),
         lease,
         attempt: reason.map(|r| attempt(1, r)),
         finish,
@@ -466,6 +450,7 @@ async fn a_large_batch_of_completions_writes_each_under_its_own_lease(store: imp
         .enumerate()
         .map(|(i, c)| AttemptEnd {
             id: c.job.id,
+            queue: c.job.queue.clone(),
             lease: if i % 7 == 3 { stale(c) } else { c.lease },
             attempt: Some(attempt(1, Reason::Completed)),
             finish: Finish::Completed {
@@ -656,8 +641,7 @@ async fn cancel_release_retry_delete_follow_the_state_machine(store: impl Store)
     assert!(
         store
             .finish(
-                id,
-                &claimed.lease,
+                &claimed,
                 Some(attempt(1, Reason::Cancelled)),
                 Finish::Cancelled { error },
                 T0
@@ -684,6 +668,160 @@ async fn cancel_release_retry_delete_follow_the_state_machine(store: impl Store)
             .unwrap()
             .is_empty()
     );
+}
+
+/// Asserts that each queue's stats count exactly the jobs stored in each state.
+async fn assert_counts_match(store: &impl Store, step: &str) {
+    let all = JobFilter {
+        limit: 1_000,
+        ..JobFilter::default()
+    };
+    let jobs = store.list_jobs(&all).await.unwrap();
+    let queues = store.list_queues().await.unwrap();
+    assert!(!queues.is_empty(), "{step}");
+    for stats in &queues {
+        for state in JobState::ALL {
+            let stored = jobs
+                .iter()
+                .filter(|j| j.queue == stats.config.name && j.state == state)
+                .count() as u64;
+            assert_eq!(
+                stats.counts.get(&state).copied(),
+                Some(stored),
+                "{step}: {} {state:?}",
+                stats.config.name
+            );
+        }
+        let one = store.get_queue(&stats.config.name).await.unwrap().unwrap();
+        assert_eq!(&one, stats, "{step}");
+    }
+}
+
+async fn queue_counts_follow_every_transition(store: impl Store) {
+    let (q, r): (QueueName, QueueName) = ("q".parse().unwrap(), "r".parse().unwrap());
+    let held = || {
+        let mut job = new_job("q", 0, T0);
+        job.state = JobState::Held;
+        job
+    };
+    let holds = [held(), held()];
+    let (held_a, held_b) = (holds[0].id, holds[1].id);
+    let mut jobs = Vec::from(holds);
+    jobs.push(new_job("q", 0, Timestamp(T0.0 + 60_000)));
+    jobs.extend((0..6).map(|_| new_job("q", 0, T0)));
+    jobs.push(new_job("r", 0, T0));
+    let mut unique = new_job("q", 0, T0);
+    unique.unique_key = Some("u".into());
+    let mut again = new_job("q", 0, T0);
+    again.unique_key = Some("u".into());
+    jobs.extend([unique, again]);
+    let inserted = store.insert_jobs(jobs).await.unwrap();
+    assert!(matches!(inserted[11], Inserted::Existing(_)));
+    assert_counts_match(&store, "inserted").await;
+
+    let claimed = store.claim(&q, "w", 4, 1000, T0).await.unwrap().jobs;
+    assert_eq!(claimed.len(), 4);
+    assert_counts_match(&store, "claimed").await;
+    let error = |reason| JobError {
+        reason,
+        message: "m".into(),
+    };
+    let ends = [
+        Finish::Completed { output: vec![] },
+        Finish::Failed {
+            error: error(Reason::GuestError),
+        },
+        Finish::Cancelled {
+            error: error(Reason::Cancelled),
+        },
+        Finish::Retry {
+            run_at: Timestamp(T0.0 + 5_000),
+            limits: Limits::default(),
+            error: error(Reason::RetryableError),
+        },
+    ];
+    let ends: Vec<AttemptEnd> = claimed
+        .iter()
+        .zip(ends)
+        .map(|(c, finish)| AttemptEnd {
+            id: c.job.id,
+            queue: c.job.queue.clone(),
+            lease: c.lease,
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish,
+        })
+        .collect();
+    // Written twice: the second time every lease is stale and nothing may be counted.
+    assert_eq!(
+        store.finish_many(ends.clone(), T0).await.unwrap(),
+        vec![true; 4]
+    );
+    assert_eq!(store.finish_many(ends, T0).await.unwrap(), vec![false; 4]);
+    assert_counts_match(&store, "finished").await;
+
+    let later = Timestamp(T0.0 + 10_000);
+    let other = store.claim(&r, "w", 1, 1000, T0).await.unwrap().jobs;
+    let done = Finish::Completed { output: vec![] };
+    assert!(store.finish(&other[0], None, done, later).await.unwrap());
+    let interrupted = store.claim(&q, "w", 1, 1000, T0).await.unwrap().jobs;
+    let back = Finish::Interrupted;
+    assert!(store.finish(&interrupted[0], None, back, T0).await.unwrap());
+    assert_counts_match(&store, "another queue, an interrupted attempt").await;
+
+    assert!(store.release(held_b, T0).await.unwrap());
+    assert!(!store.release(held_b, T0).await.unwrap());
+    let due = store
+        .claim(&q, "w", 1, 1000, Timestamp(T0.0 + 60_000))
+        .await
+        .unwrap();
+    assert_eq!((due.promoted.len(), due.jobs.len()), (2, 1));
+    assert_counts_match(&store, "released, promoted").await;
+
+    let queued = store
+        .list_jobs(&JobFilter {
+            states: vec![JobState::Queued],
+            queue: Some(q.clone()),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        store.cancel(queued[0].id, later).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        store.cancel(held_a, later).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert_eq!(
+        store.cancel(held_a, later).await.unwrap(),
+        CancelOutcome::AlreadyEnded(JobState::Cancelled)
+    );
+    assert_eq!(
+        store.cancel(due.jobs[0].job.id, later).await.unwrap(),
+        CancelOutcome::Running
+    );
+    assert_counts_match(&store, "cancelled").await;
+
+    let (completed, failed) = (claimed[0].job.id, claimed[1].job.id);
+    assert!(store.retry(failed, T0).await.unwrap());
+    assert!(!store.retry(failed, T0).await.unwrap(), "queued now");
+    assert!(
+        !store.retry(completed, T0).await.unwrap(),
+        "only failed or cancelled"
+    );
+    assert_counts_match(&store, "retried").await;
+    assert!(store.delete_job(completed).await.unwrap());
+    assert!(!store.delete_job(completed).await.unwrap());
+    assert!(store.delete_job(queued[1].id).await.unwrap());
+    assert_counts_match(&store, "deleted").await;
+
+    // Ended at T0: one cancelled by its attempt. Ended later: the job of `r`, two cancels.
+    assert_eq!(store.clean(Some(Timestamp(T0.0 + 1))).await.unwrap(), 1);
+    assert_counts_match(&store, "cleaned before a time").await;
+    assert_eq!(store.clean(None).await.unwrap(), 3);
+    assert_counts_match(&store, "cleaned").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
