@@ -5,12 +5,21 @@
 //! Every guest still starts with an empty directory it alone can see. The checks between
 //! attempts go through one descriptor kept per directory: read the entries, look at the times,
 //! write them only if a guest changed them.
+//!
+//! Reading the entries is most of a check's cost (ext4 reads even a one-block directory
+//! through its hash index), so it is skipped when the directory's change time proves nothing
+//! happened in it: creating, removing or renaming an entry, and setting its times, all set
+//! the change time to the current time, and no call sets it to a chosen value. If the change
+//! time is still the one recorded when the directory was last seen empty, and that was well
+//! before the attempt began (`margin`: longer than the lag of the clock that stamps changes
+//! plus the filesystem's timestamp granularity), the guest changed nothing.
 
 use std::io;
 use std::mem::MaybeUninit;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
 
 use rustix::fs::{AtFlags, Mode, OFlags, RawDir, SeekFrom, StatxFlags, Timespec, Timestamps};
 use tempfile::TempDir;
@@ -21,12 +30,28 @@ const IDLE_MAX: usize = 256;
 /// The times every reused scratch directory shows: 2000-01-01T00:00:00Z.
 const FIXED_SECS: u64 = 946_684_800;
 
+/// How long before an attempt began a directory's change time must have been recorded for
+/// an unchanged change time to prove the attempt changed nothing. A change is stamped with
+/// the kernel's coarse clock (which lags the clock read at `take` by up to a tick, 10 ms at
+/// the least frequent), truncated to the filesystem's granularity (up to 2 s on some), so a
+/// change made just after a recording could carry the same time; this much later, it cannot.
+const CTIME_MARGIN: Duration = Duration::from_secs(3);
+/// The margin when the recorded change time is not a whole number of microseconds, so the
+/// filesystem stamps finer than that (ext4, xfs, btrfs, tmpfs: nanoseconds) and only the
+/// coarse clock's lag remains. A coarse filesystem's times are whole microseconds or more,
+/// and a fine one's are too once in a thousand: then the long margin applies.
+const CTIME_MARGIN_FINE: Duration = Duration::from_millis(50);
+
 /// One scratch directory and a descriptor of it kept open for the checks between attempts
 /// (opened without updating the access time, so the checks do not change what they check).
 #[derive(Debug)]
 pub(super) struct Scratch {
     fd: OwnedFd,
     dir: TempDir,
+    /// The directory's change time when it was last seen empty, at the fixed times.
+    seen_empty: Option<Timestamp>,
+    /// When the current attempt took it.
+    taken: SystemTime,
 }
 
 impl Scratch {
@@ -51,7 +76,9 @@ impl ScratchPool {
 
     /// An empty directory for one attempt.
     pub(super) fn take(&self) -> io::Result<Scratch> {
-        if let Some(scratch) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        let reused = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        if let Some(mut scratch) = reused {
+            scratch.taken = SystemTime::now();
             return Ok(scratch);
         }
         let dir = tempfile::Builder::new()
@@ -60,12 +87,17 @@ impl ScratchPool {
         let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC | NO_ATIME;
         let fd = rustix::fs::open(dir.path(), flags, Mode::empty())?;
         rustix::fs::futimens(&fd, &fixed_timestamps())?;
-        Ok(Scratch { fd, dir })
+        Ok(Scratch {
+            fd,
+            dir,
+            seen_empty: None,
+            taken: SystemTime::now(),
+        })
     }
 
     /// Returns a directory after its attempt: kept if the guest left it empty, else removed.
-    pub(super) fn give_back(&self, scratch: Scratch) {
-        if matches!(ready_again(&scratch.fd), Ok(true)) {
+    pub(super) fn give_back(&self, mut scratch: Scratch) {
+        if matches!(ready_again(&mut scratch), Ok(true)) {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() < IDLE_MAX {
                 idle.push(scratch);
@@ -92,9 +124,57 @@ fn fixed_timestamps() -> Timestamps {
     }
 }
 
+/// A change time as `statx` gives it.
+type Timestamp = (i64, u32);
+
+fn change_time(dir: &OwnedFd, mask: StatxFlags) -> io::Result<rustix::fs::Statx> {
+    Ok(rustix::fs::statx(dir, c"", AtFlags::EMPTY_PATH, mask)?)
+}
+
+fn stamp(t: rustix::fs::StatxTimestamp) -> Timestamp {
+    (t.tv_sec, t.tv_nsec)
+}
+
+/// The margin for a change time recorded as `seen` (see `CTIME_MARGIN_FINE`).
+fn margin(seen: Timestamp) -> Duration {
+    if !seen.1.is_multiple_of(1_000) {
+        CTIME_MARGIN_FINE
+    } else {
+        CTIME_MARGIN
+    }
+}
+
+/// Whether an attempt that began at `taken` changed nothing in the directory: its change time
+/// is still the one recorded when it was last seen empty, recorded at least `margin` before,
+/// and its other times are still the fixed ones.
+fn unchanged(times: &rustix::fs::Statx, seen_empty: Option<Timestamp>, taken: SystemTime) -> bool {
+    let Some(seen) = seen_empty else { return false };
+    if !StatxFlags::from_bits_retain(times.stx_mask).contains(StatxFlags::CTIME) {
+        return false;
+    }
+    let fixed = |t: rustix::fs::StatxTimestamp| stamp(t) == (FIXED_SECS as i64, 0);
+    let Ok(since_epoch) = taken.duration_since(SystemTime::UNIX_EPOCH) else {
+        return false;
+    };
+    let recorded_before = u64::try_from(seen.0)
+        .is_ok_and(|secs| Duration::new(secs, seen.1).saturating_add(margin(seen)) <= since_epoch);
+    stamp(times.stx_ctime) == seen
+        && recorded_before
+        && fixed(times.stx_atime)
+        && fixed(times.stx_mtime)
+}
+
 /// Whether the directory is empty, and if so, its times set back to the fixed value (left as
-/// they are when still at it: writing an inode's times is the dearest step here).
-fn ready_again(dir: &OwnedFd) -> io::Result<bool> {
+/// they are when still at it: writing an inode's times is the dearest step here). Reads the
+/// entries only if its change time cannot prove them unchanged (see the module's notes).
+fn ready_again(scratch: &mut Scratch) -> io::Result<bool> {
+    let dir = &scratch.fd;
+    let mask = StatxFlags::ATIME | StatxFlags::MTIME | StatxFlags::CTIME;
+    let times = change_time(dir, mask)?;
+    if unchanged(&times, scratch.seen_empty, scratch.taken) {
+        return Ok(true);
+    }
+    scratch.seen_empty = None;
     // Read the entries from the start again: the last check read to the end.
     rustix::fs::seek(dir, SeekFrom::Start(0))?;
     let mut buf = [MaybeUninit::<u8>::uninit(); 512];
@@ -104,17 +184,15 @@ fn ready_again(dir: &OwnedFd) -> io::Result<bool> {
             return Ok(false);
         }
     }
-    let times = rustix::fs::statx(
-        dir,
-        c"",
-        AtFlags::EMPTY_PATH,
-        StatxFlags::ATIME | StatxFlags::MTIME,
-    )?;
     let fixed = FIXED_SECS as i64;
     let at_fixed = |t: rustix::fs::StatxTimestamp| t.tv_sec == fixed && t.tv_nsec == 0;
-    if !(at_fixed(times.stx_atime) && at_fixed(times.stx_mtime)) {
+    let seen = if at_fixed(times.stx_atime) && at_fixed(times.stx_mtime) {
+        times.stx_ctime
+    } else {
         rustix::fs::futimens(dir, &fixed_timestamps())?;
-    }
+        change_time(dir, StatxFlags::CTIME)?.stx_ctime
+    };
+    scratch.seen_empty = Some(stamp(seen));
     Ok(true)
 }
 
@@ -198,6 +276,78 @@ mod tests {
         reset_times(&path).unwrap();
         pool.give_back(dir);
         assert!(!path.exists());
+    }
+
+    /// Takes the directory again as an attempt that began `after` past now.
+    fn take_later(pool: &ScratchPool, path: &Path, after: Duration) -> Scratch {
+        let mut again = pool.take().unwrap();
+        assert_eq!(again.path(), path, "reused");
+        again.taken = SystemTime::now() + after;
+        again
+    }
+
+    #[test]
+    fn a_directory_seen_empty_long_before_is_still_checked_after_a_change() {
+        let (_root, pool, dir, path) = pool_and_dir();
+        pool.give_back(dir);
+        let late = take_later(&pool, &path, Duration::from_secs(60));
+        assert!(late.seen_empty.is_some(), "recorded when last seen empty");
+        fs::write(path.join("left"), b"x").unwrap();
+        pool.give_back(late);
+        assert!(!path.exists(), "the change time gave the file away");
+    }
+
+    #[test]
+    fn a_file_behind_reset_times_changes_the_change_time() {
+        let (_root, pool, dir, path) = pool_and_dir();
+        pool.give_back(dir);
+        let late = take_later(&pool, &path, Duration::from_secs(60));
+        fs::write(path.join("left"), b"x").unwrap();
+        reset_times(&path).unwrap();
+        pool.give_back(late);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn an_unchanged_directory_is_proven_empty_only_well_after_it_was_seen_empty() {
+        let (_root, pool, dir, path) = pool_and_dir();
+        pool.give_back(dir);
+        let scratch = pool.take().unwrap();
+        let seen = scratch.seen_empty.expect("seen empty");
+        let mask = StatxFlags::ATIME | StatxFlags::MTIME | StatxFlags::CTIME;
+        let times = change_time(&scratch.fd, mask).unwrap();
+        let recorded = SystemTime::UNIX_EPOCH + Duration::new(seen.0 as u64, seen.1);
+        let at = |d: Duration| recorded + d;
+        let margin = margin(seen);
+        assert!(unchanged(&times, Some(seen), at(margin)));
+        assert!(
+            !unchanged(&times, Some(seen), at(margin - Duration::from_millis(1))),
+            "a change stamped by a lagging clock could carry the same time"
+        );
+        assert!(!unchanged(&times, None, at(CTIME_MARGIN)));
+        let other = (seen.0, seen.1 ^ 1);
+        assert!(!unchanged(&times, Some(other), at(CTIME_MARGIN)));
+        File::open(&path)
+            .unwrap()
+            .set_times(FileTimes::new().set_accessed(SystemTime::now()))
+            .unwrap();
+        let read = change_time(&scratch.fd, mask).unwrap();
+        assert!(!unchanged(
+            &read,
+            Some(stamp(read.stx_ctime)),
+            at(CTIME_MARGIN * 100)
+        ));
+    }
+
+    #[test]
+    fn times_in_whole_microseconds_may_come_from_a_coarse_filesystem() {
+        assert_eq!(margin((1, 123_456_789)), CTIME_MARGIN_FINE);
+        assert_eq!(
+            margin((1, 123_457_000)),
+            CTIME_MARGIN,
+            "1 µs granularity or coarser"
+        );
+        assert_eq!(margin((1, 0)), CTIME_MARGIN, "whole seconds");
     }
 
     #[test]

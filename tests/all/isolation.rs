@@ -101,6 +101,35 @@ fn each_attempt_gets_an_empty_scratch_dir_that_is_removed_after() {
     }
 }
 
+/// A guest that leaves a file and puts the directory's times back as they were: the next
+/// guest still starts empty (the change time, which no call can set, gives the file away).
+#[test]
+fn a_file_hidden_behind_restored_times_never_reaches_the_next_guest() {
+    let root = tempfile::tempdir().unwrap();
+    let config = SandboxConfig {
+        scratch_dir: root.path().to_path_buf(),
+        ..crate::support::test_config()
+    };
+    let sandbox = Sandbox::new(config).unwrap();
+    let module = sandbox.admit(&guest_bytes("hostile")).unwrap();
+    let run = |command: &str| {
+        let r = sandbox.run_blocking(
+            &module,
+            AttemptRequest {
+                args: vec![command.into()],
+                ..Default::default()
+            },
+        );
+        assert_eq!(r.reason, Reason::Completed, "{}", text(&r.stderr));
+        text(&r.output)
+    };
+    // The directory is seen empty after a first attempt; the next one begins well after.
+    assert_eq!(run("echo"), "");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(run("hide-in-scratch"), "hidden\n");
+    assert_eq!(run("scratch"), "empty\nhello\n");
+}
+
 #[test]
 fn progress_reaches_the_callback_in_order() {
     let seen = Arc::new(Mutex::new(Vec::new()));

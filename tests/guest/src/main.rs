@@ -13,6 +13,7 @@
 //! | `write N` / `write-stderr N` | writes N bytes of `x` to stdout / stderr |
 //! | `read PATH` / `list PATH` | prints a file / a directory listing, or `error: ...` and exit 1 |
 //! | `scratch` | prints `empty` (or `not empty: names`) for /tmp, then writes and reads a file there |
+//! | `hide-in-scratch` | leaves a file in /tmp and sets /tmp's times to those of an unused scratch directory |
 //! | `env` / `args` | prints the environment (`K=V` lines) / argv as a JSON array |
 //! | `progress N` | reports progress 1..=N of N through the `remotask.progress` import |
 //! | `progress-sleep N SECS` | reports progress N of N, then sleeps SECS and prints `done` |
@@ -147,6 +148,18 @@ fn main() {
                 "{}",
                 std::fs::read_to_string("/tmp/scratch.txt").unwrap_or_else(|e| fail(e))
             );
+        }
+        "hide-in-scratch" => {
+            std::fs::write("/tmp/hidden.txt", "for the next guest").unwrap_or_else(|e| fail(e));
+            // 2000-01-01T00:00:00Z, the times the host gives every reused scratch directory.
+            let fixed = std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800);
+            let times = std::fs::FileTimes::new()
+                .set_accessed(fixed)
+                .set_modified(fixed);
+            std::fs::File::open("/tmp")
+                .and_then(|dir| dir.set_times(times))
+                .unwrap_or_else(|e| fail(e));
+            println!("hidden");
         }
         "env" => {
             for (k, v) in std::env::vars() {
