@@ -117,8 +117,8 @@ async fn completed(service: &Service) -> u64 {
 }
 
 /// Waits until `n` jobs have completed. Watches the attempt counters (free to read) and only
-/// then counts jobs in the store: a count is a scan of all jobs, and polling it would slow the
-/// engine being measured.
+/// then reads the queue's counts from the store, so polling takes no reader from the engine
+/// being measured.
 async fn all_completed(service: &Service, n: u64) {
     let attempts = |service: &Service| {
         service

@@ -1178,39 +1178,48 @@ fn finish_all(conn: &Connection, ends: &[EncodedEnd], now: Timestamp) -> StoreRe
 
 /// Moves the job of one attempt's end to its next state, if the attempt's lease still holds.
 fn finish_one(conn: &Connection, encoded: &EncodedEnd, now: Timestamp) -> StoreResult<bool> {
+    /// The guarded update that ends one attempt, `?1` its job's id and `?2` its lease, with
+    /// `SET` clauses of its own; the SQL is a literal, built at compile time.
+    macro_rules! end_attempt {
+        ($set:literal) => {
+            concat!(
+                "UPDATE jobs SET ",
+                $set,
+                ", lease = NULL, lease_expires = NULL, cancel_requested = 0 \
+                 WHERE id = ?1 AND state = 'running' AND lease = ?2"
+            )
+        };
+    }
     let EncodedEnd {
         end, key, limits, ..
     } = encoded;
     let token = end.lease.token;
-    let guard = "WHERE id = ?1 AND state = 'running' AND lease = ?2";
-    let clear = "lease = NULL, lease_expires = NULL, cancel_requested = 0";
     let changed = match &end.finish {
         Finish::Completed { output } => conn
-            .prepare_cached(&format!(
-                "UPDATE jobs SET state = 'completed', output = ?3, error_reason = NULL, error_message = NULL, \
-                 finished_at = ?4, {clear} {guard}"
+            .prepare_cached(end_attempt!(
+                "state = 'completed', output = ?3, error_reason = NULL, error_message = NULL, \
+                 finished_at = ?4"
             ))
             .map_err(db)?
             .execute(params![key, token, output, now.0]),
         Finish::Retry { run_at, error, .. } => conn
-            .prepare_cached(&format!(
-                "UPDATE jobs SET state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, \
-                 error_message = ?6, {clear} {guard}"
+            .prepare_cached(end_attempt!(
+                "state = 'scheduled', run_at = ?3, limits = ?4, error_reason = ?5, error_message = ?6"
             ))
             .map_err(db)?
             .execute(params![key, token, run_at.0, limits, error.reason.as_str(), error.message]),
         Finish::Failed { error } | Finish::Cancelled { error } => {
             let state = if matches!(end.finish, Finish::Failed { .. }) { "failed" } else { "cancelled" };
-            conn.prepare_cached(&format!(
-                "UPDATE jobs SET state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6, {clear} {guard}"
+            conn.prepare_cached(end_attempt!(
+                "state = ?3, error_reason = ?4, error_message = ?5, finished_at = ?6"
             ))
             .map_err(db)?
             .execute(params![key, token, state, error.reason.as_str(), error.message, now.0])
         }
         Finish::Interrupted => conn
-            .prepare_cached(&format!(
-                "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0), progress_done = NULL, \
-                 progress_total = NULL, {clear} {guard}"
+            .prepare_cached(end_attempt!(
+                "state = 'queued', attempts = max(attempts - 1, 0), progress_done = NULL, \
+                 progress_total = NULL"
             ))
             .map_err(db)?
             .execute(params![key, token]),

@@ -232,11 +232,19 @@ async fn report_batch(service: Service, batch: Vec<Ran>) {
     // A failing store is retried a few times; after that the leases expire and the rescuer
     // takes over.
     let states: Vec<_> = ends.iter().map(|end| end.finish.state()).collect();
+    let retried = ends
+        .iter()
+        .any(|end| matches!(end.finish, Finish::Retry { .. }));
+    let mut first = Some(ends);
     for delay in [0u64, 50, 200, 1000] {
         if delay > 0 {
             tokio::time::sleep(Duration::from_millis(delay)).await;
         }
-        if let Ok(written) = shared.store.finish_many(ends.clone(), now).await {
+        // A failed write took the ends with it; they are made again from the reports.
+        let ends = first
+            .take()
+            .unwrap_or_else(|| batch.iter().map(|ran| attempt_end(ran, now)).collect());
+        if let Ok(written) = shared.store.finish_many(ends, now).await {
             for ((ran, state), written) in batch.iter().zip(states).zip(written) {
                 if written {
                     service.publish(&ran.assignment.claimed.job, state);
@@ -255,10 +263,7 @@ async fn report_batch(service: Service, batch: Vec<Ran>) {
     drop(batch);
     shared.room.notify_waiters();
     // A retry is a new `scheduled` job: the dispatcher's next wake-up may have to be earlier.
-    if ends
-        .iter()
-        .any(|end| matches!(end.finish, Finish::Retry { .. }))
-    {
+    if retried {
         shared.work.notify_waiters();
     }
 }
