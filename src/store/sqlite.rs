@@ -1668,12 +1668,14 @@ impl Store for SqliteStore {
             };
             match state {
                 JobState::Held | JobState::Scheduled | JobState::Queued => {
+                    // Guarded like every transition, though the state was read in this
+                    // transaction.
                     conn.prepare_cached(
                         "UPDATE jobs SET state = 'cancelled', finished_at = ?2, error_reason = 'cancelled', \
-                         error_message = 'cancelled before it ran' WHERE id = ?1",
+                         error_message = 'cancelled before it ran' WHERE id = ?1 AND state = ?3",
                     )
                     .map_err(db)?
-                    .execute(params![key, now.0])
+                    .execute(params![key, now.0, state.as_str()])
                     .map_err(db)?;
                     let mut counts = StateCounts::default();
                     counts.moved(&queue, state, JobState::Cancelled, 1);
@@ -1681,7 +1683,7 @@ impl Store for SqliteStore {
                     Ok(CancelOutcome::Cancelled)
                 }
                 JobState::Running => {
-                    conn.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1")
+                    conn.prepare_cached("UPDATE jobs SET cancel_requested = 1 WHERE id = ?1 AND state = 'running'")
                         .map_err(db)?
                         .execute([&key])
                         .map_err(db)?;
