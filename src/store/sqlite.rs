@@ -329,14 +329,24 @@ fn corrupt(table: &'static str, message: impl std::fmt::Display) -> StoreError {
     }
 }
 
-/// A read connection. Readers map the file (no copy per page read); the writer does not, since
-/// a growing file would make it remap over and over.
+/// A read connection. It reads pages with `pread` into a small cache, and does not map the
+/// file: in WAL mode a read transaction that begins after any commit drops the connection's
+/// cache, and a mapped reader also unmaps the whole file then (`pagerBeginReadTransaction`),
+/// which costs a TLB shootdown on every CPU. With the writer committing all the time, that was
+/// every point read (a job, a task, the next scheduled time).
 fn open_reader(path: &Path) -> StoreResult<Connection> {
     let conn = open_connection(path)?;
-    conn.execute_batch("PRAGMA mmap_size = 268435456;")
-        .map_err(db)?;
+    conn.execute_batch(&format!(
+        "PRAGMA mmap_size = 0; PRAGMA cache_size = -{READER_CACHE_KIB};"
+    ))
+    .map_err(db)?;
     Ok(conn)
 }
+
+/// A reader's page cache, in KiB. It is dropped at the first read after each commit, so under
+/// load it holds one read's pages; when nothing is written it keeps the pages of repeated
+/// reads.
+const READER_CACHE_KIB: u32 = 2_048;
 
 fn open_connection(path: &Path) -> StoreResult<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
