@@ -648,7 +648,8 @@ impl JobRow {
         })
     }
 
-    fn decode(self) -> StoreResult<(Job, Option<Lease>)> {
+    /// The job and its lease, reusing `parsed` for JSON columns equal to the previous row's.
+    fn decode_with(self, parsed: &mut Parsed) -> StoreResult<(Job, Option<Lease>)> {
         let [id, task, digest, queue, state] = self.text;
         let [args, env, limits, retry] = self.json;
         let error = match self.error {
@@ -682,8 +683,8 @@ impl JobRow {
             run_at: Timestamp(self.run_at),
             unique_key: self.unique_key,
             context: self.context,
-            limits: parse_json::<Limits>("jobs", &limits)?,
-            retry: parse_json::<RetryPolicy>("jobs", &retry)?,
+            limits: parsed_again(&mut parsed.limits, limits)?,
+            retry: parsed_again(&mut parsed.retry, retry)?,
             attempts: self.attempts,
             progress,
             output: self.output,
@@ -698,14 +699,38 @@ impl JobRow {
     }
 }
 
+/// The limits and retry policy of the last row decoded, as text and parsed: the jobs of one
+/// claim mostly share them, and parsing them was most of a claimed row's decoding.
+#[derive(Default)]
+struct Parsed {
+    limits: Option<(String, Limits)>,
+    retry: Option<(String, RetryPolicy)>,
+}
+
+/// `text` parsed, or the value kept in `last` if it was parsed from the same text.
+fn parsed_again<T: serde::de::DeserializeOwned + Clone>(
+    last: &mut Option<(String, T)>,
+    text: String,
+) -> StoreResult<T> {
+    if let Some((seen, value)) = last
+        && *seen == text
+    {
+        return Ok(value.clone());
+    }
+    let value: T = parse_json("jobs", &text)?;
+    *last = Some((text, value.clone()));
+    Ok(value)
+}
+
 fn query_jobs(
     conn: &Connection,
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> StoreResult<Vec<(Job, Option<Lease>)>> {
+    let mut parsed = Parsed::default();
     query_job_rows(conn, sql, params)?
         .into_iter()
-        .map(JobRow::decode)
+        .map(|row| row.decode_with(&mut parsed))
         .collect()
 }
 
@@ -1589,11 +1614,12 @@ impl Store for SqliteStore {
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
+        let mut parsed = Parsed::default();
         let mut jobs = rows
             .into_iter()
             .map(|row| {
                 Ok(Claimed {
-                    job: row.decode()?.0,
+                    job: row.decode_with(&mut parsed)?.0,
                     lease,
                 })
             })
@@ -2135,6 +2161,22 @@ mod tests {
         );
         assert_eq!(chunks.concat(), items);
         assert_eq!(values_rows(2, 3, 2), "(?2, ?3, ?4), (?5, ?6, ?7)");
+    }
+
+    #[test]
+    fn a_json_column_is_parsed_again_only_when_its_text_differs() {
+        let mut last: Option<(String, Limits)> = None;
+        let limits = Limits::default();
+        let text = json(&limits);
+        assert_eq!(parsed_again(&mut last, text.clone()).unwrap(), limits);
+        // The kept value answers for the same text, even if what it holds were different.
+        let kept = Limits { fuel: 7, ..limits };
+        last = Some((text.clone(), kept));
+        assert_eq!(parsed_again(&mut last, text.clone()).unwrap(), kept);
+        let other = Limits { fuel: 9, ..limits };
+        assert_eq!(parsed_again(&mut last, json(&other)).unwrap(), other);
+        assert_eq!(last.as_ref().map(|(_, v)| *v), Some(other));
+        assert!(parsed_again(&mut last, "{".to_owned()).is_err());
     }
 
     #[test]

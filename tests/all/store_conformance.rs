@@ -176,16 +176,25 @@ async fn insert_and_claim(store: &impl Store, jobs: Vec<NewJob>, max: u32) -> Ve
 }
 
 async fn claims_follow_priority_then_run_at_then_id(store: impl Store) {
-    let jobs = vec![
+    let mut jobs = vec![
         new_job("q", 0, T0),
         new_job("q", 5, T0),
         new_job("q", 0, Timestamp(T0.0 - 10)),
         new_job("q", 5, T0),
     ];
+    // Jobs of one claim with their own limits and retry policies get them back.
+    jobs[3].limits.fuel = 12_345;
+    jobs[3].retry.retries = 7;
     let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
     let claimed = insert_and_claim(&store, jobs, 10).await;
     let order: Vec<JobId> = claimed.iter().map(|c| c.job.id).collect();
     assert_eq!(order, vec![ids[1], ids[3], ids[2], ids[0]]);
+    let budgets: Vec<(u64, u32)> = claimed
+        .iter()
+        .map(|c| (c.job.limits.fuel, c.job.retry.retries))
+        .collect();
+    let default = (Limits::default().fuel, RetryPolicy::default().retries);
+    assert_eq!(budgets, vec![default, (12_345, 7), default, default]);
     assert!(
         claimed
             .iter()
