@@ -49,7 +49,7 @@ pub(super) struct Scratch {
     fd: OwnedFd,
     dir: TempDir,
     /// The directory's change time when it was last seen empty, at the fixed times.
-    seen_empty: Option<Timestamp>,
+    seen_empty: Option<ChangeTime>,
     /// When the current attempt took it.
     taken: SystemTime,
 }
@@ -124,19 +124,29 @@ fn fixed_timestamps() -> Timestamps {
     }
 }
 
-/// A change time as `statx` gives it.
-type Timestamp = (i64, u32);
+/// A change time as `statx` gives it: seconds and nanoseconds.
+type ChangeTime = (i64, u32);
 
-fn change_time(dir: &OwnedFd, mask: StatxFlags) -> io::Result<rustix::fs::Statx> {
+/// The times a check reads.
+const TIMES: StatxFlags = StatxFlags::ATIME
+    .union(StatxFlags::MTIME)
+    .union(StatxFlags::CTIME);
+
+fn stat_times(dir: &OwnedFd, mask: StatxFlags) -> io::Result<rustix::fs::Statx> {
     Ok(rustix::fs::statx(dir, c"", AtFlags::EMPTY_PATH, mask)?)
 }
 
-fn stamp(t: rustix::fs::StatxTimestamp) -> Timestamp {
+fn stamp(t: rustix::fs::StatxTimestamp) -> ChangeTime {
     (t.tv_sec, t.tv_nsec)
 }
 
+/// Whether `t` is the fixed time every reused directory shows.
+fn at_fixed_time(t: rustix::fs::StatxTimestamp) -> bool {
+    stamp(t) == (FIXED_SECS as i64, 0)
+}
+
 /// The margin for a change time recorded as `seen` (see `CTIME_MARGIN_FINE`).
-fn margin(seen: Timestamp) -> Duration {
+fn margin(seen: ChangeTime) -> Duration {
     if !seen.1.is_multiple_of(1_000) {
         CTIME_MARGIN_FINE
     } else {
@@ -147,12 +157,11 @@ fn margin(seen: Timestamp) -> Duration {
 /// Whether an attempt that began at `taken` changed nothing in the directory: its change time
 /// is still the one recorded when it was last seen empty, recorded at least `margin` before,
 /// and its other times are still the fixed ones.
-fn unchanged(times: &rustix::fs::Statx, seen_empty: Option<Timestamp>, taken: SystemTime) -> bool {
+fn unchanged(times: &rustix::fs::Statx, seen_empty: Option<ChangeTime>, taken: SystemTime) -> bool {
     let Some(seen) = seen_empty else { return false };
     if !StatxFlags::from_bits_retain(times.stx_mask).contains(StatxFlags::CTIME) {
         return false;
     }
-    let fixed = |t: rustix::fs::StatxTimestamp| stamp(t) == (FIXED_SECS as i64, 0);
     let Ok(since_epoch) = taken.duration_since(SystemTime::UNIX_EPOCH) else {
         return false;
     };
@@ -160,8 +169,8 @@ fn unchanged(times: &rustix::fs::Statx, seen_empty: Option<Timestamp>, taken: Sy
         .is_ok_and(|secs| Duration::new(secs, seen.1).saturating_add(margin(seen)) <= since_epoch);
     stamp(times.stx_ctime) == seen
         && recorded_before
-        && fixed(times.stx_atime)
-        && fixed(times.stx_mtime)
+        && at_fixed_time(times.stx_atime)
+        && at_fixed_time(times.stx_mtime)
 }
 
 /// Whether the directory is empty, and if so, its times set back to the fixed value (left as
@@ -169,8 +178,7 @@ fn unchanged(times: &rustix::fs::Statx, seen_empty: Option<Timestamp>, taken: Sy
 /// entries only if its change time cannot prove them unchanged (see the module's notes).
 fn ready_again(scratch: &mut Scratch) -> io::Result<bool> {
     let dir = &scratch.fd;
-    let mask = StatxFlags::ATIME | StatxFlags::MTIME | StatxFlags::CTIME;
-    let times = change_time(dir, mask)?;
+    let times = stat_times(dir, TIMES)?;
     if unchanged(&times, scratch.seen_empty, scratch.taken) {
         return Ok(true);
     }
@@ -184,13 +192,11 @@ fn ready_again(scratch: &mut Scratch) -> io::Result<bool> {
             return Ok(false);
         }
     }
-    let fixed = FIXED_SECS as i64;
-    let at_fixed = |t: rustix::fs::StatxTimestamp| t.tv_sec == fixed && t.tv_nsec == 0;
-    let seen = if at_fixed(times.stx_atime) && at_fixed(times.stx_mtime) {
+    let seen = if at_fixed_time(times.stx_atime) && at_fixed_time(times.stx_mtime) {
         times.stx_ctime
     } else {
         rustix::fs::futimens(dir, &fixed_timestamps())?;
-        change_time(dir, StatxFlags::CTIME)?.stx_ctime
+        stat_times(dir, StatxFlags::CTIME)?.stx_ctime
     };
     scratch.seen_empty = Some(stamp(seen));
     Ok(true)
@@ -314,8 +320,7 @@ mod tests {
         pool.give_back(dir);
         let scratch = pool.take().unwrap();
         let seen = scratch.seen_empty.expect("seen empty");
-        let mask = StatxFlags::ATIME | StatxFlags::MTIME | StatxFlags::CTIME;
-        let times = change_time(&scratch.fd, mask).unwrap();
+        let times = stat_times(&scratch.fd, TIMES).unwrap();
         let recorded = SystemTime::UNIX_EPOCH + Duration::new(seen.0 as u64, seen.1);
         let at = |d: Duration| recorded + d;
         let margin = margin(seen);
@@ -331,7 +336,7 @@ mod tests {
             .unwrap()
             .set_times(FileTimes::new().set_accessed(SystemTime::now()))
             .unwrap();
-        let read = change_time(&scratch.fd, mask).unwrap();
+        let read = stat_times(&scratch.fd, TIMES).unwrap();
         assert!(!unchanged(
             &read,
             Some(stamp(read.stx_ctime)),

@@ -146,6 +146,24 @@ impl Shared {
         });
         Ok(queues)
     }
+
+    /// `name`'s settings from the cached ones, or the defaults of a queue not configured.
+    pub(crate) async fn queue_config(
+        &self,
+        name: &QueueName,
+    ) -> crate::store::StoreResult<QueueConfig> {
+        Ok(config_of(&self.queue_settings().await?, name))
+    }
+}
+
+/// `name`'s settings among `queues`, or the defaults of a queue not configured.
+fn config_of(queues: &QueueSettings, name: &QueueName) -> QueueConfig {
+    queues
+        .iter()
+        .map(|(config, _)| config)
+        .find(|config| &config.name == name)
+        .cloned()
+        .unwrap_or_else(|| QueueConfig::with_defaults(name.clone()))
 }
 
 /// One attempt in flight in this process: how to stop it and the lease it runs under.
@@ -364,17 +382,12 @@ impl Service {
                 .clone()
                 .or_else(|| task.defaults.queue.clone())
                 .unwrap_or_else(QueueName::default_queue);
-            // Settings only: `get_queue` would also count the queue's jobs.
-            if configs.is_none() {
-                configs = Some(self.shared.queue_settings().await?);
-            }
-            let queue = configs
-                .iter()
-                .flat_map(|queues| queues.iter())
-                .map(|(config, _)| config)
-                .find(|config| config.name == queue_name)
-                .cloned()
-                .unwrap_or_else(|| QueueConfig::with_defaults(queue_name.clone()));
+            // Settings from the shared cache, taken once per batch.
+            let queues = match &configs {
+                Some(queues) => queues.clone(),
+                None => configs.insert(self.shared.queue_settings().await?).clone(),
+            };
+            let queue = config_of(&queues, &queue_name);
             jobs.push(request.resolve(&task, &queue, now)?);
         }
         Ok(jobs)

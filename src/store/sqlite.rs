@@ -2101,10 +2101,16 @@ fn token_row(r: &Row<'_>) -> rusqlite::Result<TokenRow> {
 mod tests {
     use super::*;
 
-    fn migrated() -> (tempfile::TempDir, Connection) {
+    /// A fresh database file, opened and not migrated.
+    fn opened() -> (tempfile::TempDir, PathBuf, Connection) {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("t.db");
-        let mut conn = open_connection(&path).expect("open");
+        let conn = open_connection(&path).expect("open");
+        (dir, path, conn)
+    }
+
+    fn migrated() -> (tempfile::TempDir, Connection) {
+        let (dir, path, mut conn) = opened();
         migrate(&mut conn, &path).expect("migrate");
         (dir, conn)
     }
@@ -2192,9 +2198,7 @@ mod tests {
 
     #[test]
     fn job_counts_start_from_the_jobs_stored_before_them() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("t.db");
-        let mut conn = open_connection(&path).expect("open");
+        let (_dir, path, mut conn) = opened();
         for sql in &MIGRATIONS[..5] {
             conn.execute_batch(sql).expect("migration");
         }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use super::WorkerConfig;
 use crate::domain::{AttemptRecord, JobError, JobId, Reason, Timestamp};
 use crate::service::Service;
-use crate::store::{Finish, QueueConfig, StoreResult};
+use crate::store::{Finish, StoreResult};
 
 pub(super) async fn rescuer(service: Service, config: WorkerConfig, stopping: Arc<AtomicBool>) {
     while !stopping.load(Ordering::SeqCst) {
@@ -28,11 +28,6 @@ pub async fn rescue_expired(
     let store = service.store().clone();
     let expired = store.expired_leases(now).await?;
     let mut rescued = Vec::new();
-    let settings = if expired.is_empty() {
-        Vec::new()
-    } else {
-        store.queue_configs().await?
-    };
     for claimed in expired {
         let job = &claimed.job;
         let worker = job
@@ -40,11 +35,7 @@ pub async fn rescue_expired(
             .clone()
             .unwrap_or_else(|| "unknown worker".into());
         let message = format!("lease expired ({worker})");
-        // Settings only: `get_queue` would also count the queue's jobs.
-        let caps = match settings.iter().find(|(q, _)| q.name == job.queue) {
-            Some((q, _)) => q.caps,
-            None => QueueConfig::with_defaults(job.queue.clone()).caps,
-        };
+        let caps = service.shared.queue_config(&job.queue).await?.caps;
         let finish = match super::attempt::finish_for(
             job,
             Reason::LeaseLost,
