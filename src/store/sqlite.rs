@@ -272,13 +272,28 @@ fn values_rows(rows: usize, width: usize, first: usize) -> String {
 
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
 
+/// How a write runs inside the writer's transaction.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Isolation {
+    /// In a savepoint of its own, so its failure undoes only its own changes.
+    Savepoint,
+    /// Alone in the transaction: its failure rolls back the transaction instead. A savepoint
+    /// copies every page it changes into a statement journal first; most transactions under
+    /// load hold one or two writes, so this spares that copy for the lone ones.
+    Alone,
+}
+
 /// One caller's write, run inside the writer's batch transaction.
 struct WriteOp {
     /// Must survive a power loss once acknowledged (fsync before answering). Claims, leases,
     /// progress and results need not: after a power loss the rescuer repairs what they left.
     durable: bool,
-    run: Box<dyn FnOnce(&Connection) -> Completion + Send>,
+    run: RunWrite,
 }
+
+/// Runs a write; says whether it succeeded, and how to answer its caller once the transaction
+/// has ended.
+type RunWrite = Box<dyn FnOnce(&Connection, Isolation) -> (bool, Completion) + Send>;
 
 /// The SQLite job store. Cheap to clone.
 #[derive(Clone)]
@@ -458,25 +473,30 @@ impl SqliteStore {
         f: impl FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     ) -> StoreResult<T> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let run = Box::new(move |conn: &Connection| -> Completion {
-            let result = match exec(conn, "SAVEPOINT op") {
-                Ok(()) => {
-                    let r = f(conn);
-                    let end = if r.is_ok() {
-                        exec(conn, "RELEASE op")
-                    } else {
-                        exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
-                    };
-                    match end {
-                        Ok(()) => r,
-                        Err(e) => Err(db(e)),
+        let run = Box::new(move |conn: &Connection, isolation| -> (bool, Completion) {
+            let result = match isolation {
+                Isolation::Alone => f(conn),
+                Isolation::Savepoint => match exec(conn, "SAVEPOINT op") {
+                    Ok(()) => {
+                        let r = f(conn);
+                        let end = if r.is_ok() {
+                            exec(conn, "RELEASE op")
+                        } else {
+                            exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
+                        };
+                        match end {
+                            Ok(()) => r,
+                            Err(e) => Err(db(e)),
+                        }
                     }
-                }
-                Err(e) => Err(db(e)),
+                    Err(e) => Err(db(e)),
+                },
             };
-            Box::new(move |committed: Result<(), String>| {
+            let ok = result.is_ok();
+            let done: Completion = Box::new(move |committed: Result<(), String>| {
                 let _ = tx.send(committed.map_err(StoreError::Database).and(result));
-            })
+            });
+            (ok, done)
         });
         let op = WriteOp { durable, run };
         let sender = self
@@ -576,13 +596,26 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
             drop(batch);
             continue;
         }
-        let completions: Vec<Completion> = batch.into_iter().map(|op| (op.run)(&conn)).collect();
-        let committed = exec(&conn, "COMMIT").map_err(|e| e.to_string());
-        if committed.is_err() {
-            let _ = exec(&conn, "ROLLBACK");
-        }
-        for done in completions {
-            done(committed.clone());
+        let completions: Vec<(Completion, Result<(), String>)> = if let [_] = batch[..] {
+            let op = batch.pop().expect("one write");
+            let (ok, done) = (op.run)(&conn, Isolation::Alone);
+            if ok {
+                vec![(done, commit(&conn))]
+            } else {
+                // The write failed alone: undo it whole. Its caller gets its own error.
+                let _ = exec(&conn, "ROLLBACK");
+                vec![(done, Ok(()))]
+            }
+        } else {
+            let done: Vec<Completion> = batch
+                .into_iter()
+                .map(|op| (op.run)(&conn, Isolation::Savepoint).1)
+                .collect();
+            let committed = commit(&conn);
+            done.into_iter().map(|d| (d, committed.clone())).collect()
+        };
+        for (done, committed) in completions {
+            done(committed);
         }
         commits += 1;
         if commits >= CHECKPOINT_EVERY_COMMITS {
@@ -591,6 +624,15 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
             commits = 0;
         }
     }
+}
+
+/// Commits the writer's transaction, rolling it back if the commit fails.
+fn commit(conn: &Connection) -> Result<(), String> {
+    let committed = exec(conn, "COMMIT").map_err(|e| e.to_string());
+    if committed.is_err() {
+        let _ = exec(conn, "ROLLBACK");
+    }
+    committed
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {
@@ -984,19 +1026,19 @@ fn ensure_queue(conn: &Connection, name: &QueueName) -> StoreResult<()> {
 
 fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> {
     let row = conn
-        .query_row(
+        .prepare_cached(
             "SELECT name, concurrency, default_limits, caps, paused FROM queues WHERE name = ?1",
-            [name],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u32>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, bool>(4)?,
-                ))
-            },
         )
+        .map_err(db)?
+        .query_row([name], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, bool>(4)?,
+            ))
+        })
         .optional()
         .map_err(db)?;
     let Some((name, concurrency, default_limits, caps, paused)) = row else {
@@ -1099,27 +1141,28 @@ fn take_queued(
     lease_ttl_ms: i64,
     now: Timestamp,
 ) -> StoreResult<(Vec<JobRow>, Lease, bool)> {
-    let settings: Option<(u32, bool)> = conn
-        .prepare_cached("SELECT concurrency, paused FROM queues WHERE name = ?1")
+    // The running jobs are read from the kept counts: counting them through `jobs_running`
+    // cost a step per running job at every claim, up to the queue's concurrency.
+    let settings: Option<(u32, bool, i64)> = conn
+        .prepare_cached(
+            "SELECT q.concurrency, q.paused, coalesce(c.n, 0) FROM queues q \
+             LEFT JOIN job_counts c ON c.queue = q.name AND c.state = 'running' \
+             WHERE q.name = ?1",
+        )
         .map_err(db)?
-        .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row([queue.as_str()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()
         .map_err(db)?;
     let none = Lease {
         token,
         expires_at: Timestamp(0),
     };
-    let Some((concurrency, paused)) = settings else {
+    let Some((concurrency, paused, running)) = settings else {
         return Ok((Vec::new(), none, false));
     };
     if paused {
         return Ok((Vec::new(), none, false));
     }
-    let running: i64 = conn
-        .prepare_cached("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'")
-        .map_err(db)?
-        .query_row([queue.as_str()], |r| r.get(0))
-        .map_err(db)?;
     let room = (i64::from(concurrency) - running).clamp(0, i64::from(max));
     let limited = room < i64::from(max);
     if room == 0 {
@@ -1734,11 +1777,11 @@ impl Store for SqliteStore {
     async fn cancel_requested(&self, id: JobId) -> StoreResult<bool> {
         self.read_point(move |conn| {
             let v: Option<bool> = conn
-                .query_row(
+                .prepare_cached(
                     "SELECT cancel_requested FROM jobs WHERE id = ?1 AND state = 'running'",
-                    [id.to_string()],
-                    |r| r.get(0),
                 )
+                .map_err(db)?
+                .query_row([id.to_string()], |r| r.get(0))
                 .optional()
                 .map_err(db)?;
             Ok(v.unwrap_or(false))
@@ -1865,7 +1908,7 @@ impl Store for SqliteStore {
                 .map_err(db)?
                 .unwrap_or((0, false));
             let running: i64 = conn
-                .query_row("SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'running'", [&queue], |r| r.get(0))
+                .query_row("SELECT coalesce(sum(n), 0) FROM job_counts WHERE queue = ?1 AND state = 'running'", [&queue], |r| r.get(0))
                 .map_err(db)?;
             let ahead: i64 = conn
                 .query_row(
@@ -1883,11 +1926,9 @@ impl Store for SqliteStore {
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
         self.read_point(|conn| {
             let t: Option<i64> = conn
-                .query_row(
-                    "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
-                    [],
-                    |r| r.get(0),
-                )
+                .prepare_cached("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'")
+                .map_err(db)?
+                .query_row([], |r| r.get(0))
                 .map_err(db)?;
             Ok(t.map(Timestamp))
         })
@@ -2061,19 +2102,19 @@ impl Store for SqliteStore {
     }
 
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
-        let hash = hash.to_owned();
-        self.read(move |conn| {
+        // Every authenticated request asks: a cached statement, on the calling thread.
+        self.read_point(|conn| {
             let row = conn
-                .query_row(
-                    "SELECT id, name, role, hash, created_at, revoked_at FROM tokens WHERE hash = ?1 AND revoked_at IS NULL",
-                    [hash],
-                    token_row,
+                .prepare_cached(
+                    "SELECT id, name, role, hash, created_at, revoked_at FROM tokens \
+                     WHERE hash = ?1 AND revoked_at IS NULL",
                 )
+                .map_err(db)?
+                .query_row([hash], token_row)
                 .optional()
                 .map_err(db)?;
             row.transpose()
         })
-        .await
     }
 }
 

@@ -69,6 +69,7 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     unique_keys_hold_while_live(make().await).await;
     cancel_release_retry_delete_follow_the_state_machine(make().await).await;
     queue_counts_follow_every_transition(make().await).await;
+    a_failed_write_leaves_nothing_and_spares_the_writes_beside_it(make().await).await;
     task_versions_and_defaults(make().await).await;
     tokens_are_found_by_hash_until_revoked(make().await).await;
     a_schedule_fire_is_applied_once(make().await).await;
@@ -831,6 +832,64 @@ async fn queue_counts_follow_every_transition(store: impl Store) {
     assert_counts_match(&store, "cleaned before a time").await;
     assert_eq!(store.clean(None).await.unwrap(), 3);
     assert_counts_match(&store, "cleaned").await;
+}
+
+/// A write that fails (here a submit reusing a stored job's id) changes nothing, whether it
+/// was alone in its transaction or beside others, and the others still land.
+async fn a_failed_write_leaves_nothing_and_spares_the_writes_beside_it(store: impl Store) {
+    let stored = new_job("q", 0, T0);
+    let taken_id = stored.id;
+    store.insert_jobs(vec![stored]).await.unwrap();
+    let reusing = |n: usize| {
+        let mut jobs: Vec<NewJob> = (0..n).map(|_| new_job("q", 0, T0)).collect();
+        let mut dup = new_job("q", 0, T0);
+        dup.id = taken_id;
+        jobs.push(dup);
+        jobs
+    };
+    let exists = |id: JobId| {
+        let store = &store;
+        async move { store.get_job(id).await.unwrap().is_some() }
+    };
+
+    // Enough jobs that a backend writing them in several statements has written some before
+    // it meets the taken id.
+    let failed = reusing(70);
+    let ids: Vec<JobId> = failed.iter().take(70).map(|j| j.id).collect();
+    assert!(store.insert_jobs(failed).await.is_err(), "the id is taken");
+    for id in ids {
+        assert!(!exists(id).await, "nothing of the failed submit is kept");
+    }
+    assert_counts_match(&store, "after a failed submit").await;
+
+    // Submits sent together ride in one transaction when the writer is busy; the failed one
+    // must not take the others down with it, nor leave its own rows.
+    for round in 0..20 {
+        let failed = reusing(2);
+        let failed_ids: Vec<JobId> = failed.iter().take(2).map(|j| j.id).collect();
+        let good: Vec<NewJob> = (0..2).map(|_| new_job("q", 0, T0)).collect();
+        let good_ids: Vec<JobId> = good.iter().map(|j| j.id).collect();
+        let other = new_job("q", 0, T0);
+        let other_id = other.id;
+        let (bad, ok, ok2) = tokio::join!(
+            store.insert_jobs(failed),
+            store.insert_jobs(good),
+            store.insert_jobs(vec![other]),
+        );
+        assert!(bad.is_err(), "round {round}");
+        assert_eq!(ok.unwrap().len(), 2, "round {round}");
+        assert_eq!(ok2.unwrap().len(), 1, "round {round}");
+        for id in failed_ids {
+            assert!(
+                !exists(id).await,
+                "round {round}: the failed submit left a job"
+            );
+        }
+        for id in good_ids.into_iter().chain([other_id]) {
+            assert!(exists(id).await, "round {round}: a good submit was lost");
+        }
+    }
+    assert_counts_match(&store, "after failed submits beside good ones").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
