@@ -596,26 +596,29 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
             drop(batch);
             continue;
         }
-        let completions: Vec<(Completion, Result<(), String>)> = if let [_] = batch[..] {
-            let op = batch.pop().expect("one write");
-            let (ok, done) = (op.run)(&conn, Isolation::Alone);
-            if ok {
-                vec![(done, commit(&conn))]
-            } else {
-                // The write failed alone: undo it whole. Its caller gets its own error.
-                let _ = exec(&conn, "ROLLBACK");
-                vec![(done, Ok(()))]
-            }
+        let isolation = if batch.len() == 1 {
+            Isolation::Alone
         } else {
-            let done: Vec<Completion> = batch
-                .into_iter()
-                .map(|op| (op.run)(&conn, Isolation::Savepoint).1)
-                .collect();
-            let committed = commit(&conn);
-            done.into_iter().map(|d| (d, committed.clone())).collect()
+            Isolation::Savepoint
         };
-        for (done, committed) in completions {
-            done(committed);
+        let mut failed_alone = false;
+        let completions: Vec<Completion> = batch
+            .into_iter()
+            .map(|op| {
+                let (ok, done) = (op.run)(&conn, isolation);
+                failed_alone |= !ok && isolation == Isolation::Alone;
+                done
+            })
+            .collect();
+        let committed = if failed_alone {
+            // Its caller gets its own error; nothing else was in the transaction.
+            let _ = exec(&conn, "ROLLBACK");
+            Ok(())
+        } else {
+            commit(&conn)
+        };
+        for done in completions {
+            done(committed.clone());
         }
         commits += 1;
         if commits >= CHECKPOINT_EVERY_COMMITS {
