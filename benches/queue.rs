@@ -93,8 +93,8 @@ async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) 
         .expect("register");
     service
         .put_queue(QueueConfig {
-            // Room for what the workers claim ahead (up to 32 per guest thread).
-            concurrency: 64,
+            // Room for what the workers claim ahead (up to 128 per guest thread).
+            concurrency: 256,
             ..QueueConfig::with_defaults(QueueName::default_queue())
         })
         .await
