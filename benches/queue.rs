@@ -1,7 +1,8 @@
 //! Queue benchmarks; prints figures, asserts nothing. Run with `cargo bench --bench queue`
-//! (add `-- throughput`, `preloaded`, `latency`, `store`, `claim` or `memory` to run one).
-//! Figures and targets are kept in BENCHMARKS.md:
+//! (add `-- throughput`, `preloaded`, `stream`, `latency`, `store`, `claim` or `memory` to run
+//! one). Figures and targets are kept in BENCHMARKS.md:
 //! - echo jobs submitted in batches and run to completion on the embedded store, jobs/s;
+//! - the same jobs submitted one at a time by many concurrent callers, run to completion;
 //! - the same jobs queued before the workers start, then run: jobs/s and CPU per job;
 //! - the store's cost per job by phase (insert, claim, finish), one call at a time;
 //! - submit -> completed latency of single jobs on an idle engine, p50/p99;
@@ -42,6 +43,9 @@ fn main() {
         }
         if wants("preloaded") {
             preloaded().await;
+        }
+        if wants("stream") {
+            stream().await;
         }
         if wants("latency") {
             latency().await;
@@ -156,6 +160,52 @@ async fn throughput() {
     let (service, pool) = engine(dir.path(), 2).await;
     let started = Instant::now();
     submit_echo(&service, n, batch).await;
+    let submitted = started.elapsed();
+    all_completed(&service, n).await;
+    let took = started.elapsed();
+    println!(
+        "submit            {:>8.0} jobs/s ({:.2} s)",
+        n as f64 / submitted.as_secs_f64(),
+        submitted.as_secs_f64()
+    );
+    println!(
+        "end to end        {:>8.0} jobs/s ({:.2} s)\n",
+        n as f64 / took.as_secs_f64(),
+        took.as_secs_f64()
+    );
+    pool.shutdown().await;
+}
+
+/// Single submits from many callers at once while the workers run: the shape of a server
+/// taking one job per request. Each submit is durable when it returns, so most of the
+/// writer's transactions carry an fsync.
+async fn stream() {
+    let n = 20_000u64;
+    let callers = 32u64;
+    println!(
+        "## {n} echo jobs, submitted one at a time by {callers} concurrent callers, run to \
+         completion (2 guest threads)"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (service, pool) = engine(dir.path(), 2).await;
+    let started = Instant::now();
+    let submitters: Vec<_> = (0..callers)
+        .map(|c| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                for i in 0..n / callers {
+                    let input = format!("{{\"c\":{c},\"i\":{i}}}");
+                    service
+                        .submit(SubmitRequest::new("echo".parse().unwrap(), input))
+                        .await
+                        .expect("submit");
+                }
+            })
+        })
+        .collect();
+    for s in submitters {
+        s.await.expect("submitter");
+    }
     let submitted = started.elapsed();
     all_completed(&service, n).await;
     let took = started.elapsed();
