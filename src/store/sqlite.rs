@@ -284,11 +284,31 @@ enum Isolation {
 }
 
 /// One caller's write, run inside the writer's batch transaction.
-struct WriteOp {
-    /// Must survive a power loss once acknowledged (fsync before answering). Claims, leases,
-    /// progress and results need not: after a power loss the rescuer repairs what they left.
-    durable: bool,
-    run: RunWrite,
+enum WriteOp {
+    /// Any write.
+    Run {
+        /// Must survive a power loss once acknowledged (fsync before answering). Claims,
+        /// leases, progress and results need not: after a power loss the rescuer repairs what
+        /// they left.
+        durable: bool,
+        run: RunWrite,
+    },
+    /// A submit (durable). The submits that meet in one transaction are inserted together,
+    /// a few multi-row statements for all of them, instead of a write each: concurrent single
+    /// submits are a server's usual load.
+    Insert {
+        jobs: Vec<EncodedJob>,
+        reply: tokio::sync::oneshot::Sender<StoreResult<Vec<Inserted>>>,
+    },
+}
+
+impl WriteOp {
+    fn durable(&self) -> bool {
+        match self {
+            WriteOp::Run { durable, .. } => *durable,
+            WriteOp::Insert { .. } => true,
+        }
+    }
 }
 
 /// Runs a write; says whether it succeeded, and how to answer its caller once the transaction
@@ -476,21 +496,7 @@ impl SqliteStore {
         let run = Box::new(move |conn: &Connection, isolation| -> (bool, Completion) {
             let result = match isolation {
                 Isolation::Alone => f(conn),
-                Isolation::Savepoint => match exec(conn, "SAVEPOINT op") {
-                    Ok(()) => {
-                        let r = f(conn);
-                        let end = if r.is_ok() {
-                            exec(conn, "RELEASE op")
-                        } else {
-                            exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
-                        };
-                        match end {
-                            Ok(()) => r,
-                            Err(e) => Err(db(e)),
-                        }
-                    }
-                    Err(e) => Err(db(e)),
-                },
+                Isolation::Savepoint => in_savepoint(conn, f),
             };
             let ok = result.is_ok();
             let done: Completion = Box::new(move |committed: Result<(), String>| {
@@ -498,7 +504,20 @@ impl SqliteStore {
             });
             (ok, done)
         });
-        let op = WriteOp { durable, run };
+        self.send(WriteOp::Run { durable, run }, rx).await
+    }
+
+    /// Inserts submitted jobs, together with the other submits of the writer's transaction.
+    async fn insert(&self, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inserted>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        self.send(WriteOp::Insert { jobs, reply }, rx).await
+    }
+
+    async fn send<T>(
+        &self,
+        op: WriteOp,
+        answer: tokio::sync::oneshot::Receiver<StoreResult<T>>,
+    ) -> StoreResult<T> {
         let sender = self
             .inner
             .writer
@@ -507,7 +526,7 @@ impl SqliteStore {
             .clone()
             .ok_or(StoreError::Closed)?;
         sender.send(op).map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| {
+        answer.await.map_err(|_| {
             StoreError::Database(
                 "the write was not applied: no transaction could be started".into(),
             )
@@ -540,6 +559,22 @@ impl SqliteStore {
 /// several times per batch, and parsing it each time shows in profiles.
 fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+/// Runs `f` in a savepoint: if it fails, its changes are undone and the transaction goes on.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> StoreResult<T>,
+) -> StoreResult<T> {
+    exec(conn, "SAVEPOINT op").map_err(db)?;
+    let r = f(conn);
+    let end = if r.is_ok() {
+        exec(conn, "RELEASE op")
+    } else {
+        exec(conn, "ROLLBACK TO op").and_then(|()| exec(conn, "RELEASE op"))
+    };
+    end.map_err(db)?;
+    r
 }
 
 /// The writer's page cache, in KiB: small on purpose. When a b-tree page splits, SQLite
@@ -580,7 +615,7 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
         }
         // In WAL mode FULL fsyncs the log at commit, NORMAL does not; an fsync also makes every
         // earlier commit durable. So a batch is fsynced exactly when someone in it needs it.
-        let durable = batch.iter().any(|op| op.durable);
+        let durable = batch.iter().any(WriteOp::durable);
         if durable != synchronous_full {
             let pragma = if durable {
                 "PRAGMA synchronous = FULL"
@@ -596,20 +631,32 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
             drop(batch);
             continue;
         }
-        let isolation = if batch.len() == 1 {
+        let mut runs = Vec::with_capacity(batch.len());
+        let mut inserts = Vec::new();
+        for op in batch {
+            match op {
+                WriteOp::Run { run, .. } => runs.push(run),
+                WriteOp::Insert { jobs, reply } => inserts.push((jobs, reply)),
+            }
+        }
+        let writes = runs.len() + usize::from(!inserts.is_empty());
+        let isolation = if writes == 1 {
             Isolation::Alone
         } else {
             Isolation::Savepoint
         };
         let mut failed_alone = false;
-        let completions: Vec<Completion> = batch
-            .into_iter()
-            .map(|op| {
-                let (ok, done) = (op.run)(&conn, isolation);
-                failed_alone |= !ok && isolation == Isolation::Alone;
-                done
-            })
-            .collect();
+        let mut completions: Vec<Completion> = Vec::with_capacity(writes);
+        if !inserts.is_empty() {
+            let (ok, done) = insert_together(&conn, inserts, isolation);
+            failed_alone |= !ok;
+            completions.push(done);
+        }
+        for run in runs {
+            let (ok, done) = run(&conn, isolation);
+            failed_alone |= !ok && isolation == Isolation::Alone;
+            completions.push(done);
+        }
         let committed = if failed_alone {
             // Its caller gets its own error; nothing else was in the transaction.
             let _ = exec(&conn, "ROLLBACK");
@@ -628,6 +675,60 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
         }
     }
 }
+
+/// The submits of one transaction, inserted together. If that fails, each is tried on its
+/// own, so only a failing submit gets an error and leaves nothing. Says whether the
+/// transaction may commit (false only when a lone submit failed and nothing else is in it).
+fn insert_together(
+    conn: &Connection,
+    mut submits: Vec<InsertOp>,
+    isolation: Isolation,
+) -> (bool, Completion) {
+    let mut ok = true;
+    let (results, replies): (Vec<StoreResult<Vec<Inserted>>>, Vec<_>) = if submits.len() == 1 {
+        let (jobs, reply) = submits.pop().expect("one submit");
+        let result = match isolation {
+            Isolation::Alone => insert_all(conn, &jobs),
+            Isolation::Savepoint => in_savepoint(conn, |c| insert_all(c, &jobs)),
+        };
+        ok = result.is_ok() || isolation == Isolation::Savepoint;
+        (vec![result], vec![reply])
+    } else {
+        let (jobs, replies): (Vec<Vec<EncodedJob>>, Vec<_>) = submits.into_iter().unzip();
+        let lens: Vec<usize> = jobs.iter().map(Vec::len).collect();
+        let all: Vec<EncodedJob> = jobs.into_iter().flatten().collect();
+        let results = match in_savepoint(conn, |c| insert_all(c, &all)) {
+            Ok(mut inserted) => lens
+                .iter()
+                .map(|&n| Ok(inserted.drain(..n).collect()))
+                .collect(),
+            Err(_) => {
+                let mut rest = all.as_slice();
+                lens.iter()
+                    .map(|&n| {
+                        let (own, after) = rest.split_at(n);
+                        rest = after;
+                        in_savepoint(conn, |c| insert_all(c, own))
+                    })
+                    .collect()
+            }
+        };
+        (results, replies)
+    };
+    let done: Completion = Box::new(move |committed: Result<(), String>| {
+        for (reply, result) in replies.into_iter().zip(results) {
+            let answer = committed.clone().map_err(StoreError::Database).and(result);
+            let _ = reply.send(answer);
+        }
+    });
+    (ok, done)
+}
+
+/// A submit's jobs and where to answer it.
+type InsertOp = (
+    Vec<EncodedJob>,
+    tokio::sync::oneshot::Sender<StoreResult<Vec<Inserted>>>,
+);
 
 /// Commits the writer's transaction, rolling it back if the commit fails.
 fn commit(conn: &Connection) -> Result<(), String> {
@@ -873,10 +974,10 @@ impl EncodedJob {
     }
 }
 
-fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inserted>> {
+fn insert_all(conn: &Connection, jobs: &[EncodedJob]) -> StoreResult<Vec<Inserted>> {
     let mut out = Vec::with_capacity(jobs.len());
     let mut queues_seen: Vec<QueueName> = Vec::new();
-    for job in &jobs {
+    for job in jobs {
         if !queues_seen.contains(&job.job.queue) {
             ensure_queue(conn, &job.job.queue)?;
             queues_seen.push(job.job.queue.clone());
@@ -885,7 +986,7 @@ fn insert_all(conn: &Connection, jobs: Vec<EncodedJob>) -> StoreResult<Vec<Inser
     // A job with a unique key may meet an earlier one (of this batch too), so it is looked up
     // and written on its own; runs of jobs between them are written many rows per statement.
     let mut counts = StateCounts::default();
-    let mut rest = jobs.as_slice();
+    let mut rest = jobs;
     while !rest.is_empty() {
         let plain = rest
             .iter()
@@ -1526,7 +1627,7 @@ impl Store for SqliteStore {
 
     async fn insert_jobs(&self, jobs: Vec<NewJob>) -> StoreResult<Vec<Inserted>> {
         let jobs: Vec<EncodedJob> = jobs.into_iter().map(EncodedJob::new).collect();
-        self.write(move |conn| insert_all(conn, jobs)).await
+        self.insert(jobs).await
     }
 
     async fn get_job(&self, id: JobId) -> StoreResult<Option<Job>> {
@@ -2054,7 +2155,8 @@ impl Store for SqliteStore {
             if moved == 0 {
                 return Ok(None);
             }
-            let inserted = insert_all(conn, firing.jobs.into_iter().map(EncodedJob::new).collect())?;
+            let jobs: Vec<EncodedJob> = firing.jobs.into_iter().map(EncodedJob::new).collect();
+            let inserted = insert_all(conn, &jobs)?;
             if let Some(last) = inserted.last() {
                 conn.prepare_cached("UPDATE schedules SET last_job = ?2 WHERE name = ?1")
                     .map_err(db)?

@@ -877,8 +877,13 @@ async fn a_failed_write_leaves_nothing_and_spares_the_writes_beside_it(store: im
             store.insert_jobs(vec![other]),
         );
         assert!(bad.is_err(), "round {round}");
-        assert_eq!(ok.unwrap().len(), 2, "round {round}");
-        assert_eq!(ok2.unwrap().len(), 1, "round {round}");
+        let new = |ids: &[JobId]| ids.iter().map(|id| Inserted::New(*id)).collect::<Vec<_>>();
+        assert_eq!(
+            ok.unwrap(),
+            new(&good_ids),
+            "round {round}: each caller its own jobs"
+        );
+        assert_eq!(ok2.unwrap(), new(&[other_id]), "round {round}");
         for id in failed_ids {
             assert!(
                 !exists(id).await,
@@ -890,6 +895,28 @@ async fn a_failed_write_leaves_nothing_and_spares_the_writes_beside_it(store: im
         }
     }
     assert_counts_match(&store, "after failed submits beside good ones").await;
+
+    // Submits of one unique key sent together: one is stored, the other gets it back.
+    for round in 0..10 {
+        let keyed = || {
+            let mut job = new_job("q", 0, T0);
+            job.unique_key = Some(format!("key-{round}"));
+            job
+        };
+        let (a, b) = (keyed(), keyed());
+        let (a_id, b_id) = (a.id, b.id);
+        let (ra, rb) = tokio::join!(store.insert_jobs(vec![a]), store.insert_jobs(vec![b]));
+        let mut answers = [ra.unwrap()[0], rb.unwrap()[0]];
+        answers.sort_by_key(|i| matches!(i, Inserted::Existing(_)));
+        match answers {
+            [Inserted::New(stored), Inserted::Existing(existing)] => {
+                assert_eq!(stored, existing, "round {round}");
+                assert!(stored == a_id || stored == b_id, "round {round}");
+            }
+            other => panic!("round {round}: {other:?}"),
+        }
+    }
+    assert_counts_match(&store, "after keyed submits sent together").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
