@@ -163,17 +163,23 @@ async fn throughput() {
     let submitted = started.elapsed();
     all_completed(&service, n).await;
     let took = started.elapsed();
+    print_rates(n, submitted, took);
+    pool.shutdown().await;
+}
+
+/// Prints how fast `n` jobs were submitted, and run to completion from the first submit.
+fn print_rates(n: u64, submitted: Duration, took: Duration) {
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
     println!(
         "submit            {:>8.0} jobs/s ({:.2} s)",
-        n as f64 / submitted.as_secs_f64(),
+        rate(submitted),
         submitted.as_secs_f64()
     );
     println!(
         "end to end        {:>8.0} jobs/s ({:.2} s)\n",
-        n as f64 / took.as_secs_f64(),
+        rate(took),
         took.as_secs_f64()
     );
-    pool.shutdown().await;
 }
 
 /// Single submits from many callers at once while the workers run: the shape of a server
@@ -209,16 +215,7 @@ async fn stream() {
     let submitted = started.elapsed();
     all_completed(&service, n).await;
     let took = started.elapsed();
-    println!(
-        "submit            {:>8.0} jobs/s ({:.2} s)",
-        n as f64 / submitted.as_secs_f64(),
-        submitted.as_secs_f64()
-    );
-    println!(
-        "end to end        {:>8.0} jobs/s ({:.2} s)\n",
-        n as f64 / took.as_secs_f64(),
-        took.as_secs_f64()
-    );
+    print_rates(n, submitted, took);
     pool.shutdown().await;
 }
 
@@ -297,16 +294,7 @@ async fn http_throughput() {
     // Completion is watched in process, not over HTTP: polling would load the server.
     all_completed(&service, n).await;
     let took = started.elapsed();
-    println!(
-        "submit            {:>8.0} jobs/s ({:.2} s)",
-        n as f64 / submitted.as_secs_f64(),
-        submitted.as_secs_f64()
-    );
-    println!(
-        "end to end        {:>8.0} jobs/s ({:.2} s)\n",
-        n as f64 / took.as_secs_f64(),
-        took.as_secs_f64()
-    );
+    print_rates(n, submitted, took);
     pool.shutdown().await;
 }
 
