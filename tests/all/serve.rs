@@ -528,6 +528,23 @@ async fn an_every_second_schedule_fires_on_time_across_a_restart_with_catch_up_o
     let server = Reap(server);
     let restarted = now_ms();
     std::thread::sleep(Duration::from_millis(3_200));
+    // Pause the schedule and let the jobs it fired end before reading it and stopping: a fire
+    // in the moment before the stop would leave a job that is run only after the next start.
+    ok(cli(&url, d, &["schedule", "pause", "tick"]));
+    let settled = (0..100).any(|_| {
+        let list: Value =
+            serde_json::from_str(&ok(cli(&url, d, &["job", "list", "--json"]))).unwrap();
+        let live = list["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["state"] != "completed");
+        if live {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        !live
+    });
+    assert!(settled, "the fired jobs did not end");
     let shown: Value =
         serde_json::from_str(&ok(cli(&url, d, &["schedule", "show", "tick", "--json"]))).unwrap();
     stop(server);
