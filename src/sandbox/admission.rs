@@ -132,9 +132,34 @@ pub(super) fn admit(
     let compiled = sandbox.remember(Compiled {
         digest,
         pre,
+        reaches_files: reaches_files(&report.imports),
         report,
     });
     Ok(TaskModule { compiled, cache })
+}
+
+/// WASI functions that cannot name a path nor tell whether a directory is open: a module
+/// whose WASI imports are all here (stdio, args, env, clocks, randomness, exit) could not
+/// reach a scratch directory, so its attempts are given none.
+const NO_FILES: &[&str] = &[
+    "args_get",
+    "args_sizes_get",
+    "environ_get",
+    "environ_sizes_get",
+    "clock_res_get",
+    "clock_time_get",
+    "fd_read",
+    "fd_write",
+    "proc_exit",
+    "random_get",
+    "sched_yield",
+];
+
+/// Whether a module imports a WASI function that could reach a scratch directory.
+fn reaches_files(imports: &[ImportInfo]) -> bool {
+    imports
+        .iter()
+        .any(|i| i.module == WASI_MODULE && !NO_FILES.contains(&i.name.as_str()))
 }
 
 fn check_header(bytes: &[u8], cap: usize) -> Result<(), AdmissionError> {
@@ -266,5 +291,45 @@ fn compile(sandbox: &Sandbox, bytes: &[u8]) -> Result<Module, AdmissionError> {
         Ok(Ok(module)) => Ok(module),
         Ok(Err(e)) => Err(AdmissionError::Invalid(format!("{e:#}"))),
         Err(_) => Err(AdmissionError::CompileBudget(budget)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ImportInfo, WASI_MODULE, reaches_files};
+
+    fn imports(list: &[(&str, &str)]) -> Vec<ImportInfo> {
+        list.iter()
+            .map(|(module, name)| ImportInfo {
+                module: (*module).to_owned(),
+                name: (*name).to_owned(),
+                kind: "func",
+            })
+            .collect()
+    }
+
+    #[test]
+    fn only_a_module_that_could_name_a_path_or_a_directory_reaches_files() {
+        let stdio = [
+            (WASI_MODULE, "fd_read"),
+            (WASI_MODULE, "fd_write"),
+            (WASI_MODULE, "environ_get"),
+            (WASI_MODULE, "environ_sizes_get"),
+            ("remotask", "progress"),
+        ];
+        assert!(!reaches_files(&imports(&stdio)));
+        assert!(!reaches_files(&[]));
+        for reaching in [
+            "path_open",
+            "fd_prestat_get",
+            "fd_prestat_dir_name",
+            "fd_readdir",
+            "fd_fdstat_get",
+            "path_unlink_file",
+        ] {
+            let mut list = stdio.to_vec();
+            list.push((WASI_MODULE, reaching));
+            assert!(reaches_files(&imports(&list)), "{reaching}");
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! One attempt: a fresh `Store` with fuel, an epoch deadline, the memory limiter, a WASI
 //! preview1 context (stdin = input, capped stdout/stderr, argv, only the given env vars, one
-//! empty scratch directory as `/tmp`) and the `remotask.progress` import; then `_start`, raced
+//! empty scratch directory as `/tmp` if the module could reach it) and the
+//! `remotask.progress` import; then `_start`, raced
 //! against the wall-clock deadline and cancellation. Nothing survives the attempt but its
 //! report. How the end is read is decided in `classify`, not here.
 
@@ -210,9 +211,15 @@ pub(super) async fn run(
     let deadline = started + limits.max_time;
     let stdout = CappedPipe::new(limits.stdout_bytes, Overflow::Trap);
     let stderr = CappedPipe::new(limits.stderr_bytes, Overflow::Truncate);
-    let scratch = match sandbox.inner.scratch.take() {
-        Ok(dir) => dir,
-        Err(e) => return host_error(module, format!("cannot create the scratch directory: {e}")),
+    let scratch = if module.compiled.reaches_files {
+        match sandbox.inner.scratch.take() {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                return host_error(module, format!("cannot create the scratch directory: {e}"));
+            }
+        }
+    } else {
+        None
     };
 
     let mut argv = Vec::with_capacity(request.args.len() + 1);
@@ -227,7 +234,9 @@ pub(super) async fn run(
         // Never block the thread inside a host call: with this on, a WASI sleep becomes
         // `std::thread::sleep`, which no deadline or cancel could interrupt.
         .allow_blocking_current_thread(false);
-    if let Err(e) = wasi.preopened_dir(scratch.path(), "/tmp", FsPerms::ReadWrite) {
+    if let Some(dir) = &scratch
+        && let Err(e) = wasi.preopened_dir(dir.path(), "/tmp", FsPerms::ReadWrite)
+    {
         return host_error(module, format!("cannot open the scratch directory: {e:#}"));
     }
 
@@ -298,7 +307,9 @@ pub(super) async fn run(
         limits: &limits,
         stderr: &stderr_bytes,
     });
-    sandbox.inner.scratch.give_back(scratch);
+    if let Some(dir) = scratch {
+        sandbox.inner.scratch.give_back(dir);
+    }
     AttemptReport {
         reason: verdict.reason,
         trap_kind: verdict.trap_kind,

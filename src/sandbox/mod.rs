@@ -112,6 +112,9 @@ struct Compiled {
     digest: ModuleDigest,
     pre: InstancePre<AttemptState>,
     report: AdmissionReport,
+    /// It imports a WASI function that names a path or a directory, so its attempts get a
+    /// scratch directory as `/tmp`; a module that could not reach one runs without it.
+    reaches_files: bool,
 }
 
 impl TaskModule {

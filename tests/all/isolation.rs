@@ -101,6 +101,41 @@ fn each_attempt_gets_an_empty_scratch_dir_that_is_removed_after() {
     }
 }
 
+/// A module that imports no WASI function naming a path or a directory could not reach
+/// `/tmp`, so its attempts are given no scratch directory. With a scratch root that cannot
+/// hold one, such a module still runs, and one that uses files ends `host_error`.
+#[test]
+fn a_module_that_cannot_reach_files_runs_without_a_scratch_dir() {
+    let root = tempfile::tempdir().unwrap();
+    let not_a_dir = root.path().join("a-file");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    let config = SandboxConfig {
+        scratch_dir: not_a_dir,
+        pool_slots: 0,
+        ..crate::support::test_config()
+    };
+    let sandbox = Sandbox::new(config).unwrap();
+    let echo = sandbox.admit(&guest_bytes("echo")).unwrap();
+    let r = sandbox.run_blocking(
+        &echo,
+        AttemptRequest {
+            input: b"hi".to_vec(),
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.reason, Reason::Completed, "{}", text(&r.stderr));
+    assert_eq!(r.output, b"hi");
+    let hostile = sandbox.admit(&guest_bytes("hostile")).unwrap();
+    let r = sandbox.run_blocking(
+        &hostile,
+        AttemptRequest {
+            args: vec!["scratch".into()],
+            ..Default::default()
+        },
+    );
+    assert_eq!(r.reason, Reason::HostError, "{}", text(&r.stderr));
+}
+
 /// A guest that leaves a file and puts the directory's times back as they were: the next
 /// guest still starts empty (the change time, which no call can set, gives the file away).
 #[test]
