@@ -366,29 +366,22 @@ impl Service {
         now: Timestamp,
     ) -> ServiceResult<Vec<NewJob>> {
         let mut jobs = Vec::with_capacity(requests.len());
+        // Each task read once per batch; queue settings from the shared cache, once.
         let mut tasks: HashMap<TaskName, TaskRecord> = HashMap::new();
-        let mut configs: Option<QueueSettings> = None;
+        let queues = self.shared.queue_settings().await?;
         for request in requests {
-            let task = match tasks.get(&request.task) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = self.task(&request.task).await?;
-                    tasks.insert(request.task.clone(), t.clone());
-                    t
-                }
-            };
+            if !tasks.contains_key(&request.task) {
+                let t = self.task(&request.task).await?;
+                tasks.insert(request.task.clone(), t);
+            }
+            let task = &tasks[&request.task];
             let queue_name = request
                 .queue
                 .clone()
                 .or_else(|| task.defaults.queue.clone())
                 .unwrap_or_else(QueueName::default_queue);
-            // Settings from the shared cache, taken once per batch.
-            let queues = match &configs {
-                Some(queues) => queues.clone(),
-                None => configs.insert(self.shared.queue_settings().await?).clone(),
-            };
             let queue = config_of(&queues, &queue_name);
-            jobs.push(request.resolve(&task, &queue, now)?);
+            jobs.push(request.resolve(task, &queue, now)?);
         }
         Ok(jobs)
     }

@@ -684,37 +684,37 @@ fn insert_together(
     mut submits: Vec<InsertOp>,
     isolation: Isolation,
 ) -> (bool, Completion) {
-    let mut ok = true;
-    let (results, replies): (Vec<StoreResult<Vec<Inserted>>>, Vec<_>) = if submits.len() == 1 {
-        let (jobs, reply) = submits.pop().expect("one submit");
-        let result = match isolation {
-            Isolation::Alone => insert_all(conn, &jobs),
-            Isolation::Savepoint => in_savepoint(conn, |c| insert_all(c, &jobs)),
+    let (results, replies, ok): (Vec<StoreResult<Vec<Inserted>>>, Vec<_>, bool) =
+        if submits.len() == 1 {
+            let (jobs, reply) = submits.pop().expect("one submit");
+            let result = match isolation {
+                Isolation::Alone => insert_all(conn, &jobs),
+                Isolation::Savepoint => in_savepoint(conn, |c| insert_all(c, &jobs)),
+            };
+            let ok = result.is_ok() || isolation == Isolation::Savepoint;
+            (vec![result], vec![reply], ok)
+        } else {
+            let (jobs, replies): (Vec<Vec<EncodedJob>>, Vec<_>) = submits.into_iter().unzip();
+            let lens: Vec<usize> = jobs.iter().map(Vec::len).collect();
+            let all: Vec<EncodedJob> = jobs.into_iter().flatten().collect();
+            let results = match in_savepoint(conn, |c| insert_all(c, &all)) {
+                Ok(mut inserted) => lens
+                    .iter()
+                    .map(|&n| Ok(inserted.drain(..n).collect()))
+                    .collect(),
+                Err(_) => {
+                    let mut rest = all.as_slice();
+                    lens.iter()
+                        .map(|&n| {
+                            let (own, after) = rest.split_at(n);
+                            rest = after;
+                            in_savepoint(conn, |c| insert_all(c, own))
+                        })
+                        .collect()
+                }
+            };
+            (results, replies, true)
         };
-        ok = result.is_ok() || isolation == Isolation::Savepoint;
-        (vec![result], vec![reply])
-    } else {
-        let (jobs, replies): (Vec<Vec<EncodedJob>>, Vec<_>) = submits.into_iter().unzip();
-        let lens: Vec<usize> = jobs.iter().map(Vec::len).collect();
-        let all: Vec<EncodedJob> = jobs.into_iter().flatten().collect();
-        let results = match in_savepoint(conn, |c| insert_all(c, &all)) {
-            Ok(mut inserted) => lens
-                .iter()
-                .map(|&n| Ok(inserted.drain(..n).collect()))
-                .collect(),
-            Err(_) => {
-                let mut rest = all.as_slice();
-                lens.iter()
-                    .map(|&n| {
-                        let (own, after) = rest.split_at(n);
-                        rest = after;
-                        in_savepoint(conn, |c| insert_all(c, own))
-                    })
-                    .collect()
-            }
-        };
-        (results, replies)
-    };
     let done: Completion = Box::new(move |committed: Result<(), String>| {
         for (reply, result) in replies.into_iter().zip(results) {
             let answer = committed.clone().map_err(StoreError::Database).and(result);
