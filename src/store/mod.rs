@@ -161,6 +161,26 @@ pub struct Promoted {
     pub queue: QueueName,
 }
 
+/// A claim left with the store while its worker has nothing to run
+/// ([`Store::park_claim`]): the store runs it inside the transaction of the next submit that
+/// queues a job in one of its queues, so that job is claimed when its submit commits, without a
+/// claim and a commit of its own.
+#[derive(Debug, Clone)]
+pub struct StandingClaim {
+    /// Tried in this order, sharing `max`.
+    pub queues: Vec<QueueName>,
+    pub worker: String,
+    pub max: u32,
+    pub lease_ttl_ms: i64,
+    /// Read when the claim runs: its lease and `started_at` count from then.
+    pub clock: std::sync::Arc<dyn crate::domain::Clock>,
+}
+
+/// What a parked claim took, by queue: empty if it was taken back or never ran. Dropping it
+/// takes the claim back if it has not run.
+pub type ParkedAnswer =
+    futures_util::future::BoxFuture<'static, StoreResult<Vec<(QueueName, Claims)>>>;
+
 /// How a running job's attempt ends, decided by the caller.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Finish {
@@ -344,6 +364,21 @@ pub trait Store: Send + Sync + 'static {
         lease_ttl_ms: i64,
         now: Timestamp,
     ) -> StoreResult<Claims>;
+    /// Leaves a claim with the store until a submit queues a job in one of its queues; the
+    /// claim then runs in that submit's transaction and the answer resolves once it commits.
+    /// `None` if this backend does not hold claims; the caller claims on its own when told of
+    /// work. A claim that has not run can be taken back with [`Store::unpark_claim`].
+    fn park_claim(&self, claim: StandingClaim) -> Option<(u64, ParkedAnswer)> {
+        let _ = claim;
+        None
+    }
+    /// Takes back the parked claim `ticket`. True: it has not run and never will (its answer
+    /// is empty). False: it ran, or is running, with a submit: its answer holds what it took,
+    /// and the caller owns those jobs.
+    fn unpark_claim(&self, ticket: u64) -> bool {
+        let _ = ticket;
+        true
+    }
     /// Extends a lease; false if the lease is no longer the job's (stale worker).
     async fn heartbeat(&self, id: JobId, lease: &Lease, expires_at: Timestamp)
     -> StoreResult<bool>;

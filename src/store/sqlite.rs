@@ -1,18 +1,21 @@
 //! The SQLite backend of [`Store`]: one file in WAL mode, versioned migrations applied at
 //! open (a database newer than the binary is refused), one writer thread that batches the
 //! writes of many callers into few transactions (group commit: a caller's write is durable when
-//! its future resolves, yet throughput is not one fsync per job), and a small pool of read
-//! connections used from blocking tasks. Every state change is one guarded `UPDATE`.
+//! its future resolves, yet throughput is not one fsync per job), a syncer thread that fsyncs
+//! the log for the writes that need it while the writer goes on, and a small pool of read
+//! connections. Every state change is one guarded `UPDATE`.
 //!
 //! Durability: submits and every operator action are fsynced before they are acknowledged.
 //! Claims, heartbeats, progress and attempt results are not (they ride on the next fsync); a
 //! crash of the process loses none of them (WAL), and after a power loss the job is simply
 //! where an earlier write left it: queued, or running with a lease the rescuer expires, so it
-//! runs again. Nothing accepted is lost.
+//! runs again. A write is visible from its commit, before its fsync: a job can start while
+//! its submit is being synced, and after a power loss a submit never acknowledged may be gone
+//! with what its job did (a guest's effects stay in the store). Nothing accepted is lost.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -23,8 +26,8 @@ use super::TokenRecord;
 
 use super::{
     AttemptEnd, CancelOutcome, Claimed, Claims, Finish, Firing, Inserted, JobFilter, Lease,
-    Promoted, QueueConfig, QueuePosition, QueueStats, ScheduleRecord, Store, StoreError,
-    StoreResult, TaskDefaults, TaskRecord, TaskVersion,
+    ParkedAnswer, Promoted, QueueConfig, QueuePosition, QueueStats, ScheduleRecord, StandingClaim,
+    Store, StoreError, StoreResult, TaskDefaults, TaskRecord, TaskVersion,
 };
 use crate::domain::{
     AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
@@ -302,15 +305,6 @@ enum WriteOp {
     },
 }
 
-impl WriteOp {
-    fn durable(&self) -> bool {
-        match self {
-            WriteOp::Run { durable, .. } => *durable,
-            WriteOp::Insert { .. } => true,
-        }
-    }
-}
-
 /// Runs a write; says whether it succeeded, and how to answer its caller once the transaction
 /// has ended.
 type RunWrite = Box<dyn FnOnce(&Connection, Isolation) -> (bool, Completion) + Send>;
@@ -326,6 +320,67 @@ struct Inner {
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     readers: Mutex<Vec<Connection>>,
     lease_seq: AtomicI64,
+    parking: Arc<Parking>,
+}
+
+/// Claims left with the writer ([`Store::park_claim`]) until a submit queues a job in one of
+/// their queues. The lock decides who owns a parked claim: the writer takes it out to run it
+/// (and then always answers), or its caller takes it back before that.
+#[derive(Default)]
+struct Parking {
+    next_ticket: AtomicU64,
+    claims: Mutex<Vec<Parked>>,
+}
+
+struct Parked {
+    ticket: u64,
+    claim: StandingClaim,
+    token: i64,
+    reply: tokio::sync::oneshot::Sender<StoreResult<Vec<(QueueName, RawClaim)>>>,
+}
+
+impl Parking {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes out the claims on any of `queues`, dropping those whose caller is gone.
+    fn take_for(&self, queues: &[&str]) -> Vec<Parked> {
+        let mut claims = self.lock();
+        if claims.is_empty() {
+            return Vec::new();
+        }
+        let (taken, kept): (Vec<_>, Vec<_>) = claims
+            .drain(..)
+            .filter(|p| !p.reply.is_closed())
+            .partition(|p| p.claim.queues.iter().any(|q| queues.contains(&q.as_str())));
+        *claims = kept;
+        taken
+    }
+
+    /// Takes back a claim that has not run; false if the writer has it.
+    fn remove(&self, ticket: u64) -> bool {
+        let mut claims = self.lock();
+        match claims.iter().position(|p| p.ticket == ticket) {
+            Some(i) => {
+                claims.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Takes a parked claim back when its answer is dropped unanswered.
+struct Unpark {
+    parking: Arc<Parking>,
+    ticket: u64,
+}
+
+impl Drop for Unpark {
+    fn drop(&mut self) {
+        self.parking.remove(self.ticket);
+    }
 }
 
 impl Inner {
@@ -388,6 +443,10 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(db)?;
+    if let Ok(ps) = std::env::var("RT_PAGE_SIZE") {
+        conn.execute_batch(&format!("PRAGMA page_size = {ps};"))
+            .map_err(db)?;
+    }
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
@@ -438,10 +497,12 @@ impl SqliteStore {
         // that thread never catches up with the last commit, and only a checkpoint that did
         // lets the next write start the log over; so the writer's own automatic checkpoint
         // stays, copying just what the checkpointer has not yet, and keeps the log small.
+        // The writer's commits do not fsync the log: the syncer does, for the writes that
+        // need it (see `log_syncer`).
         writer_conn
             .execute_batch(&format!(
                 "PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}; \
-                 PRAGMA cache_size = -{WRITER_CACHE_KIB};"
+                 PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA synchronous = NORMAL;"
             ))
             .map_err(db)?;
         let checkpoint_conn = open_connection(&path)?;
@@ -453,9 +514,17 @@ impl SqliteStore {
                 StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
             })?;
         let (tx, rx) = mpsc::channel::<WriteOp>();
+        let parking = Arc::new(Parking::default());
+        let riders = parking.clone();
+        let (to_sync, syncs) = mpsc::channel::<Vec<Completion>>();
+        let log = wal_path(&path)?;
+        thread::Builder::new()
+            .name("remotask-sqlite-sync".into())
+            .spawn(move || log_syncer(&log, &syncs))
+            .map_err(|e| StoreError::Database(format!("cannot start the sync thread: {e}")))?;
         thread::Builder::new()
             .name("remotask-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, wake_checkpointer))
+            .spawn(move || writer_loop(writer_conn, rx, wake_checkpointer, &riders, to_sync))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let seed =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id())
@@ -466,6 +535,7 @@ impl SqliteStore {
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(readers),
                 lease_seq: AtomicI64::new(seed & 0x3fff_ffff_0000_0000),
+                parking,
             }),
         })
     }
@@ -592,6 +662,61 @@ const CHECKPOINT_EVERY_COMMITS: u32 = 64;
 /// and an fsync that changes a file's size costs about twice one that does not.
 const WAL_BACKSTOP_PAGES: u32 = 4_096;
 
+/// The write-ahead log of the database at `path`, as SQLite names it.
+fn wal_path(path: &Path) -> StoreResult<PathBuf> {
+    let full = std::fs::canonicalize(path)
+        .map_err(|e| StoreError::Database(format!("cannot resolve {}: {e}", path.display())))?;
+    let mut name = full.into_os_string();
+    name.push("-wal");
+    Ok(PathBuf::from(name))
+}
+
+/// Makes committed transactions durable: fsyncs the log, then answers the durable writes
+/// that were waiting for it. One fsync answers every write committed before it began, so
+/// the writes that queue up meanwhile share the next one. The writer commits with
+/// `synchronous = NORMAL` and never waits here.
+///
+/// The log file is the one SQLite writes: the writer's connection stays open, and SQLite
+/// removes the log only when its last connection closes. A log not seen before also gets its
+/// directory entry synced, as SQLite does for a new log.
+fn log_syncer(log: &Path, waiting: &mpsc::Receiver<Vec<Completion>>) {
+    let mut file: Option<(std::fs::File, u64)> = None;
+    while let Ok(mut done) = waiting.recv() {
+        while let Ok(more) = waiting.try_recv() {
+            done.extend(more);
+        }
+        let synced = sync_log(log, &mut file).map_err(|e| {
+            file = None;
+            format!(
+                "the write is committed, but the log {} could not be synced, so it may not \
+                 survive a power loss: {e}",
+                log.display()
+            )
+        });
+        for d in done {
+            d(synced.clone());
+        }
+    }
+}
+
+fn sync_log(log: &Path, file: &mut Option<(std::fs::File, u64)>) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let current = std::fs::metadata(log)?.ino();
+    if let Some((f, ino)) = file
+        && *ino == current
+    {
+        return f.sync_data();
+    }
+    let f = std::fs::File::open(log)?;
+    let ino = f.metadata()?.ino();
+    f.sync_data()?;
+    if let Some(dir) = log.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    *file = Some((f, ino));
+    Ok(())
+}
+
 /// Copies the log into the database file when the writer asks, without blocking it (a
 /// passive checkpoint takes no write lock). Ends when the writer does.
 fn checkpointer(conn: Connection, asks: mpsc::Receiver<()>) {
@@ -602,8 +727,13 @@ fn checkpointer(conn: Connection, asks: mpsc::Receiver<()>) {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::SyncSender<()>) {
-    let mut synchronous_full = true;
+fn writer_loop(
+    conn: Connection,
+    rx: mpsc::Receiver<WriteOp>,
+    checkpoint: mpsc::SyncSender<()>,
+    parking: &Parking,
+    syncer: mpsc::Sender<Vec<Completion>>,
+) {
     let mut commits = 0u32;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -613,19 +743,6 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
                 Err(_) => break,
             }
         }
-        // In WAL mode FULL fsyncs the log at commit, NORMAL does not; an fsync also makes every
-        // earlier commit durable. So a batch is fsynced exactly when someone in it needs it.
-        let durable = batch.iter().any(WriteOp::durable);
-        if durable != synchronous_full {
-            let pragma = if durable {
-                "PRAGMA synchronous = FULL"
-            } else {
-                "PRAGMA synchronous = NORMAL"
-            };
-            if exec(&conn, pragma).is_ok() {
-                synchronous_full = durable;
-            }
-        }
         if exec(&conn, "BEGIN IMMEDIATE").is_err() {
             // Nothing ran; dropping the ops tells their callers the write was not applied.
             drop(batch);
@@ -633,10 +750,20 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
         }
         let mut runs = Vec::with_capacity(batch.len());
         let mut inserts = Vec::new();
+        // Queues that this transaction's submits give queued jobs, for parked claims.
+        let mut queued_in: Vec<String> = Vec::new();
         for op in batch {
             match op {
-                WriteOp::Run { run, .. } => runs.push(run),
-                WriteOp::Insert { jobs, reply } => inserts.push((jobs, reply)),
+                WriteOp::Run { durable, run } => runs.push((durable, run)),
+                WriteOp::Insert { jobs, reply } => {
+                    for job in &jobs {
+                        if job.state == JobState::Queued.as_str() && !queued_in.contains(&job.queue)
+                        {
+                            queued_in.push(job.queue.clone());
+                        }
+                    }
+                    inserts.push((jobs, reply));
+                }
             }
         }
         let writes = runs.len() + usize::from(!inserts.is_empty());
@@ -646,16 +773,27 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
             Isolation::Savepoint
         };
         let mut failed_alone = false;
-        let mut completions: Vec<Completion> = Vec::with_capacity(writes);
+        // Each with whether it must wait for the log's fsync.
+        let mut completions: Vec<(bool, Completion)> = Vec::with_capacity(writes);
         if !inserts.is_empty() {
             let (ok, done) = insert_together(&conn, inserts, isolation);
             failed_alone |= !ok;
-            completions.push(done);
+            completions.push((true, done));
         }
-        for run in runs {
+        for (durable, run) in runs {
             let (ok, done) = run(&conn, isolation);
             failed_alone |= !ok && isolation == Isolation::Alone;
-            completions.push(done);
+            completions.push((durable, done));
+        }
+        if !failed_alone && !queued_in.is_empty() {
+            let queues: Vec<&str> = queued_in.iter().map(String::as_str).collect();
+            // Answered first: a worker is waiting for these jobs.
+            let riders: Vec<(bool, Completion)> = parking
+                .take_for(&queues)
+                .into_iter()
+                .map(|parked| (false, ride(&conn, parked, &queues)))
+                .collect();
+            completions.splice(0..0, riders);
         }
         let committed = if failed_alone {
             // Its caller gets its own error; nothing else was in the transaction.
@@ -664,7 +802,23 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<WriteOp>, checkpoint: mpsc::
         } else {
             commit(&conn)
         };
-        for done in completions {
+        // The commit wrote the log without an fsync. The durable writes are answered after
+        // the syncer's fsync of the log, the others at once; this thread goes on with the
+        // next transaction meanwhile. The syncer is told first: its fsync is the longest wait.
+        let (durable, volatile): (Vec<_>, Vec<_>) = completions
+            .into_iter()
+            .partition(|(needs_sync, _)| *needs_sync && !failed_alone && committed.is_ok());
+        if !durable.is_empty() {
+            let durable = durable.into_iter().map(|(_, done)| done).collect();
+            if let Err(mpsc::SendError(unsynced)) = syncer.send(durable) {
+                for done in unsynced {
+                    done(Err(
+                        "the log cannot be synced: its thread stopped".to_owned()
+                    ));
+                }
+            }
+        }
+        for (_, done) in volatile {
             done(committed.clone());
         }
         commits += 1;
@@ -1236,6 +1390,126 @@ fn promote_due(conn: &Connection, now: Timestamp) -> StoreResult<Vec<(String, St
 
 /// Takes up to `max` queued jobs of `queue` under the lease `token`, within the queue's
 /// concurrency; says whether that concurrency stopped it.
+/// A claim as the writer took it, decoded by its caller off the writer thread.
+struct RawClaim {
+    rows: Vec<JobRow>,
+    lease: Lease,
+    at_concurrency: bool,
+    promoted: Vec<(String, String, String)>,
+}
+
+impl RawClaim {
+    fn decode(self) -> StoreResult<Claims> {
+        let promoted = self
+            .promoted
+            .into_iter()
+            .map(|(id, task, queue)| {
+                Ok(Promoted {
+                    id: id.parse().map_err(|e| corrupt("jobs", e))?,
+                    task: task.parse().map_err(|e| corrupt("jobs", e))?,
+                    queue: queue.parse().map_err(|e| corrupt("jobs", e))?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let mut parsed = Parsed::default();
+        let lease = self.lease;
+        let mut jobs = self
+            .rows
+            .into_iter()
+            .map(|row| {
+                Ok(Claimed {
+                    job: row.decode_with(&mut parsed)?.0,
+                    lease,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        jobs.sort_by(|a, b| {
+            b.job
+                .priority
+                .cmp(&a.job.priority)
+                .then(a.job.run_at.cmp(&b.job.run_at))
+                .then(a.job.id.cmp(&b.job.id))
+        });
+        Ok(Claims {
+            jobs,
+            at_concurrency: self.at_concurrency,
+            promoted,
+        })
+    }
+}
+
+/// Promotes due scheduled jobs, then claims up to `max` queued jobs of `queue` under the lease
+/// `token`: [`Store::claim`]'s write.
+fn claim_in(
+    conn: &Connection,
+    queue: &QueueName,
+    worker: &str,
+    token: i64,
+    max: u32,
+    lease_ttl_ms: i64,
+    now: Timestamp,
+) -> StoreResult<RawClaim> {
+    let promoted = promote_due(conn, now)?;
+    let (rows, lease, at_concurrency) =
+        take_queued(conn, queue, worker, token, max, lease_ttl_ms, now)?;
+    let mut counts = StateCounts::default();
+    for (_, _, q) in &promoted {
+        counts.moved(q, JobState::Scheduled, JobState::Queued, 1);
+    }
+    counts.moved(
+        queue.as_str(),
+        JobState::Queued,
+        JobState::Running,
+        rows.len() as i64,
+    );
+    counts.write(conn)?;
+    Ok(RawClaim {
+        rows,
+        lease,
+        at_concurrency,
+        promoted,
+    })
+}
+
+/// Runs a parked claim inside the transaction of the submits that queued jobs in `queues`,
+/// in a savepoint of its own; answers it once the transaction has ended.
+fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Completion {
+    let Parked {
+        claim,
+        token,
+        reply,
+        ..
+    } = parked;
+    let now = claim.clock.now();
+    let result = in_savepoint(conn, |c| {
+        let mut left = claim.max;
+        let mut taken = Vec::new();
+        for queue in &claim.queues {
+            if left == 0 {
+                break;
+            }
+            if !queues.contains(&queue.as_str()) {
+                continue;
+            }
+            let raw = claim_in(
+                c,
+                queue,
+                &claim.worker,
+                token,
+                left,
+                claim.lease_ttl_ms,
+                now,
+            )?;
+            left = left.saturating_sub(raw.rows.len() as u32);
+            taken.push((queue.clone(), raw));
+        }
+        Ok(taken)
+    });
+    Box::new(move |committed: Result<(), String>| {
+        let _ = reply.send(committed.map_err(StoreError::Database).and(result));
+    })
+}
+
 fn take_queued(
     conn: &Connection,
     queue: &QueueName,
@@ -1735,54 +2009,43 @@ impl Store for SqliteStore {
         let queue = queue.clone();
         let worker = worker.to_owned();
         let token = self.next_lease_token();
-        let claimed = self
+        let raw = self
             .write_volatile(move |conn| {
-                let promoted = promote_due(conn, now)?;
-                let taken = take_queued(conn, &queue, &worker, token, max, lease_ttl_ms, now)?;
-                let mut counts = StateCounts::default();
-                for (_, _, q) in &promoted {
-                    counts.moved(q, JobState::Scheduled, JobState::Queued, 1);
-                }
-                let running = taken.0.len() as i64;
-                counts.moved(queue.as_str(), JobState::Queued, JobState::Running, running);
-                counts.write(conn)?;
-                Ok((taken, promoted))
+                claim_in(conn, &queue, &worker, token, max, lease_ttl_ms, now)
             })
             .await?;
-        // Decoded here, off the writer thread.
-        let ((rows, lease, at_concurrency), promoted) = claimed;
-        let promoted = promoted
-            .into_iter()
-            .map(|(id, task, queue)| {
-                Ok(Promoted {
-                    id: id.parse().map_err(|e| corrupt("jobs", e))?,
-                    task: task.parse().map_err(|e| corrupt("jobs", e))?,
-                    queue: queue.parse().map_err(|e| corrupt("jobs", e))?,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        let mut parsed = Parsed::default();
-        let mut jobs = rows
-            .into_iter()
-            .map(|row| {
-                Ok(Claimed {
-                    job: row.decode_with(&mut parsed)?.0,
-                    lease,
-                })
-            })
-            .collect::<StoreResult<Vec<_>>>()?;
-        jobs.sort_by(|a, b| {
-            b.job
-                .priority
-                .cmp(&a.job.priority)
-                .then(a.job.run_at.cmp(&b.job.run_at))
-                .then(a.job.id.cmp(&b.job.id))
+        raw.decode()
+    }
+
+    fn park_claim(&self, claim: StandingClaim) -> Option<(u64, ParkedAnswer)> {
+        let parking = self.inner.parking.clone();
+        let ticket = parking.next_ticket.fetch_add(1, Ordering::Relaxed);
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        parking.lock().push(Parked {
+            ticket,
+            claim,
+            token: self.next_lease_token(),
+            reply,
         });
-        Ok(Claims {
-            jobs,
-            at_concurrency,
-            promoted,
-        })
+        let unpark = Unpark { parking, ticket };
+        Some((
+            ticket,
+            Box::pin(async move {
+                let _unpark = unpark;
+                match answer.await {
+                    Ok(taken) => taken?
+                        .into_iter()
+                        .map(|(queue, raw)| Ok((queue, raw.decode()?)))
+                        .collect(),
+                    // Taken back, or the writer is gone: nothing ran.
+                    Err(_) => Ok(Vec::new()),
+                }
+            }),
+        ))
+    }
+
+    fn unpark_claim(&self, ticket: u64) -> bool {
+        self.inner.parking.remove(ticket)
     }
 
     async fn heartbeat(

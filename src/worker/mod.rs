@@ -29,10 +29,10 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::domain::{JobId, Limits};
+use crate::domain::{JobId, Limits, QueueName};
 use crate::sandbox::CancelToken;
 use crate::service::{InFlight, Service};
-use crate::store::{Claimed, Lease};
+use crate::store::{AttemptEnd, Claimed, Claims, Finish, Lease, ParkedAnswer, StandingClaim};
 
 pub use rescue::rescue_expired;
 
@@ -338,8 +338,8 @@ async fn dispatcher(
         };
         // Some queue gave all that was asked of it, so it may have more.
         let mut filled = false;
-        // Some queue had more room asked of it than its concurrency left.
-        let mut at_concurrency = false;
+        // Queues that had more room asked of them than their concurrency left.
+        let mut full: Vec<&QueueName> = Vec::new();
         // Jobs to claim now: up to the target, `first`'s slot included.
         let mut budget = (target + 1).saturating_sub(in_flight);
         for k in 0..active.len() {
@@ -363,33 +363,12 @@ async fn dispatcher(
                 Err(_) => continue,
             };
             filled |= claims.jobs.len() == want as usize;
-            at_concurrency |= claims.at_concurrency;
-            // Due delayed jobs and retries went `scheduled` -> `queued` in the claim; some
-            // may be among the jobs it took, whose `running` follows.
-            for p in claims.promoted {
-                service.publish_parts(p.id, p.task, p.queue, crate::domain::JobState::Queued);
+            if claims.at_concurrency {
+                full.push(&queue.name);
             }
-            for c in claims.jobs {
-                let p = match permit.take() {
-                    Some(p) => p,
-                    None => match slots.clone().try_acquire_owned() {
-                        Ok(p) => p,
-                        Err(_) => slots.clone().acquire_owned().await.expect("semaphore open"),
-                    },
-                };
-                budget = budget.saturating_sub(1);
-                service.publish(&c.job, crate::domain::JobState::Running);
-                let (cancel, interrupted) = register_attempt(&service, &c);
-                let assignment = Assignment {
-                    claimed: c,
-                    caps: queue.caps,
-                    permit: Some(p),
-                    interrupted,
-                    cancel,
-                };
-                if assign.send(assignment).is_err() {
-                    return;
-                }
+            budget = budget.saturating_sub(claims.jobs.len());
+            if !hand_out(&service, &slots, &assign, claims, queue.caps, &mut permit).await {
+                return;
             }
             if permit.is_none() {
                 next_queue = (next_queue + k + 1) % active.len().max(1);
@@ -402,18 +381,135 @@ async fn dispatcher(
         }
         // Every queue tried is empty or at its concurrency: wait for work (a submit, a
         // release, a retry), or for room if a queue was at its concurrency, instead of asking
-        // again at once.
+        // again at once. Meanwhile a claim for the room left waits in the store and runs in
+        // the transaction of the next submit to a queue with room: that job is running when
+        // its submit commits.
         let now = shared.clock.now();
         let until_next = match shared.store.next_scheduled().await {
             Ok(Some(t)) => now.until(t).min(Duration::from_secs(1)),
             _ => Duration::from_secs(1),
         };
-        tokio::select! {
-            () = &mut work => {}
-            () = &mut room, if at_concurrency => {}
-            () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => {}
-            () = stop_notify.notified() => return,
+        let open: Vec<QueueName> = active
+            .iter()
+            .filter(|q| !full.contains(&&q.name))
+            .map(|q| q.name.clone())
+            .collect();
+        let mut parked = if budget > 0 && !open.is_empty() {
+            shared.store.park_claim(StandingClaim {
+                queues: open,
+                worker: config.worker_id.clone(),
+                max: budget as u32,
+                lease_ttl_ms: lease_ms,
+                clock: shared.clock.clone(),
+            })
+        } else {
+            None
+        };
+        let answered = tokio::select! {
+            answer = async {
+                match parked.as_mut() {
+                    Some((_, answer)) => answer.await,
+                    None => std::future::pending().await,
+                }
+            } => Some(answer),
+            () = &mut work => None,
+            () = &mut room, if !full.is_empty() => None,
+            () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => None,
+            () = stop_notify.notified() => {
+                take_back(&service, parked).await;
+                return;
+            }
+        };
+        let answer = match (answered, parked) {
+            (Some(answer), _) => answer,
+            (None, None) => continue,
+            (None, Some((ticket, answer))) => {
+                if shared.store.unpark_claim(ticket) {
+                    continue;
+                }
+                // It ran with a submit meanwhile: its jobs are ours.
+                answer.await
+            }
+        };
+        let Ok(taken) = answer else { continue };
+        for (name, claims) in taken {
+            let caps = active
+                .iter()
+                .find(|q| q.name == name)
+                .map_or_else(Limits::default, |q| q.caps);
+            let mut permit = None;
+            if !hand_out(&service, &slots, &assign, claims, caps, &mut permit).await {
+                return;
+            }
         }
+    }
+}
+
+/// Hands claimed jobs to the guest threads, each with a slot (`permit` first, then new ones).
+/// False if the guest threads are gone.
+async fn hand_out(
+    service: &Service,
+    slots: &Arc<Semaphore>,
+    assign: &mpsc::Sender<Assignment>,
+    claims: Claims,
+    caps: Limits,
+    permit: &mut Option<OwnedSemaphorePermit>,
+) -> bool {
+    // Due delayed jobs and retries went `scheduled` -> `queued` in the claim; some may be
+    // among the jobs it took, whose `running` follows.
+    for p in claims.promoted {
+        service.publish_parts(p.id, p.task, p.queue, crate::domain::JobState::Queued);
+    }
+    for c in claims.jobs {
+        let p = match permit.take() {
+            Some(p) => p,
+            None => match slots.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => slots.clone().acquire_owned().await.expect("semaphore open"),
+            },
+        };
+        service.publish(&c.job, crate::domain::JobState::Running);
+        let (cancel, interrupted) = register_attempt(service, &c);
+        let assignment = Assignment {
+            claimed: c,
+            caps,
+            permit: Some(p),
+            interrupted,
+            cancel,
+        };
+        if assign.send(assignment).is_err() {
+            return false;
+        }
+    }
+    true
+}
+
+/// At shutdown, takes back a parked claim; if it already ran with a submit, its jobs go back
+/// to `queued` without spending an attempt, as interrupted attempts do.
+async fn take_back(service: &Service, parked: Option<(u64, ParkedAnswer)>) {
+    let Some((ticket, answer)) = parked else {
+        return;
+    };
+    let store = &service.shared.store;
+    if store.unpark_claim(ticket) {
+        return;
+    }
+    let Ok(taken) = answer.await else { return };
+    let ends: Vec<AttemptEnd> = taken
+        .into_iter()
+        .flat_map(|(_, claims)| claims.jobs)
+        .map(|c| AttemptEnd {
+            id: c.job.id,
+            queue: c.job.queue,
+            lease: c.lease,
+            attempt: None,
+            finish: Finish::Interrupted,
+        })
+        .collect();
+    if !ends.is_empty() {
+        let now = service.shared.clock.now();
+        // If this fails, the leases expire and the rescuer requeues the jobs.
+        let _ = store.finish_many(ends, now).await;
     }
 }
 

@@ -601,6 +601,24 @@ async fn guest_progress_is_stored_on_the_running_job() {
     e.stop_workers().await;
 }
 
+/// An idle pool leaves a claim with the store for the next submit; once the pool is stopped,
+/// that claim is gone: a later job stays queued for the next worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_pool_leaves_no_claim_behind() {
+    let mut e = Engine::new().await;
+    e.start_workers(2);
+    let first = e.submit(Engine::request("echo", &[])).await;
+    assert_eq!(e.wait(first.id).await.state, JobState::Completed);
+    e.stop_workers().await;
+    let later = e.submit(Engine::request("echo", &[])).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = e.service.job(later.id).await.unwrap();
+    assert_eq!((later.state, later.attempts), (JobState::Queued, 0));
+    e.start_workers(1);
+    assert_eq!(e.wait(later.id).await.state, JobState::Completed);
+    e.stop_workers().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_requeues_unfinished_attempts_without_spending_them() {
     let mut e = Engine::new().await;

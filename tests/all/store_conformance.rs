@@ -5,12 +5,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use remotask::domain::{
-    AttemptRecord, CatchUp, JobError, JobId, JobState, JobTemplate, Limits, ModuleDigest, NewJob,
-    Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef, TaskName, Timestamp,
+    AttemptRecord, CatchUp, JobError, JobId, JobState, JobTemplate, Limits, ManualClock,
+    ModuleDigest, NewJob, Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef,
+    TaskName, Timestamp,
 };
 use remotask::store::{
     AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, Promoted,
-    QueueConfig, ScheduleRecord, SqliteStore, Store, StoreError, TaskDefaults, TokenRecord,
+    QueueConfig, ScheduleRecord, SqliteStore, StandingClaim, Store, StoreError, TaskDefaults,
+    TokenRecord,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -60,6 +62,7 @@ fn attempt(number: u32, reason: Reason) -> AttemptRecord {
 async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     claims_follow_priority_then_run_at_then_id(make().await).await;
     claims_respect_concurrency_and_pause(make().await).await;
+    a_parked_claim_runs_with_the_next_submit_to_its_queues(make().await).await;
     scheduled_jobs_become_claimable_when_due(make().await).await;
     a_stale_lease_cannot_write(make().await).await;
     many_attempts_end_in_one_write_each_under_its_own_lease(make().await).await;
@@ -257,6 +260,82 @@ async fn claims_respect_concurrency_and_pause(store: impl Store) {
         (1, false),
         "the queue ran dry before its concurrency"
     );
+}
+
+/// A claim parked with the store runs in the transaction of the next submit that queues a job
+/// in one of its queues: those jobs are running, in claim order and no more than asked, when
+/// the submit returns. Submits that queue nothing there leave it parked; taken back or
+/// dropped, it claims nothing. A backend that does not park claims skips this check.
+async fn a_parked_claim_runs_with_the_next_submit_to_its_queues(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    set_concurrency(&store, &q, 10).await;
+    set_concurrency(&store, &"other".parse().unwrap(), 10).await;
+    let clock = ManualClock::new(T0);
+    let standing = |max| StandingClaim {
+        queues: vec!["q".parse().unwrap()],
+        worker: "parked".into(),
+        max,
+        lease_ttl_ms: 1000,
+        clock: Arc::new(clock.clone()),
+    };
+    let Some((ticket, mut answer)) = store.park_claim(standing(2)) else {
+        return;
+    };
+    // Another queue's job, and one of its own queue that is not due yet.
+    let later = Timestamp(T0.0 + 60_000);
+    store
+        .insert_jobs(vec![new_job("other", 0, T0), new_job("q", 0, later)])
+        .await
+        .unwrap();
+    let waited = tokio::time::timeout(std::time::Duration::from_millis(50), &mut answer).await;
+    assert!(waited.is_err(), "still parked");
+
+    clock.advance(std::time::Duration::from_secs(5));
+    let jobs = vec![
+        new_job("q", 0, T0),
+        new_job("q", 5, T0),
+        new_job("q", 0, T0),
+    ];
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    store.insert_jobs(jobs).await.unwrap();
+    let taken = tokio::time::timeout(std::time::Duration::from_secs(10), answer)
+        .await
+        .expect("the submit ran the parked claim")
+        .unwrap();
+    assert!(!store.unpark_claim(ticket), "it ran");
+    assert_eq!(taken.len(), 1);
+    let (queue, claims) = &taken[0];
+    assert_eq!(queue, &q);
+    let order: Vec<JobId> = claims.jobs.iter().map(|c| c.job.id).collect();
+    assert_eq!(order, vec![ids[1], ids[0]], "priority first, at most `max`");
+    let now = T0.0 + 5_000;
+    for c in &claims.jobs {
+        let job = store.get_job(c.job.id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Running);
+        assert_eq!((job.attempts, job.worker.as_deref()), (1, Some("parked")));
+        assert_eq!(job.started_at, Some(Timestamp(now)), "timed when it ran");
+        assert_eq!(c.lease.expires_at, Timestamp(now + 1000));
+    }
+    let left = store.get_job(ids[2]).await.unwrap().unwrap();
+    assert_eq!(left.state, JobState::Queued);
+    assert_counts_match(&store, "after a parked claim").await;
+
+    // Taken back before any submit: nothing is claimed, and its answer is empty.
+    let (ticket, answer) = store.park_claim(standing(5)).unwrap();
+    assert!(store.unpark_claim(ticket));
+    let fresh = new_job("q", 0, T0);
+    store.insert_jobs(vec![fresh.clone()]).await.unwrap();
+    assert!(answer.await.unwrap().is_empty());
+    // Dropped (its worker is gone): nothing is claimed either.
+    let (_, answer) = store.park_claim(standing(5)).unwrap();
+    drop(answer);
+    let last = new_job("q", 0, T0);
+    store.insert_jobs(vec![last.clone()]).await.unwrap();
+    for id in [fresh.id, last.id] {
+        let job = store.get_job(id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Queued);
+    }
+    assert_eq!(claim(&store, &q, 10).await, (3, false));
 }
 
 async fn scheduled_jobs_become_claimable_when_due(store: impl Store) {
@@ -932,6 +1011,31 @@ async fn sqlite_store_passes_the_conformance_suite() {
         }
     })
     .await;
+}
+
+/// A submit is acknowledged only once the log holding it is synced. With the log out of the
+/// syncer's reach the submit fails, though it is committed; a claim, which needs no fsync, is
+/// answered all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_acknowledges_a_submit_only_after_syncing_its_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path().join("remotask.db")).unwrap();
+    let q: QueueName = "q".parse().unwrap();
+    set_concurrency(&store, &q, 10).await;
+    store.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
+    let (log, away) = (
+        dir.path().join("remotask.db-wal"),
+        dir.path().join("moved-wal"),
+    );
+    std::fs::rename(&log, &away).unwrap();
+    let err = store
+        .insert_jobs(vec![new_job("q", 0, T0)])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("could not be synced"), "{err}");
+    assert_eq!(claim(&store, &q, 10).await, (2, false));
+    std::fs::rename(&away, &log).unwrap();
+    store.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
