@@ -97,8 +97,9 @@ async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) 
         .expect("register");
     service
         .put_queue(QueueConfig {
-            // Room for what the workers claim ahead (up to 128 per guest thread).
-            concurrency: 256,
+            // Room for what the workers claim ahead (up to 512 per guest thread), and for
+            // ended attempts whose results are not written yet (they count as running).
+            concurrency: 2048,
             ..QueueConfig::with_defaults(QueueName::default_queue())
         })
         .await

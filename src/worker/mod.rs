@@ -64,7 +64,7 @@ impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
             threads: thread::available_parallelism().map_or(2, |n| n.get()),
-            prefetch: 128,
+            prefetch: 512,
             lease_ttl: Duration::from_secs(30),
             requeue_delay: Duration::from_secs(5),
             rescue_interval: Duration::from_secs(1),
@@ -99,7 +99,8 @@ pub struct WorkerPool {
 }
 
 /// How the dispatcher paces claims: it keeps about `WINDOW` of work per guest thread claimed
-/// ahead, by the mean duration of recent attempts.
+/// ahead, by the mean time a guest thread spent on each recent job (the attempt, and the
+/// module lookup and hand-over around it).
 #[derive(Debug)]
 pub(crate) struct Pace {
     mean_us: std::sync::atomic::AtomicU64,
@@ -110,11 +111,9 @@ pub(crate) struct Pace {
 impl Pace {
     /// The work kept claimed ahead per thread, in µs: long enough that the guest threads do
     /// not run dry while a claim waits for the writer (a claim and a finish share its
-    /// transactions, about 1-2 ms under load), short enough that a later high-priority job
+    /// transactions: a few ms under load), short enough that a later high-priority job
     /// waits behind at most this much claimed work per thread.
     const WINDOW_US: u64 = 8_000;
-    /// What an attempt costs besides its own run (claim, report), in µs.
-    const OVERHEAD_US: u64 = 50;
     /// Claimed per thread at the least: the running attempt and the next one.
     const MIN_PER_THREAD: usize = 2;
 
@@ -126,16 +125,16 @@ impl Pace {
         }
     }
 
-    /// Folds one attempt's wall time into the mean (weight 1/8).
-    pub(crate) fn record(&self, wall_us: u64) {
+    /// Folds one job's time on its guest thread into the mean (weight 1/8).
+    pub(crate) fn record(&self, thread_us: u64) {
         let old = self.mean_us.load(Ordering::Relaxed);
-        let new = old - old / 8 + wall_us / 8;
+        let new = old - old / 8 + thread_us / 8;
         self.mean_us.store(new, Ordering::Relaxed);
     }
 
     /// Jobs to have claimed and not ended, over all `threads`.
     fn target(&self, threads: usize, prefetch: usize) -> usize {
-        let cost = self.mean_us.load(Ordering::Relaxed) + Self::OVERHEAD_US;
+        let cost = self.mean_us.load(Ordering::Relaxed).max(1);
         let per_thread = (Self::WINDOW_US / cost) as usize;
         threads * per_thread.clamp(Self::MIN_PER_THREAD.min(prefetch), prefetch)
     }
@@ -685,11 +684,11 @@ mod pace_tests {
         for _ in 0..100 {
             pace.record(30);
         }
-        // ~30 µs attempts: 8 ms of work is ~100 per thread.
+        // ~30 µs per job on its thread: 8 ms of work is ~266 per thread.
         assert!(
-            (180..=210).contains(&pace.target(2, 128)),
+            (500..=540).contains(&pace.target(2, 512)),
             "{}",
-            pace.target(2, 128)
+            pace.target(2, 512)
         );
         assert_eq!(pace.target(2, 8), 16, "never above the prefetch cap");
         for _ in 0..100 {
