@@ -1438,20 +1438,22 @@ impl RawClaim {
     }
 }
 
-/// Promotes due scheduled jobs, then claims up to `max` queued jobs of `queue` under the lease
-/// `token`: [`Store::claim`]'s write.
-fn claim_in(
-    conn: &Connection,
-    queue: &QueueName,
-    worker: &str,
+/// One claim's parameters: up to `max` jobs of `queue` for `worker`, under the lease `token`.
+#[derive(Clone, Copy)]
+struct ClaimOf<'a> {
+    queue: &'a QueueName,
+    worker: &'a str,
     token: i64,
     max: u32,
     lease_ttl_ms: i64,
     now: Timestamp,
-) -> StoreResult<RawClaim> {
+}
+
+/// Promotes due scheduled jobs, then claims queued jobs: [`Store::claim`]'s write.
+fn claim_in(conn: &Connection, claim: ClaimOf<'_>) -> StoreResult<RawClaim> {
+    let (queue, now) = (claim.queue, claim.now);
     let promoted = promote_due(conn, now)?;
-    let (rows, lease, at_concurrency) =
-        take_queued(conn, queue, worker, token, max, lease_ttl_ms, now)?;
+    let (rows, lease, at_concurrency) = take_queued(conn, claim)?;
     let mut counts = StateCounts::default();
     for (_, _, q) in &promoted {
         counts.moved(q, JobState::Scheduled, JobState::Queued, 1);
@@ -1493,12 +1495,14 @@ fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Completion {
             }
             let raw = claim_in(
                 c,
-                queue,
-                &claim.worker,
-                token,
-                left,
-                claim.lease_ttl_ms,
-                now,
+                ClaimOf {
+                    queue,
+                    worker: &claim.worker,
+                    token,
+                    max: left,
+                    lease_ttl_ms: claim.lease_ttl_ms,
+                    now,
+                },
             )?;
             left = left.saturating_sub(raw.rows.len() as u32);
             taken.push((queue.clone(), raw));
@@ -1510,15 +1514,15 @@ fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Completion {
     })
 }
 
-fn take_queued(
-    conn: &Connection,
-    queue: &QueueName,
-    worker: &str,
-    token: i64,
-    max: u32,
-    lease_ttl_ms: i64,
-    now: Timestamp,
-) -> StoreResult<(Vec<JobRow>, Lease, bool)> {
+fn take_queued(conn: &Connection, claim: ClaimOf<'_>) -> StoreResult<(Vec<JobRow>, Lease, bool)> {
+    let ClaimOf {
+        queue,
+        worker,
+        token,
+        max,
+        lease_ttl_ms,
+        now,
+    } = claim;
     // The running jobs are read from the kept counts: counting them through `jobs_running`
     // cost a step per running job at every claim, up to the queue's concurrency.
     let settings: Option<(u32, bool, i64)> = conn
@@ -2011,7 +2015,15 @@ impl Store for SqliteStore {
         let token = self.next_lease_token();
         let raw = self
             .write_volatile(move |conn| {
-                claim_in(conn, &queue, &worker, token, max, lease_ttl_ms, now)
+                let claim = ClaimOf {
+                    queue: &queue,
+                    worker: &worker,
+                    token,
+                    max,
+                    lease_ttl_ms,
+                    now,
+                };
+                claim_in(conn, claim)
             })
             .await?;
         raw.decode()
