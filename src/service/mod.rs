@@ -8,7 +8,7 @@ mod schedules;
 mod submit;
 mod tokens;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -93,6 +93,13 @@ pub(crate) struct Shared {
     /// when its claim commits, a moment before its worker registers it here. Touched only with
     /// `running` locked, so a cancel and a registration cannot pass each other.
     pub(crate) cancels_ahead: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// Jobs that a write of this process is making `queued` (a submit, a release, a retry)
+    /// and that have not been announced `queued` yet. A worker can claim such a job before
+    /// the write is acknowledged (a parked claim rides in the submit's own transaction, and
+    /// any claim can come between a commit and its fsync); whoever comes first, the write's
+    /// caller or the worker, announces it, under this lock, so `queued` goes out once and
+    /// before `running` (`Service::announce_queued`).
+    pub(crate) unannounced: Mutex<HashSet<JobId>>,
     /// Job state changes, for whoever listens.
     pub(crate) events: tokio::sync::broadcast::Sender<JobEvent>,
     pub(crate) metrics: Metrics,
@@ -200,6 +207,7 @@ impl Service {
                 schedules: Notify::new(),
                 running: Mutex::default(),
                 cancels_ahead: Mutex::default(),
+                unannounced: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
                 queues_changed: std::sync::atomic::AtomicU64::new(0),
@@ -398,33 +406,71 @@ impl Service {
     ) -> ServiceResult<Vec<Submitted>> {
         let jobs = self.resolve_all(requests, self.now()).await?;
         let accepted: Vec<Job> = jobs.iter().cloned().map(NewJob::into_job).collect();
-        let inserted = self.shared.store.insert_jobs(jobs).await?;
-        let now = self.now();
+        let queued = accepted.iter().filter(|j| j.state == JobState::Queued);
+        self.expect_queued(queued.map(|j| j.id));
+        let inserted = self.shared.store.insert_jobs(jobs).await;
+        let inserted = match inserted {
+            Ok(inserted) => inserted,
+            Err(e) => {
+                self.forget_queued(accepted.iter().map(|j| j.id));
+                return Err(e.into());
+            }
+        };
         let mut out = Vec::with_capacity(inserted.len());
         for (i, job) in inserted.into_iter().zip(accepted) {
             match i {
                 Inserted::New(_) => {
-                    let event = JobEvent {
-                        id: job.id,
-                        task: job.task.clone(),
-                        queue: job.queue.clone(),
-                        state: job.state,
-                        at: now,
-                    };
-                    let _ = self.shared.events.send(event);
+                    if job.state == JobState::Queued {
+                        self.announce_queued(&job);
+                    } else {
+                        self.publish(&job, job.state);
+                    }
                     out.push(Submitted {
                         job,
                         existing: false,
                     });
                 }
-                Inserted::Existing(id) => out.push(Submitted {
-                    job: self.job(id).await?,
-                    existing: true,
-                }),
+                Inserted::Existing(id) => {
+                    self.forget_queued(std::iter::once(job.id));
+                    out.push(Submitted {
+                        job: self.job(id).await?,
+                        existing: true,
+                    });
+                }
             }
         }
         self.shared.work.notify_waiters();
         Ok(out)
+    }
+
+    /// Marks jobs that a write of this process is about to make `queued` as not announced
+    /// yet (see [`Shared::unannounced`]). Called before the write is sent.
+    pub(crate) fn expect_queued(&self, ids: impl Iterator<Item = JobId>) {
+        self.unannounced().extend(ids);
+    }
+
+    /// Publishes `queued` for `job` if it is still marked as not announced, and unmarks it.
+    pub(crate) fn announce_queued(&self, job: &Job) {
+        let mut unannounced = self.unannounced();
+        if !unannounced.is_empty() && unannounced.remove(&job.id) {
+            // Under the lock: a worker that claimed the job waits here before its `running`.
+            self.publish(job, JobState::Queued);
+        }
+    }
+
+    /// Unmarks jobs whose write failed, or that were not stored.
+    pub(crate) fn forget_queued(&self, ids: impl Iterator<Item = JobId>) {
+        let mut unannounced = self.unannounced();
+        for id in ids {
+            unannounced.remove(&id);
+        }
+    }
+
+    fn unannounced(&self) -> std::sync::MutexGuard<'_, HashSet<JobId>> {
+        self.shared
+            .unannounced
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     pub async fn job(&self, id: JobId) -> ServiceResult<Job> {
@@ -558,15 +604,14 @@ impl Service {
     /// Releases a held job into its queue.
     pub async fn release(&self, id: JobId) -> ServiceResult<Job> {
         let before = self.job(id).await?;
-        if !self.shared.store.release(id, self.now()).await? {
+        let released = self.shared.store.release(id, self.now());
+        if !self.requeue(&before, released).await? {
             let job = self.job(id).await?;
             return Err(ServiceError::Conflict(format!(
                 "job {id} is {}, not held",
                 job.state
             )));
         }
-        // Published before workers are woken, so a listener sees `queued` before `running`.
-        self.publish(&before, JobState::Queued);
         self.shared.work.notify_waiters();
         self.job(id).await
     }
@@ -574,16 +619,34 @@ impl Service {
     /// Requeues a failed or cancelled job with a fresh attempt budget.
     pub async fn retry(&self, id: JobId) -> ServiceResult<Job> {
         let before = self.job(id).await?;
-        if !self.shared.store.retry(id, self.now()).await? {
+        let retried = self.shared.store.retry(id, self.now());
+        if !self.requeue(&before, retried).await? {
             let job = self.job(id).await?;
             return Err(ServiceError::Conflict(format!(
                 "job {id} is {}: only failed or cancelled jobs can be retried (and only while no live job holds its unique key)",
                 job.state
             )));
         }
-        self.publish(&before, JobState::Queued);
         self.shared.work.notify_waiters();
         self.job(id).await
+    }
+
+    /// Runs `write`, a store write that makes the job `before` queued (release, retry), and
+    /// announces it `queued` once, before any `running` of it (see [`Shared::unannounced`]).
+    /// False if the write did not apply.
+    async fn requeue(
+        &self,
+        before: &Job,
+        write: impl std::future::Future<Output = crate::store::StoreResult<bool>>,
+    ) -> ServiceResult<bool> {
+        self.expect_queued(std::iter::once(before.id));
+        let applied = write.await;
+        if matches!(applied, Ok(true)) {
+            self.announce_queued(before);
+        } else {
+            self.forget_queued(std::iter::once(before.id));
+        }
+        Ok(applied?)
     }
 
     /// Deletes a job that is not running.

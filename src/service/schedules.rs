@@ -6,11 +6,12 @@
 //! time is handled once, also with several server processes on one store.
 
 use crate::domain::{
-    CatchUp, Job, JobTemplate, Overlap, ScheduleName, SpecDef, Timestamp, fire_key, plan_fires,
+    CatchUp, Job, JobState, JobTemplate, NewJob, Overlap, ScheduleName, SpecDef, Timestamp,
+    fire_key, plan_fires,
 };
 use crate::store::{Firing, Inserted, ScheduleRecord};
 
-use super::{JobEvent, Service, ServiceError, ServiceResult, SubmitRequest};
+use super::{Service, ServiceError, ServiceResult, SubmitRequest};
 
 /// What a schedule is asked to be.
 #[derive(Debug, Clone, PartialEq)]
@@ -206,24 +207,37 @@ impl Service {
         for r in self.shared.store.due_schedules(now).await? {
             let Some(due) = r.next_fire else { continue };
             let firing = self.plan(&r, due, now).await;
-            let Some(inserted) = self
+            let jobs: Vec<Job> = firing.jobs.iter().cloned().map(NewJob::into_job).collect();
+            let ids = || jobs.iter().map(|j| j.id);
+            let queued = jobs.iter().filter(|j| j.state == JobState::Queued);
+            self.expect_queued(queued.map(|j| j.id));
+            let fired = self
                 .shared
                 .store
                 .fire_schedule(&r.name, firing.clone(), now)
-                .await?
-            else {
-                continue;
+                .await;
+            let inserted = match fired {
+                Ok(Some(inserted)) => inserted,
+                Ok(None) => {
+                    self.forget_queued(ids());
+                    continue;
+                }
+                Err(e) => {
+                    self.forget_queued(ids());
+                    return Err(e.into());
+                }
             };
-            for (i, job) in inserted.iter().zip(&firing.jobs) {
-                if let Inserted::New(id) = i {
-                    submitted += 1;
-                    let _ = self.shared.events.send(JobEvent {
-                        id: *id,
-                        task: job.task.clone(),
-                        queue: job.queue.clone(),
-                        state: job.state,
-                        at: now,
-                    });
+            for (i, job) in inserted.iter().zip(&jobs) {
+                match i {
+                    Inserted::New(_) => {
+                        submitted += 1;
+                        if job.state == JobState::Queued {
+                            self.announce_queued(job);
+                        } else {
+                            self.publish(job, job.state);
+                        }
+                    }
+                    Inserted::Existing(_) => self.forget_queued(std::iter::once(job.id)),
                 }
             }
         }

@@ -785,15 +785,14 @@ fn writer_loop(
             failed_alone |= !ok && isolation == Isolation::Alone;
             completions.push((durable, done));
         }
+        let mut riders: Vec<Completion> = Vec::new();
         if !failed_alone && !queued_in.is_empty() {
             let queues: Vec<&str> = queued_in.iter().map(String::as_str).collect();
-            // Answered first: a worker is waiting for these jobs.
-            let riders: Vec<(bool, Completion)> = parking
+            riders = parking
                 .take_for(&queues)
                 .into_iter()
-                .map(|parked| (false, ride(&conn, parked, &queues)))
+                .map(|parked| ride(&conn, parked, &queues))
                 .collect();
-            completions.splice(0..0, riders);
         }
         let committed = if failed_alone {
             // Its caller gets its own error; nothing else was in the transaction.
@@ -805,6 +804,7 @@ fn writer_loop(
         // The commit wrote the log without an fsync. The durable writes are answered after
         // the syncer's fsync of the log, the others at once; this thread goes on with the
         // next transaction meanwhile. The syncer is told first: its fsync is the longest wait.
+        // Then parked claims that ran: a worker waits for their jobs.
         let (durable, volatile): (Vec<_>, Vec<_>) = completions
             .into_iter()
             .partition(|(needs_sync, _)| *needs_sync && !failed_alone && committed.is_ok());
@@ -817,6 +817,9 @@ fn writer_loop(
                     ));
                 }
             }
+        }
+        for done in riders {
+            done(committed.clone());
         }
         for (_, done) in volatile {
             done(committed.clone());

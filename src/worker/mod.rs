@@ -467,6 +467,10 @@ async fn hand_out(
                 Err(_) => slots.clone().acquire_owned().await.expect("semaphore open"),
             },
         };
+        // A job can be claimed before the write that queued it is acknowledged (a claim rides
+        // in a submit's transaction, or comes between its commit and its fsync): its `queued`
+        // goes out first, once.
+        service.announce_queued(&c.job);
         service.publish(&c.job, crate::domain::JobState::Running);
         let (cancel, interrupted) = register_attempt(service, &c);
         let assignment = Assignment {

@@ -601,6 +601,33 @@ async fn guest_progress_is_stored_on_the_running_job() {
     e.stop_workers().await;
 }
 
+/// Listeners see each job's states in order, also when an idle pool's claim takes the job in
+/// its submit's transaction and runs it before the submit is acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_follow_each_job_in_order_on_an_idle_pool() {
+    let mut e = Engine::new().await;
+    e.start_workers(2);
+    let mut events = e.service.subscribe();
+    for _ in 0..20 {
+        let job = e.submit(Engine::request("echo", &[])).await;
+        assert_eq!(e.wait(job.id).await.state, JobState::Completed);
+        let mut seen = Vec::new();
+        while seen.last() != Some(&JobState::Completed) {
+            let event = tokio::time::timeout(Duration::from_secs(5), events.recv())
+                .await
+                .expect("an event")
+                .expect("not lagging");
+            assert_eq!(event.id, job.id, "only this job runs");
+            seen.push(event.state);
+        }
+        assert_eq!(
+            seen,
+            [JobState::Queued, JobState::Running, JobState::Completed]
+        );
+    }
+    e.stop_workers().await;
+}
+
 /// An idle pool leaves a claim with the store for the next submit; once the pool is stopped,
 /// that claim is gone: a later job stays queued for the next worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
