@@ -109,6 +109,22 @@ pub(crate) struct Shared {
     queue_settings: Mutex<Option<CachedQueues>>,
 }
 
+/// Jobs marked as not announced `queued` yet ([`Service::expect_queued`]); unmarks what is
+/// left of them when dropped.
+pub(crate) struct Expected<'a> {
+    service: &'a Service,
+    ids: Vec<JobId>,
+}
+
+impl Drop for Expected<'_> {
+    fn drop(&mut self) {
+        let mut unannounced = self.service.unannounced();
+        for id in &self.ids {
+            unannounced.remove(id);
+        }
+    }
+}
+
 /// Every configured queue's settings and whether it is paused.
 pub(crate) type QueueSettings = Arc<[(QueueConfig, bool)]>;
 
@@ -407,36 +423,22 @@ impl Service {
         let jobs = self.resolve_all(requests, self.now()).await?;
         let accepted: Vec<Job> = jobs.iter().cloned().map(NewJob::into_job).collect();
         let queued = accepted.iter().filter(|j| j.state == JobState::Queued);
-        self.expect_queued(queued.map(|j| j.id));
-        let inserted = self.shared.store.insert_jobs(jobs).await;
-        let inserted = match inserted {
-            Ok(inserted) => inserted,
-            Err(e) => {
-                self.forget_queued(accepted.iter().map(|j| j.id));
-                return Err(e.into());
-            }
-        };
+        let _expected = self.expect_queued(queued.map(|j| j.id));
+        let inserted = self.shared.store.insert_jobs(jobs).await?;
         let mut out = Vec::with_capacity(inserted.len());
         for (i, job) in inserted.into_iter().zip(accepted) {
             match i {
                 Inserted::New(_) => {
-                    if job.state == JobState::Queued {
-                        self.announce_queued(&job);
-                    } else {
-                        self.publish(&job, job.state);
-                    }
+                    self.announce_new(&job);
                     out.push(Submitted {
                         job,
                         existing: false,
                     });
                 }
-                Inserted::Existing(id) => {
-                    self.forget_queued(std::iter::once(job.id));
-                    out.push(Submitted {
-                        job: self.job(id).await?,
-                        existing: true,
-                    });
-                }
+                Inserted::Existing(id) => out.push(Submitted {
+                    job: self.job(id).await?,
+                    existing: true,
+                }),
             }
         }
         self.shared.work.notify_waiters();
@@ -444,9 +446,22 @@ impl Service {
     }
 
     /// Marks jobs that a write of this process is about to make `queued` as not announced
-    /// yet (see [`Shared::unannounced`]). Called before the write is sent.
-    pub(crate) fn expect_queued(&self, ids: impl Iterator<Item = JobId>) {
-        self.unannounced().extend(ids);
+    /// yet (see [`Shared::unannounced`]). Called before the write is sent; the marks that
+    /// are left when the guard drops (a failed write, a job not stored, a caller gone
+    /// mid-write) are taken away then.
+    pub(crate) fn expect_queued(&self, ids: impl Iterator<Item = JobId>) -> Expected<'_> {
+        let ids: Vec<JobId> = ids.collect();
+        self.unannounced().extend(ids.iter().copied());
+        Expected { service: self, ids }
+    }
+
+    /// Publishes a newly stored job's state: `queued` through [`Service::announce_queued`].
+    pub(crate) fn announce_new(&self, job: &Job) {
+        if job.state == JobState::Queued {
+            self.announce_queued(job);
+        } else {
+            self.publish(job, job.state);
+        }
     }
 
     /// Publishes `queued` for `job` if it is still marked as not announced, and unmarks it.
@@ -455,14 +470,6 @@ impl Service {
         if !unannounced.is_empty() && unannounced.remove(&job.id) {
             // Under the lock: a worker that claimed the job waits here before its `running`.
             self.publish(job, JobState::Queued);
-        }
-    }
-
-    /// Unmarks jobs whose write failed, or that were not stored.
-    pub(crate) fn forget_queued(&self, ids: impl Iterator<Item = JobId>) {
-        let mut unannounced = self.unannounced();
-        for id in ids {
-            unannounced.remove(&id);
         }
     }
 
@@ -639,14 +646,12 @@ impl Service {
         before: &Job,
         write: impl std::future::Future<Output = crate::store::StoreResult<bool>>,
     ) -> ServiceResult<bool> {
-        self.expect_queued(std::iter::once(before.id));
-        let applied = write.await;
-        if matches!(applied, Ok(true)) {
+        let _expected = self.expect_queued(std::iter::once(before.id));
+        let applied = write.await?;
+        if applied {
             self.announce_queued(before);
-        } else {
-            self.forget_queued(std::iter::once(before.id));
         }
-        Ok(applied?)
+        Ok(applied)
     }
 
     /// Deletes a job that is not running.

@@ -208,36 +208,20 @@ impl Service {
             let Some(due) = r.next_fire else { continue };
             let firing = self.plan(&r, due, now).await;
             let jobs: Vec<Job> = firing.jobs.iter().cloned().map(NewJob::into_job).collect();
-            let ids = || jobs.iter().map(|j| j.id);
             let queued = jobs.iter().filter(|j| j.state == JobState::Queued);
-            self.expect_queued(queued.map(|j| j.id));
+            let _expected = self.expect_queued(queued.map(|j| j.id));
             let fired = self
                 .shared
                 .store
                 .fire_schedule(&r.name, firing.clone(), now)
-                .await;
-            let inserted = match fired {
-                Ok(Some(inserted)) => inserted,
-                Ok(None) => {
-                    self.forget_queued(ids());
-                    continue;
-                }
-                Err(e) => {
-                    self.forget_queued(ids());
-                    return Err(e.into());
-                }
+                .await?;
+            let Some(inserted) = fired else {
+                continue;
             };
             for (i, job) in inserted.iter().zip(&jobs) {
-                match i {
-                    Inserted::New(_) => {
-                        submitted += 1;
-                        if job.state == JobState::Queued {
-                            self.announce_queued(job);
-                        } else {
-                            self.publish(job, job.state);
-                        }
-                    }
-                    Inserted::Existing(_) => self.forget_queued(std::iter::once(job.id)),
+                if let Inserted::New(_) = i {
+                    submitted += 1;
+                    self.announce_new(job);
                 }
             }
         }
