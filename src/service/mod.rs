@@ -119,6 +119,9 @@ pub(crate) struct Expected<'a> {
 impl Drop for Expected<'_> {
     fn drop(&mut self) {
         let mut unannounced = self.service.unannounced();
+        if unannounced.is_empty() {
+            return;
+        }
         for id in &self.ids {
             unannounced.remove(id);
         }

@@ -344,6 +344,11 @@ impl Parking {
         self.claims.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Whether any claim is parked.
+    fn any(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
     /// Takes out the claims on any of `queues`, dropping those whose caller is gone.
     fn take_for(&self, queues: &[&str]) -> Vec<Parked> {
         let mut claims = self.lock();
@@ -443,10 +448,6 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(db)?;
-    if let Ok(ps) = std::env::var("RT_PAGE_SIZE") {
-        conn.execute_batch(&format!("PRAGMA page_size = {ps};"))
-            .map_err(db)?;
-    }
     conn.execute_batch(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; \
          PRAGMA busy_timeout = 10000; PRAGMA cache_size = -32768; PRAGMA temp_store = MEMORY;",
@@ -750,16 +751,20 @@ fn writer_loop(
         }
         let mut runs = Vec::with_capacity(batch.len());
         let mut inserts = Vec::new();
-        // Queues that this transaction's submits give queued jobs, for parked claims.
+        // Queues that this transaction's submits give queued jobs, for parked claims (looked
+        // for only if a claim is parked: a claim parked later waits for the submit's wake-up).
         let mut queued_in: Vec<String> = Vec::new();
+        let riding = parking.any();
         for op in batch {
             match op {
                 WriteOp::Run { durable, run } => runs.push((durable, run)),
                 WriteOp::Insert { jobs, reply } => {
-                    for job in &jobs {
-                        if job.state == JobState::Queued.as_str() && !queued_in.contains(&job.queue)
-                        {
-                            queued_in.push(job.queue.clone());
+                    if riding {
+                        let queued = jobs.iter().filter(|j| j.state == JobState::Queued.as_str());
+                        for job in queued {
+                            if !queued_in.contains(&job.queue) {
+                                queued_in.push(job.queue.clone());
+                            }
                         }
                     }
                     inserts.push((jobs, reply));
@@ -1391,8 +1396,6 @@ fn promote_due(conn: &Connection, now: Timestamp) -> StoreResult<Vec<(String, St
     .map_err(db)
 }
 
-/// Takes up to `max` queued jobs of `queue` under the lease `token`, within the queue's
-/// concurrency; says whether that concurrency stopped it.
 /// A claim as the writer took it, decoded by its caller off the writer thread.
 struct RawClaim {
     rows: Vec<JobRow>,
@@ -1517,6 +1520,8 @@ fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Completion {
     })
 }
 
+/// Takes up to `max` queued jobs of `queue` under the lease `token`, within the queue's
+/// concurrency; says whether that concurrency stopped it.
 fn take_queued(conn: &Connection, claim: ClaimOf<'_>) -> StoreResult<(Vec<JobRow>, Lease, bool)> {
     let ClaimOf {
         queue,
