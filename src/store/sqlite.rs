@@ -493,24 +493,30 @@ impl SqliteStore {
         let readers = (0..READERS)
             .map(|_| open_reader(&path))
             .collect::<StoreResult<Vec<_>>>()?;
-        // The writer leaves the bulk of checkpointing (copying the log into the database
-        // file) to a thread of its own, so commits do not wait for it. Under steady writes
-        // that thread never catches up with the last commit, and only a checkpoint that did
-        // lets the next write start the log over; so the writer's own automatic checkpoint
-        // stays, copying just what the checkpointer has not yet, and keeps the log small.
-        // The writer's commits do not fsync the log: the syncer does, for the writes that
-        // need it (see `log_syncer`).
+        // The writer leaves checkpointing (copying the log into the database file) to a
+        // thread of its own, so commits do not wait for it, and finishes only the last short
+        // stretch itself (see `Checkpoints`). Its commits do not fsync the log: the syncer
+        // does, for the writes that need it (see `log_syncer`).
         writer_conn
             .execute_batch(&format!(
-                "PRAGMA wal_autocheckpoint = {WAL_BACKSTOP_PAGES}; \
+                "PRAGMA wal_autocheckpoint = 0; \
                  PRAGMA cache_size = -{WRITER_CACHE_KIB}; PRAGMA synchronous = NORMAL;"
             ))
             .map_err(db)?;
+        let progress = Arc::new(Checkpoints::default());
+        let frames = progress.clone();
+        writer_conn
+            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                frames.committed(pages);
+                Ok(())
+            }))
+            .map_err(db)?;
         let checkpoint_conn = open_connection(&path)?;
         let (wake_checkpointer, checkpoints) = mpsc::sync_channel::<()>(1);
+        let passes = progress.clone();
         thread::Builder::new()
             .name("remotask-sqlite-checkpoint".into())
-            .spawn(move || checkpointer(checkpoint_conn, checkpoints))
+            .spawn(move || checkpointer(checkpoint_conn, checkpoints, &passes))
             .map_err(|e| {
                 StoreError::Database(format!("cannot start the checkpoint thread: {e}"))
             })?;
@@ -525,7 +531,13 @@ impl SqliteStore {
             .map_err(|e| StoreError::Database(format!("cannot start the sync thread: {e}")))?;
         thread::Builder::new()
             .name("remotask-sqlite-writer".into())
-            .spawn(move || writer_loop(writer_conn, rx, wake_checkpointer, &riders, to_sync))
+            .spawn(move || {
+                let checkpoints = Checkpointing {
+                    log: &progress,
+                    wake: wake_checkpointer,
+                };
+                writer_loop(writer_conn, rx, checkpoints, &riders, to_sync)
+            })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         let seed =
             std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id())
@@ -656,12 +668,94 @@ fn in_savepoint<T>(
 /// far less, and pages it misses are read back from the operating system's cache.
 const WRITER_CACHE_KIB: u32 = 2_048;
 
-/// Commits between two checkpoints (a commit writes a few dozen pages to the log).
+/// Commits between two checkpoints at most (a commit writes a few dozen pages to the log).
 const CHECKPOINT_EVERY_COMMITS: u32 = 64;
-/// The writer checkpoints by itself when the log reaches this many pages (16 MiB); then the
-/// log starts over. A log that kept growing would make every durable commit extend the file,
-/// and an fsync that changes a file's size costs about twice one that does not.
-const WAL_BACKSTOP_PAGES: u32 = 4_096;
+/// Pages written to the log and not yet copied that wake the checkpointer early.
+const CHECKPOINT_EVERY_PAGES: u32 = 256;
+/// From this many pages (16 MiB), the log is started over: the writer copies what the
+/// checkpointer has not yet, and its next commit writes the log from the start. A log that
+/// kept growing would make every durable commit extend the file, and an fsync that changes
+/// a file's size costs about twice one that does not.
+const LOG_RESTART_PAGES: u32 = 4_096;
+/// The writer's share of a restart: it waits for the checkpointer to have copied all but this
+/// many pages of the log, so its own copy and fsync stay short...
+const WRITER_COPIES_PAGES: u32 = 256;
+/// ...unless the log reaches this size (64 MiB), when it copies everything left itself.
+const LOG_MAX_PAGES: u32 = 16_384;
+
+/// What the writer and the checkpointer know of the log, to share the checkpointing.
+///
+/// Only a checkpoint that copied the whole log lets the next commit start it over, and under
+/// steady writes the checkpointer's passes never catch up with the last commit. Left to
+/// SQLite's automatic checkpoint, the writer copied everything the checkpointer had not at
+/// 16 MiB and fsynced the database file, 25-40 ms in which no write was made. Now the writer
+/// checkpoints only right after a pass, when the checkpointer's copy is nearly complete.
+#[derive(Default)]
+struct Checkpoints {
+    /// Pages in the log after the writer's last commit (SQLite's WAL hook).
+    log: std::sync::atomic::AtomicU32,
+    /// The checkpointer's last pass: the log's pages when it began (high half) and how many
+    /// of them are copied into the database file (low half).
+    pass: AtomicU64,
+}
+
+impl Checkpoints {
+    fn committed(&self, pages: std::ffi::c_int) {
+        self.log
+            .store(u32::try_from(pages).unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn passed(&self, log: i64, copied: i64) {
+        let (Ok(log), Ok(copied)) = (u32::try_from(log), u32::try_from(copied)) else {
+            return; // -1 and -1: the pass did not run
+        };
+        self.pass
+            .store(u64::from(log) << 32 | u64::from(copied), Ordering::Relaxed);
+    }
+
+    /// The log's pages, and how many of them the checkpointer has copied.
+    fn state(&self) -> (u32, u32) {
+        let log = self.log.load(Ordering::Relaxed);
+        let pass = self.pass.load(Ordering::Relaxed);
+        let (pass_log, copied) = ((pass >> 32) as u32, pass as u32);
+        // A pass over a longer log was over the log before it started over.
+        (log, if pass_log <= log { copied } else { 0 })
+    }
+}
+
+/// What the writer does about the log after a commit.
+#[derive(Debug, PartialEq)]
+enum LogStep {
+    Nothing,
+    /// Wake the checkpointer.
+    Ask,
+    /// Copy the rest of the log itself, so the next commit starts it over.
+    Restart,
+}
+
+/// Decides [`LogStep`] from the log's pages, how many of them are copied, the log's pages at
+/// the writer's own last checkpoint and the commits since the checkpointer was last woken.
+fn log_step(log: u32, copied: u32, own_at: u32, commits: u32) -> LogStep {
+    let left = log.saturating_sub(copied);
+    // Started over since: the writer's last checkpoint was of the log before.
+    let since_own = if own_at <= log { log - own_at } else { log };
+    let restart = log >= LOG_RESTART_PAGES
+        && (left <= WRITER_COPIES_PAGES || log >= LOG_MAX_PAGES)
+        && since_own >= WRITER_COPIES_PAGES;
+    if restart {
+        LogStep::Restart
+    } else if left >= CHECKPOINT_EVERY_PAGES || (left > 0 && commits >= CHECKPOINT_EVERY_COMMITS) {
+        LogStep::Ask
+    } else {
+        LogStep::Nothing
+    }
+}
+
+/// The writer's side of [`Checkpoints`].
+struct Checkpointing<'a> {
+    log: &'a Checkpoints,
+    wake: mpsc::SyncSender<()>,
+}
 
 /// The write-ahead log of the database at `path`, as SQLite names it.
 fn wal_path(path: &Path) -> StoreResult<PathBuf> {
@@ -719,23 +813,36 @@ fn sync_log(log: &Path, file: &mut Option<(std::fs::File, u64)>) -> std::io::Res
 }
 
 /// Copies the log into the database file when the writer asks, without blocking it (a
-/// passive checkpoint takes no write lock). Ends when the writer does.
-fn checkpointer(conn: Connection, asks: mpsc::Receiver<()>) {
+/// passive checkpoint takes no write lock), and tells it how far it got. Ends when the
+/// writer does.
+fn checkpointer(conn: Connection, asks: mpsc::Receiver<()>, log: &Checkpoints) {
     while asks.recv().is_ok() {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            eprintln!("remotask: checkpoint failed, retried after the next commits: {e}");
+        match passive_checkpoint(&conn) {
+            Ok((pages, copied)) => log.passed(pages, copied),
+            Err(e) => {
+                eprintln!("remotask: checkpoint failed, retried after the next commits: {e}");
+            }
         }
     }
+}
+
+/// Copies what it can of the log into the database file: the log's pages and how many of
+/// them are copied (-1 and -1 if another checkpoint was running).
+fn passive_checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
 }
 
 fn writer_loop(
     conn: Connection,
     rx: mpsc::Receiver<WriteOp>,
-    checkpoint: mpsc::SyncSender<()>,
+    checkpoints: Checkpointing<'_>,
     parking: &Parking,
     syncer: mpsc::Sender<Vec<Completion>>,
 ) {
     let mut commits = 0u32;
+    let mut own_at = 0u32;
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -830,10 +937,26 @@ fn writer_loop(
             done(committed.clone());
         }
         commits += 1;
-        if commits >= CHECKPOINT_EVERY_COMMITS {
-            // A full channel means a checkpoint is asked for already.
-            let _ = checkpoint.try_send(());
-            commits = 0;
+        let (log, copied) = checkpoints.log.state();
+        match log_step(log, copied, own_at, commits) {
+            LogStep::Nothing => {}
+            LogStep::Ask => {
+                // A full channel means a checkpoint is asked for already.
+                let _ = checkpoints.wake.try_send(());
+                commits = 0;
+            }
+            LogStep::Restart => match passive_checkpoint(&conn) {
+                // Busy: the checkpointer is copying; after its pass, little is left.
+                Ok((-1, _)) => {}
+                Ok((pages, copied)) => {
+                    checkpoints.log.passed(pages, copied);
+                    own_at = log;
+                }
+                Err(e) => {
+                    eprintln!("remotask: checkpoint failed, retried after the next commits: {e}");
+                    own_at = log;
+                }
+            },
         }
     }
 }
