@@ -4,6 +4,7 @@
 //! and reads no clock (every method that needs time takes `now`).
 
 mod blobs;
+mod columns;
 mod sqlite;
 
 use std::collections::BTreeMap;

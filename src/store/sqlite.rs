@@ -23,6 +23,7 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 use super::TokenRecord;
+use super::columns;
 
 use super::{
     AttemptEnd, CancelOutcome, Claimed, Claims, Finish, Firing, Inserted, JobFilter, Lease,
@@ -176,6 +177,10 @@ CREATE TABLE job_counts (
 INSERT INTO job_counts (queue, state, n)
     SELECT queue, state, count(*) FROM jobs GROUP BY queue, state;
 "#,
+    // Jobs written from here on keep their limits and retry policy in a compact text form
+    // (see `columns`); rows written before keep their JSON, which is still read. The version
+    // is raised so that an older binary, which reads JSON only, refuses the database.
+    "SELECT 1;",
 ];
 
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
@@ -506,10 +511,12 @@ impl SqliteStore {
         let progress = Arc::new(Checkpoints::default());
         let frames = progress.clone();
         writer_conn
-            .wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
-                frames.committed(pages);
-                Ok(())
-            }))
+            .wal_hook(Some(
+                move |_: &mut rusqlite::hooks::Wal, pages: std::ffi::c_int| {
+                    frames.committed(pages);
+                    Ok(())
+                },
+            ))
             .map_err(db)?;
         let checkpoint_conn = open_connection(&path)?;
         let (wake_checkpointer, checkpoints) = mpsc::sync_channel::<()>(1);
@@ -1114,8 +1121,8 @@ impl JobRow {
             run_at: Timestamp(self.run_at),
             unique_key: self.unique_key,
             context: self.context,
-            limits: parsed_again(&mut parsed.limits, limits)?,
-            retry: parsed_again(&mut parsed.retry, retry)?,
+            limits: parsed_again(&mut parsed.limits, limits, columns::parse_limits)?,
+            retry: parsed_again(&mut parsed.retry, retry, columns::parse_retry)?,
             attempts: self.attempts,
             progress,
             output: self.output,
@@ -1131,7 +1138,8 @@ impl JobRow {
 }
 
 /// The limits and retry policy of the last row decoded, as text and parsed: the jobs of one
-/// claim mostly share them, and parsing them was most of a claimed row's decoding.
+/// claim mostly share them, and parsing them (as JSON, then) was most of a claimed row's
+/// decoding.
 #[derive(Default)]
 struct Parsed {
     limits: Option<(String, Limits)>,
@@ -1139,16 +1147,17 @@ struct Parsed {
 }
 
 /// `text` parsed, or the value kept in `last` if it was parsed from the same text.
-fn parsed_again<T: serde::de::DeserializeOwned + Clone>(
+fn parsed_again<T: Clone>(
     last: &mut Option<(String, T)>,
     text: String,
+    parse: fn(&str) -> Result<T, String>,
 ) -> StoreResult<T> {
     if let Some((seen, value)) = last
         && *seen == text
     {
         return Ok(value.clone());
     }
-    let value: T = parse_json("jobs", &text)?;
+    let value = parse(&text).map_err(|e| corrupt("jobs", format!("{e}: {text}")))?;
     *last = Some((text, value.clone()));
     Ok(value)
 }
@@ -1252,8 +1261,8 @@ impl EncodedJob {
             digest: job.digest.to_hex(),
             args: json(&job.args),
             env: json(&job.env),
-            limits: json(&job.limits),
-            retry: json(&job.retry),
+            limits: columns::limits_text(&job.limits),
+            retry: columns::retry_text(&job.retry),
             job,
         }
     }
@@ -1478,7 +1487,7 @@ struct EncodedAttempt {
 impl EncodedEnd {
     fn new(end: AttemptEnd) -> Self {
         let limits = match &end.finish {
-            Finish::Retry { limits, .. } => Some(json(limits)),
+            Finish::Retry { limits, .. } => Some(columns::limits_text(limits)),
             _ => None,
         };
         Self {
@@ -2722,19 +2731,73 @@ mod tests {
     }
 
     #[test]
-    fn a_json_column_is_parsed_again_only_when_its_text_differs() {
+    fn a_limits_column_is_parsed_again_only_when_its_text_differs() {
+        let parse = columns::parse_limits;
         let mut last: Option<(String, Limits)> = None;
         let limits = Limits::default();
-        let text = json(&limits);
-        assert_eq!(parsed_again(&mut last, text.clone()).unwrap(), limits);
+        let text = columns::limits_text(&limits);
+        assert_eq!(
+            parsed_again(&mut last, text.clone(), parse).unwrap(),
+            limits
+        );
         // The kept value answers for the same text, even if what it holds were different.
         let kept = Limits { fuel: 7, ..limits };
         last = Some((text.clone(), kept));
-        assert_eq!(parsed_again(&mut last, text.clone()).unwrap(), kept);
+        assert_eq!(parsed_again(&mut last, text.clone(), parse).unwrap(), kept);
         let other = Limits { fuel: 9, ..limits };
-        assert_eq!(parsed_again(&mut last, json(&other)).unwrap(), other);
+        let text = columns::limits_text(&other);
+        assert_eq!(parsed_again(&mut last, text, parse).unwrap(), other);
         assert_eq!(last.as_ref().map(|(_, v)| *v), Some(other));
-        assert!(parsed_again(&mut last, "{".to_owned()).is_err());
+        assert!(parsed_again(&mut last, "{".to_owned(), parse).is_err());
+        assert!(parsed_again(&mut last, "1;2".to_owned(), parse).is_err());
+    }
+
+    #[test]
+    fn the_writer_restarts_the_log_only_when_little_is_left_to_copy() {
+        use LogStep::{Ask, Nothing, Restart};
+        let (restart, max, tail) = (LOG_RESTART_PAGES, LOG_MAX_PAGES, WRITER_COPIES_PAGES);
+        // (log pages, copied by the checkpointer, log at the writer's last own checkpoint,
+        // commits since the checkpointer was woken), what the writer does.
+        let cases = [
+            ((10, 0, 0, 1), Nothing),
+            ((10, 10, 0, 100), Nothing),
+            ((10, 0, 0, CHECKPOINT_EVERY_COMMITS), Ask),
+            ((CHECKPOINT_EVERY_PAGES + 5, 5, 0, 1), Ask),
+            ((restart - 1, restart - 1, 0, 1), Nothing),
+            ((restart, restart - tail, 0, 1), Restart),
+            ((restart, restart - tail - 1, 0, 1), Ask),
+            ((max - 1, 0, 0, 1), Ask),
+            ((max, 0, 0, 1), Restart),
+            // Not again before the log grew by another stretch (readers kept it from
+            // starting over)...
+            ((restart + 10, restart + 10, restart, 1), Nothing),
+            ((restart + tail, restart + tail, restart, 1), Restart),
+            // ...unless it started over and grew back since.
+            ((restart, restart, restart + 100, 1), Restart),
+        ];
+        for ((log, copied, own_at, commits), step) in cases {
+            assert_eq!(
+                log_step(log, copied, own_at, commits),
+                step,
+                "log {log}, copied {copied}, own at {own_at}, commits {commits}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pass_over_an_earlier_log_counts_as_nothing_copied() {
+        let log = Checkpoints::default();
+        log.committed(100);
+        log.passed(100, 80);
+        assert_eq!(log.state(), (100, 80));
+        log.passed(-1, -1);
+        assert_eq!(
+            log.state(),
+            (100, 80),
+            "a pass that did not run changes nothing"
+        );
+        log.committed(20);
+        assert_eq!(log.state(), (20, 0));
     }
 
     #[test]
