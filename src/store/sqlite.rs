@@ -2840,7 +2840,7 @@ mod tests {
     }
 
     #[test]
-    fn job_counts_start_from_the_jobs_stored_before_them() {
+    fn jobs_and_attempts_stored_before_the_migrations_are_kept_and_counted() {
         let (_dir, path, mut conn) = opened();
         for sql in &MIGRATIONS[..5] {
             conn.execute_batch(sql).expect("migration");
@@ -2865,6 +2865,12 @@ mod tests {
             )
             .expect("insert");
         }
+        conn.execute(
+            "INSERT INTO attempts (job_id, number, reason, stderr, stderr_truncated, receipt, \
+             worker, started_at, finished_at) VALUES ('0', 1, 'completed', x'', 0, '{}', 'w', 0, 0)",
+            [],
+        )
+        .expect("attempt");
         migrate(&mut conn, &path).expect("migrate");
         let counts: Vec<(String, String, i64)> = conn
             .prepare("SELECT queue, state, n FROM job_counts ORDER BY queue, state")
@@ -2883,6 +2889,14 @@ mod tests {
             counts,
             expected.map(|(q, s, n)| (q.to_owned(), s.to_owned(), n))
         );
+        let attempts = |conn: &Connection| -> i64 {
+            conn.query_row("SELECT count(*) FROM attempts", [], |r| r.get(0))
+                .expect("count")
+        };
+        assert_eq!(attempts(&conn), 1, "attempts are kept through migration 8");
+        conn.execute("DELETE FROM jobs WHERE id = '0'", [])
+            .expect("delete");
+        assert_eq!(attempts(&conn), 0, "and go with their job");
     }
 
     #[test]
