@@ -214,6 +214,12 @@ END;
 const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
     context, limits, retry, attempts, progress_done, progress_total, output, error_reason, error_message, \
     submitter, worker, created_at, started_at, finished_at, lease, lease_expires";
+/// What a claim returns of each job: `JOB_COLUMNS` but those the claim sets itself (state,
+/// queue, worker, start, lease, progress), which [`JobRow::claimed`] fills in. Copying the
+/// returned columns out was a quarter of a claim's time in the writer.
+const CLAIMED_COLUMNS: &str = "id, task, digest, input, args, env, priority, run_at, unique_key, \
+    context, limits, retry, attempts, output, error_reason, error_message, submitter, created_at, \
+    finished_at";
 
 /// A live job, as `jobs_unique_live` says it (comparisons, not `IN`: see migration 5).
 const LIVE_STATES: &str =
@@ -1114,6 +1120,39 @@ impl JobRow {
         })
     }
 
+    /// Reads a row of `CLAIMED_COLUMNS` of a job that `claim` just took, `expires` its lease's
+    /// end.
+    fn claimed(row: &Row<'_>, claim: &ClaimOf<'_>, expires: i64) -> StoreResult<Self> {
+        let s = |i: usize| -> StoreResult<String> { row.get::<_, String>(i).map_err(db) };
+        Ok(Self {
+            text: [
+                s(0)?,
+                s(1)?,
+                s(2)?,
+                claim.queue.to_string(),
+                JobState::Running.as_str().to_owned(),
+            ],
+            input: row.get(3).map_err(db)?,
+            json: [s(4)?, s(5)?, s(10)?, s(11)?],
+            priority: row.get(6).map_err(db)?,
+            run_at: row.get(7).map_err(db)?,
+            unique_key: row.get(8).map_err(db)?,
+            context: row.get(9).map_err(db)?,
+            attempts: row.get(12).map_err(db)?,
+            progress: (None, None),
+            output: row.get(13).map_err(db)?,
+            error: (row.get(14).map_err(db)?, row.get(15).map_err(db)?),
+            submitter: row.get(16).map_err(db)?,
+            worker: Some(claim.worker.to_owned()),
+            times: (
+                row.get(17).map_err(db)?,
+                Some(claim.now.0),
+                row.get(18).map_err(db)?,
+            ),
+            lease: (Some(claim.token), Some(expires)),
+        })
+    }
+
     /// The job and its lease, reusing `parsed` for JSON columns equal to the previous row's.
     fn decode_with(self, parsed: &mut Parsed) -> StoreResult<(Job, Option<Lease>)> {
         let [id, task, digest, queue, state] = self.text;
@@ -1725,13 +1764,16 @@ fn take_queued(conn: &Connection, claim: ClaimOf<'_>) -> StoreResult<(Vec<JobRow
          progress_total = NULL \
          WHERE id IN (SELECT id FROM jobs WHERE queue = ?5 AND state = 'queued' \
                       ORDER BY priority DESC, run_at, id LIMIT ?6) \
-         RETURNING {JOB_COLUMNS}"
+         RETURNING {CLAIMED_COLUMNS}"
     );
-    let rows = query_job_rows(
-        conn,
-        &sql,
-        &[&token, &expires, &worker, &now.0, &queue.as_str(), &room],
-    )?;
+    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
+    let mut returned = stmt
+        .query(params![token, expires, worker, now.0, queue.as_str(), room])
+        .map_err(db)?;
+    let mut rows = Vec::new();
+    while let Some(row) = returned.next().map_err(db)? {
+        rows.push(JobRow::claimed(row, &claim, expires)?);
+    }
     let at_concurrency = limited && rows.len() as i64 == room;
     Ok((
         rows,

@@ -65,6 +65,7 @@ async fn conformance<S: Store, F: Future<Output = S>>(make: impl Fn() -> F) {
     a_parked_claim_runs_with_the_next_submit_to_its_queues(make().await).await;
     scheduled_jobs_become_claimable_when_due(make().await).await;
     a_stale_lease_cannot_write(make().await).await;
+    a_claimed_job_is_the_job_as_stored(make().await).await;
     many_attempts_end_in_one_write_each_under_its_own_lease(make().await).await;
     a_large_batch_of_completions_writes_each_under_its_own_lease(make().await).await;
     a_large_submit_keeps_order_and_unique_keys(make().await).await;
@@ -460,6 +461,54 @@ async fn a_stale_lease_cannot_write(store: impl Store) {
         .map(|a| a.reason)
         .collect();
     assert_eq!(reasons, vec![Reason::LeaseLost, Reason::Completed]);
+}
+
+/// What a claim hands out is the job as stored, every field: also those the claim itself
+/// sets, and those left from an earlier attempt (its error, the escalated limits).
+async fn a_claimed_job_is_the_job_as_stored(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    set_concurrency(&store, &q, 10).await;
+    let mut job = new_job("q", 3, T0);
+    job.unique_key = Some("key".into());
+    job.context = Some("ctx".into());
+    job.submitter = Some("someone".into());
+    job.args = vec!["--flag".into()];
+    job.env = vec![("K".into(), "V".into())];
+    job.input = b"\x00binary\xff".to_vec();
+    let id = job.id;
+    store.insert_jobs(vec![job]).await.unwrap();
+    let first = store.claim(&q, "w1", 1, 1000, T0).await.unwrap().jobs;
+    assert_eq!(first.len(), 1);
+    let stored = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(first[0].job, stored);
+    let escalated = Limits::new(7, 60.0, 1 << 20, 10, 20).unwrap();
+    let retry = Finish::Retry {
+        run_at: T0,
+        limits: escalated,
+        error: JobError {
+            reason: Reason::Deadline,
+            message: "too slow".into(),
+        },
+    };
+    assert!(
+        store
+            .finish(&first[0], Some(attempt(1, Reason::Deadline)), retry, T0)
+            .await
+            .unwrap()
+    );
+    let later = Timestamp(T0.0 + 5);
+    let second = store.claim(&q, "w2", 1, 1000, later).await.unwrap().jobs;
+    assert_eq!(second.len(), 1);
+    let stored = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(second[0].job, stored);
+    let job = &second[0].job;
+    assert_eq!(
+        (job.state, job.attempts, job.limits, job.worker.as_deref()),
+        (JobState::Running, 2, escalated, Some("w2"))
+    );
+    assert_eq!(job.started_at, Some(later));
+    assert_eq!(job.error.as_ref().map(|e| e.reason), Some(Reason::Deadline));
+    assert_eq!(second[0].lease.expires_at, Timestamp(later.0 + 1000));
 }
 
 async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Store) {
