@@ -895,10 +895,7 @@ async fn wait_for(
     let reason = match (&job.state[..], &job.error) {
         ("completed", _) => Reason::Completed,
         ("cancelled", _) => Reason::Cancelled,
-        (_, Some(e)) => Reason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == e.reason)
-            .unwrap_or(Reason::HostError),
+        (_, Some(e)) => e.reason.parse().unwrap_or(Reason::HostError),
         _ => Reason::HostError,
     };
     if reason != Reason::Completed && !conn.json {

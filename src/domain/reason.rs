@@ -2,6 +2,7 @@
 //! The retry policy decides from these alone; the sandbox is the only producer of most of them.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,6 +74,18 @@ impl fmt::Display for Reason {
     }
 }
 
+impl FromStr for Reason {
+    type Err = String;
+
+    /// A reason by its snake_case name.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| format!("no such reason: {s:?}"))
+    }
+}
+
 /// What kind of trap ended an attempt whose reason is [`Reason::Trap`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,7 +141,9 @@ mod tests {
                 serde_json::to_string(&r).unwrap(),
                 format!("\"{}\"", r.as_str())
             );
+            assert_eq!(r.as_str().parse(), Ok(r));
         }
+        assert!("sleepy".parse::<Reason>().is_err());
         assert_eq!(
             serde_json::to_string(&TrapKind::StackOverflow).unwrap(),
             "\"stack_overflow\""

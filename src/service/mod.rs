@@ -425,8 +425,7 @@ impl Service {
     ) -> ServiceResult<Vec<Submitted>> {
         let jobs = self.resolve_all(requests, self.now()).await?;
         let accepted: Vec<Job> = jobs.iter().cloned().map(NewJob::into_job).collect();
-        let queued = accepted.iter().filter(|j| j.state == JobState::Queued);
-        let _expected = self.expect_queued(queued.map(|j| j.id));
+        let _expected = self.expect_new(&accepted);
         let inserted = self.shared.store.insert_jobs(jobs).await?;
         let mut out = Vec::with_capacity(inserted.len());
         for (i, job) in inserted.into_iter().zip(accepted) {
@@ -456,6 +455,12 @@ impl Service {
         let ids: Vec<JobId> = ids.collect();
         self.unannounced().extend(ids.iter().copied());
         Expected { service: self, ids }
+    }
+
+    /// [`Service::expect_queued`] for the queued ones of jobs about to be stored.
+    pub(crate) fn expect_new(&self, jobs: &[Job]) -> Expected<'_> {
+        let queued = jobs.iter().filter(|j| j.state == JobState::Queued);
+        self.expect_queued(queued.map(|j| j.id))
     }
 
     /// Publishes a newly stored job's state: `queued` through [`Service::announce_queued`].

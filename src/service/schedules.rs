@@ -6,8 +6,8 @@
 //! time is handled once, also with several server processes on one store.
 
 use crate::domain::{
-    CatchUp, Job, JobState, JobTemplate, NewJob, Overlap, ScheduleName, SpecDef, Timestamp,
-    fire_key, plan_fires,
+    CatchUp, Job, JobTemplate, NewJob, Overlap, ScheduleName, SpecDef, Timestamp, fire_key,
+    plan_fires,
 };
 use crate::store::{Firing, Inserted, ScheduleRecord};
 
@@ -208,8 +208,7 @@ impl Service {
             let Some(due) = r.next_fire else { continue };
             let firing = self.plan(&r, due, now).await;
             let jobs: Vec<Job> = firing.jobs.iter().cloned().map(NewJob::into_job).collect();
-            let queued = jobs.iter().filter(|j| j.state == JobState::Queued);
-            let _expected = self.expect_queued(queued.map(|j| j.id));
+            let _expected = self.expect_new(&jobs);
             let fired = self
                 .shared
                 .store

@@ -16,7 +16,7 @@
 //! so a value read is the value written. Rows of schema versions before 7 hold JSON, which
 //! starts with `{` and is still read.
 
-use crate::domain::{Limits, Reason, RetryPolicy};
+use crate::domain::{Limits, RetryPolicy};
 
 /// `limits` as stored.
 pub(super) fn limits_text(l: &Limits) -> String {
@@ -85,7 +85,7 @@ pub(super) fn parse_retry(text: &str) -> Result<RetryPolicy, String> {
     let retry_on = if names.is_empty() {
         Vec::new()
     } else {
-        names.split(',').map(reason).collect::<Result<_, _>>()?
+        names.split(',').map(str::parse).collect::<Result<_, _>>()?
     };
     Ok(RetryPolicy {
         retries,
@@ -96,13 +96,6 @@ pub(super) fn parse_retry(text: &str) -> Result<RetryPolicy, String> {
         retry_on,
         escalate,
     })
-}
-
-fn reason(name: &str) -> Result<Reason, String> {
-    Reason::ALL
-        .into_iter()
-        .find(|r| r.as_str() == name)
-        .ok_or_else(|| format!("no such reason: {name:?}"))
 }
 
 /// The `;`-separated fields of one value, exactly `count` of them.
@@ -135,6 +128,7 @@ impl<'a> Fields<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Reason;
 
     #[test]
     fn limits_read_back_as_written() {

@@ -1159,7 +1159,7 @@ impl JobRow {
         let [args, env, limits, retry] = self.json;
         let error = match self.error {
             (Some(reason), message) => Some(JobError {
-                reason: parse_json("jobs", &format!("\"{reason}\""))?,
+                reason: reason.parse().map_err(|e| corrupt("jobs", e))?,
                 message: message.unwrap_or_default(),
             }),
             (None, _) => None,
@@ -1247,11 +1247,21 @@ fn query_job_rows(
     sql: &str,
     params: &[&dyn rusqlite::ToSql],
 ) -> StoreResult<Vec<JobRow>> {
+    query_rows(conn, sql, params, JobRow::read)
+}
+
+/// The rows of a (cached) statement, each copied out by `read`.
+fn query_rows(
+    conn: &Connection,
+    sql: &str,
+    params: &[&dyn rusqlite::ToSql],
+    mut read: impl FnMut(&Row<'_>) -> StoreResult<JobRow>,
+) -> StoreResult<Vec<JobRow>> {
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
     let mut rows = stmt.query(params).map_err(db)?;
     let mut out = Vec::new();
     while let Some(row) = rows.next().map_err(db)? {
-        out.push(JobRow::read(row)?);
+        out.push(read(row)?);
     }
     Ok(out)
 }
@@ -1766,14 +1776,12 @@ fn take_queued(conn: &Connection, claim: ClaimOf<'_>) -> StoreResult<(Vec<JobRow
                       ORDER BY priority DESC, run_at, id LIMIT ?6) \
          RETURNING {CLAIMED_COLUMNS}"
     );
-    let mut stmt = conn.prepare_cached(&sql).map_err(db)?;
-    let mut returned = stmt
-        .query(params![token, expires, worker, now.0, queue.as_str(), room])
-        .map_err(db)?;
-    let mut rows = Vec::new();
-    while let Some(row) = returned.next().map_err(db)? {
-        rows.push(JobRow::claimed(row, &claim, expires)?);
-    }
+    let rows = query_rows(
+        conn,
+        &sql,
+        &[&token, &expires, &worker, &now.0, &queue.as_str(), &room],
+        |row| JobRow::claimed(row, &claim, expires),
+    )?;
     let at_concurrency = limited && rows.len() as i64 == room;
     Ok((
         rows,
@@ -2196,7 +2204,7 @@ impl Store for SqliteStore {
                 let receipt: String = r.get(7).map_err(db)?;
                 out.push(AttemptRecord {
                     number: r.get(0).map_err(db)?,
-                    reason: parse_json("attempts", &format!("\"{reason}\""))?,
+                    reason: reason.parse().map_err(|e| corrupt("attempts", e))?,
                     trap_kind: trap_kind.map(|k| parse_json("attempts", &format!("\"{k}\""))).transpose()?,
                     exit_code: r.get(3).map_err(db)?,
                     message: r.get(4).map_err(db)?,
