@@ -300,6 +300,10 @@ async fn dispatcher(
             () = stop_notify.notified() => return,
         };
         let Ok(first) = acquired else { return };
+        // Enabled before the flag is read, so a stop that comes later is not missed.
+        let stop = stop_notify.notified();
+        tokio::pin!(stop);
+        stop.as_mut().enable();
         if stopping.load(Ordering::SeqCst) {
             return;
         }
@@ -318,7 +322,7 @@ async fn dispatcher(
             tokio::select! {
                 () = freed => {}
                 () = &mut work => {}
-                () = stop_notify.notified() => return,
+                () = &mut stop => return,
             }
             continue;
         }
@@ -339,8 +343,18 @@ async fn dispatcher(
         let mut filled = false;
         // Queues that had more room asked of them than their concurrency left.
         let mut full: Vec<&QueueName> = Vec::new();
-        // Jobs to claim now: up to the target, `first`'s slot included.
-        let mut budget = (target + 1).saturating_sub(in_flight);
+        // Jobs to claim now: up to the target, `first`'s slot included. A slot is held for
+        // each before claiming: a job is running in the store from the claim's commit, and
+        // shutdown counts running attempts by their slots.
+        let wanted = (target + 1).saturating_sub(in_flight);
+        let extra = wanted.saturating_sub(1).min(slots.available_permits());
+        if extra > 0
+            && let Ok(more) = slots.clone().try_acquire_many_owned(extra as u32)
+            && let Some(p) = permit.as_mut()
+        {
+            p.merge(more);
+        }
+        let mut budget = permit.as_ref().map_or(0, OwnedSemaphorePermit::num_permits);
         for k in 0..active.len() {
             let queue = &active[(next_queue + k) % active.len()];
             if budget == 0 {
@@ -366,10 +380,11 @@ async fn dispatcher(
                 full.push(&queue.name);
             }
             budget = budget.saturating_sub(claims.jobs.len());
+            let gave = !claims.jobs.is_empty();
             if !hand_out(&service, &slots, &assign, claims, queue.caps, &mut permit).await {
                 return;
             }
-            if permit.is_none() {
+            if gave {
                 next_queue = (next_queue + k + 1) % active.len().max(1);
                 break;
             }
@@ -393,31 +408,39 @@ async fn dispatcher(
             .filter(|q| !full.contains(&&q.name))
             .map(|q| q.name.clone())
             .collect();
-        let mut parked = if budget > 0 && !open.is_empty() {
+        // The parked claim holds a slot for each job it may take, as claimed jobs do: a job
+        // is running in the store from the submit's commit, and shutdown waits for the slots.
+        let room_left = budget.min(slots.available_permits());
+        let mut held = match (room_left, open.is_empty()) {
+            (0, _) | (_, true) => None,
+            (n, false) => slots.clone().try_acquire_many_owned(n as u32).ok(),
+        };
+        let mut parked = held.as_ref().and_then(|held| {
             shared.store.park_claim(StandingClaim {
                 queues: open,
                 worker: config.worker_id.clone(),
-                max: budget as u32,
+                max: held.num_permits() as u32,
                 lease_ttl_ms: lease_ms,
                 clock: shared.clock.clone(),
             })
-        } else {
-            None
-        };
+        });
         let answered = tokio::select! {
+            // A claim that ran is handed out even if the pool is stopping: its jobs are
+            // running in the store, and like every running attempt they get the grace.
+            biased;
             answer = async {
                 match parked.as_mut() {
                     Some((_, answer)) => answer.await,
                     None => std::future::pending().await,
                 }
             } => Some(answer),
-            () = &mut work => None,
-            () = &mut room, if !full.is_empty() => None,
-            () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => None,
-            () = stop_notify.notified() => {
+            () = &mut stop => {
                 take_back(&service, parked).await;
                 return;
             }
+            () = &mut work => None,
+            () = &mut room, if !full.is_empty() => None,
+            () = tokio::time::sleep(until_next.max(Duration::from_millis(1))) => None,
         };
         let answer = match (answered, parked) {
             (Some(answer), _) => answer,
@@ -436,23 +459,22 @@ async fn dispatcher(
                 .iter()
                 .find(|q| q.name == name)
                 .map_or_else(Limits::default, |q| q.caps);
-            let mut permit = None;
-            if !hand_out(&service, &slots, &assign, claims, caps, &mut permit).await {
+            if !hand_out(&service, &slots, &assign, claims, caps, &mut held).await {
                 return;
             }
         }
     }
 }
 
-/// Hands claimed jobs to the guest threads, each with a slot (`permit` first, then new ones).
-/// False if the guest threads are gone.
+/// Hands claimed jobs to the guest threads, each with a slot: one of those `held` first, then
+/// new ones. False if the guest threads are gone.
 async fn hand_out(
     service: &Service,
     slots: &Arc<Semaphore>,
     assign: &mpsc::Sender<Assignment>,
     claims: Claims,
     caps: Limits,
-    permit: &mut Option<OwnedSemaphorePermit>,
+    held: &mut Option<OwnedSemaphorePermit>,
 ) -> bool {
     // Due delayed jobs and retries went `scheduled` -> `queued` in the claim; some may be
     // among the jobs it took, whose `running` follows.
@@ -460,7 +482,11 @@ async fn hand_out(
         service.publish_parts(p.id, p.task, p.queue, crate::domain::JobState::Queued);
     }
     for c in claims.jobs {
-        let p = match permit.take() {
+        let one = match held {
+            Some(h) if h.num_permits() > 1 => h.split(1),
+            _ => held.take(),
+        };
+        let p = match one {
             Some(p) => p,
             None => match slots.clone().try_acquire_owned() {
                 Ok(p) => p,
