@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remotask::domain::{
-    JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, Reason, RetryPolicy, SystemClock,
-    Timestamp,
+    Finish, JobId, JobState, Limits, ModuleDigest, NewJob, QueueConfig, QueueName, Reason,
+    RetryPolicy, Start, SystemClock, Timestamp,
 };
 use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{Service, SubmitRequest};
-use remotask::store::{AttemptEnd, BlobStore, Finish, QueueConfig, SqliteStore, Store};
+use remotask::store::{AttemptEnd, BlobStore, SqliteStore, Store};
 use remotask::worker::{WorkerConfig, WorkerPool};
 
 fn main() {
@@ -351,8 +351,7 @@ fn queued_job(i: u64) -> NewJob {
         args: vec![],
         env: vec![],
         priority: (i % 3) as i32,
-        state: JobState::Queued,
-        run_at: Timestamp::now(),
+        start: Start::Now,
         unique_key: None,
         context: None,
         limits: Limits::default(),

@@ -23,9 +23,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::domain::QueueConfig;
 use crate::domain::{LimitsOverride, QueueName};
 use crate::http::HttpCaps;
-use crate::store::QueueConfig;
 use crate::worker::WorkerConfig;
 
 /// One `[[queues]]` entry as written.

@@ -1,18 +1,6 @@
-//! Jobs: time-ordered unique ids and the state machine. Every state says who moves a job out
-//! of it; transitions are named, and each one is applied by the store as a guarded update
-//! (`... WHERE state = <from> [AND lease = ?]`), so a stale actor cannot overwrite a newer one.
-//!
-//! ```text
-//!             submit(hold)        release
-//!   ───────────────────────> held ───────────┐
-//!   submit(run_at > now)                     v
-//!   ───────────────────────> scheduled ──> queued <─────────────── submit
-//!                              ^   due       │ claim
-//!            retry (backoff)   │             v
-//!                              └──────── running ──> completed
-//!                                            │  └──> failed ── retry (by hand) ──> queued
-//!   cancel: held | scheduled | queued | running ──> cancelled
-//! ```
+//! Jobs: time-ordered unique ids and the states a job is in. Which state follows which, and
+//! on what event, is written down once, in `lifecycle.rs` (the diagram is in
+//! `ARCHITECTURE.md`, checked against that table by a test).
 
 use std::fmt;
 use std::str::FromStr;

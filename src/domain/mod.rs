@@ -1,25 +1,38 @@
 //! Plain data and pure rules shared by every layer: module digests, attempt limits, the
-//! reasons an attempt ends with, job ids and states, and the retry policy. Nothing here does IO or knows wasmtime.
+//! reasons an attempt ends with, job ids, states and the moves between them, the retry
+//! policy, and the records of tasks, queues, schedules and tokens. Nothing here does IO or
+//! knows wasmtime.
 
 mod clock;
 mod digest;
 mod job;
+mod lifecycle;
 mod limits;
 mod names;
+mod queue;
 mod reason;
 mod record;
 mod retry;
 mod schedule;
+mod task;
+mod token;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
 pub use job::{JobId, JobIdError, JobState};
+pub use lifecycle::{
+    CancelOutcome, EndRules, Ending, Event, Finish, JobError, Lease, MOVES, Move, Refused,
+    after_attempt,
+};
 pub use limits::{Limits, LimitsError, LimitsOverride};
 pub use names::{NameError, QueueName, Role, ScheduleName, TaskName};
+pub use queue::{QueueConfig, QueuePosition, QueueStats};
 pub use reason::{Reason, TrapKind};
-pub use record::{AttemptRecord, Job, JobError, NewJob, Timestamp};
+pub use record::{AttemptRecord, Job, JobFilter, NewJob, Start, Timestamp};
 pub use retry::{Decision, RetryPolicy};
 pub use schedule::{
-    CatchUp, FirePlan, JobTemplate, MAX_CATCH_UP, ON_TIME, Overlap, Spec, SpecDef, SpecError,
-    describe_utc, fire_key, plan_fires,
+    CatchUp, FirePlan, JobTemplate, MAX_CATCH_UP, ON_TIME, Overlap, ScheduleRecord, Spec, SpecDef,
+    SpecError, describe_utc, fire_key, plan_fires,
 };
+pub use task::{TaskDefaults, TaskRecord, TaskVersion};
+pub use token::TokenRecord;

@@ -1,13 +1,15 @@
-//! The records a job is made of: what a submit asks for ([`NewJob`]), what the store keeps
-//! ([`Job`], [`AttemptRecord`]) and time as milliseconds since the Unix epoch ([`Timestamp`]).
-//! Plain data; the rules live in `job.rs` (states) and `retry.rs`.
+//! The records a job is made of: what a submit asks for ([`NewJob`], with how it [`Start`]s),
+//! what the store keeps ([`Job`], [`AttemptRecord`]), how jobs are looked for ([`JobFilter`])
+//! and time as milliseconds since the Unix epoch ([`Timestamp`]). Plain data; the rules live
+//! in `lifecycle.rs` (states and moves) and `retry.rs`.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    JobId, JobState, Limits, ModuleDigest, QueueName, Reason, RetryPolicy, TaskName, TrapKind,
+    Event, JobError, JobId, JobState, Limits, ModuleDigest, QueueName, Reason, RetryPolicy,
+    TaskName, TrapKind,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -56,10 +58,8 @@ pub struct NewJob {
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
     pub priority: i32,
-    /// `held` when submitted to start later, `scheduled` when `run_at` is in the future,
-    /// else `queued`.
-    pub state: JobState,
-    pub run_at: Timestamp,
+    /// How the job starts; its first state follows from it.
+    pub start: Start,
     pub unique_key: Option<String>,
     pub context: Option<String>,
     pub limits: Limits,
@@ -68,11 +68,17 @@ pub struct NewJob {
     pub created_at: Timestamp,
 }
 
-/// The error a failed (or cancelled) job ended with.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobError {
-    pub reason: Reason,
-    pub message: String,
+/// How a submitted job starts. A submit says this, not which state the job is in: the state
+/// machine decides that ([`NewJob::event`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Start {
+    /// Runs as soon as a worker is free.
+    Now,
+    /// Runs no earlier than this time (at once if it is not after the job's creation; an
+    /// earlier time also orders it before jobs of the same priority).
+    At(Timestamp),
+    /// Waits until it is released by hand.
+    Held,
 }
 
 /// A job as the store keeps it.
@@ -106,19 +112,46 @@ pub struct Job {
 }
 
 impl NewJob {
+    /// The submit event that stores this job: `submit_held`, `submit_delayed` for a start
+    /// after its creation, else `submit`.
+    pub fn event(&self) -> Event {
+        match self.start {
+            Start::Held => Event::SubmitHeld,
+            Start::At(t) if t > self.created_at => Event::SubmitDelayed,
+            Start::Now | Start::At(_) => Event::Submit,
+        }
+    }
+
+    /// The state the job is stored in.
+    pub fn state(&self) -> JobState {
+        match self.event() {
+            Event::SubmitHeld => JobState::Held,
+            Event::SubmitDelayed => JobState::Scheduled,
+            _ => JobState::Queued,
+        }
+    }
+
+    /// When the job may run: its start time, else its creation.
+    pub fn run_at(&self) -> Timestamp {
+        match self.start {
+            Start::At(t) => t,
+            Start::Now | Start::Held => self.created_at,
+        }
+    }
+
     /// The job as stored when it was accepted: no attempt yet.
     pub fn into_job(self) -> Job {
         Job {
+            state: self.state(),
+            run_at: self.run_at(),
             id: self.id,
             task: self.task,
             digest: self.digest,
             queue: self.queue,
-            state: self.state,
             input: self.input,
             args: self.args,
             env: self.env,
             priority: self.priority,
-            run_at: self.run_at,
             unique_key: self.unique_key,
             context: self.context,
             limits: self.limits,
@@ -152,4 +185,16 @@ pub struct AttemptRecord {
     pub worker: String,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
+}
+
+/// Filters for listing jobs; `after` is the cursor (the last id of the previous page).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub states: Vec<JobState>,
+    pub task: Option<TaskName>,
+    pub queue: Option<QueueName>,
+    pub context: Option<String>,
+    pub unique_key: Option<String>,
+    pub after: Option<JobId>,
+    pub limit: u32,
 }

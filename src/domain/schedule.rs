@@ -15,7 +15,7 @@ use chrono::{DateTime, Datelike, NaiveDate, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
-use super::{LimitsOverride, QueueName, RetryPolicy, ScheduleName, TaskName, Timestamp};
+use super::{JobId, LimitsOverride, QueueName, RetryPolicy, ScheduleName, TaskName, Timestamp};
 
 /// What each fire of a schedule submits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -54,6 +54,29 @@ pub enum CatchUp {
     One,
     /// Every missed fire runs (at most [`MAX_CATCH_UP`]).
     All,
+}
+
+/// A schedule as stored. `next_fire` is `None` when it will not fire again (a delay that
+/// fired, a spec with no more times).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScheduleRecord {
+    pub name: ScheduleName,
+    pub spec: SpecDef,
+    pub job: JobTemplate,
+    pub overlap: Overlap,
+    pub catch_up: CatchUp,
+    pub paused: bool,
+    pub next_fire: Option<Timestamp>,
+    pub last_fire: Option<Timestamp>,
+    pub last_job: Option<JobId>,
+    /// Jobs submitted by fires so far.
+    pub fires: u64,
+    /// Fire times passed over: by the catch-up policy, by overlap `skip`, or because the
+    /// job could not be submitted (see `last_error`).
+    pub skipped: u64,
+    pub last_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 /// A fire this late is still on time (the scheduler is not missing it, just busy).

@@ -12,9 +12,9 @@ use utoipa::ToSchema;
 
 use super::error::ApiError;
 use crate::domain::{AttemptRecord, Job, Limits, LimitsOverride, RetryPolicy, Timestamp};
+use crate::domain::{QueueStats, TaskDefaults, TaskRecord, TokenRecord};
 use crate::sandbox::AdmissionReport;
 use crate::service::{Explanation, JobEvent};
-use crate::store::{QueueStats, TaskDefaults, TaskRecord, TokenRecord};
 
 pub fn time(t: Timestamp) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0.max(0) as u64))
@@ -573,7 +573,7 @@ pub struct ScheduleDto {
 }
 
 impl ScheduleDto {
-    pub fn from_record(r: &crate::store::ScheduleRecord, last_job: Option<&Job>) -> Self {
+    pub fn from_record(r: &crate::domain::ScheduleRecord, last_job: Option<&Job>) -> Self {
         let (input, encoding) = encode_bytes(&r.job.input);
         Self {
             name: r.name.to_string(),

@@ -19,9 +19,9 @@ use super::dto::{
 };
 use super::error::{ApiError, ApiResult};
 use super::{AppState, Caller, HttpCaps};
+use crate::domain::{CancelOutcome, JobFilter};
 use crate::domain::{Job, JobId, JobState, Role};
 use crate::service::SubmitRequest;
-use crate::store::{CancelOutcome, JobFilter};
 
 /// The longest a client may ask `GET /v1/jobs/{id}?wait=` to wait, in seconds.
 const MAX_WAIT_SECONDS: f64 = 300.0;

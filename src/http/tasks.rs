@@ -13,8 +13,8 @@ use super::body::{Query, parse_json, read_body};
 use super::dto::{TaskDefaultsDto, TaskDto, UploadDto, VersionDetailDto, VersionDto, time};
 use super::error::{ApiError, ApiResult};
 use super::{AppState, Caller};
+use crate::domain::TaskDefaults;
 use crate::domain::{ModuleDigest, Role, TaskName};
-use crate::store::TaskDefaults;
 
 pub(super) fn task_name(raw: &str) -> ApiResult<TaskName> {
     raw.parse()

@@ -5,8 +5,8 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::domain::QueuePosition;
 use crate::domain::{Job, JobState, Timestamp};
-use crate::store::QueuePosition;
 
 /// The answer to "why is this job not running (or done)?".
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -22,14 +22,12 @@ pub use submit::SubmitRequest;
 pub use tokens::{NewToken, hash_secret};
 
 use crate::domain::{
-    AttemptRecord, Clock, Job, JobId, JobState, ModuleDigest, NewJob, QueueName, TaskName,
+    AttemptRecord, CancelOutcome, Clock, Job, JobFilter, JobId, JobState, Lease, ModuleDigest,
+    NewJob, QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord, TaskVersion,
     Timestamp,
 };
 use crate::sandbox::{AdmissionError, AdmissionReport, CancelToken, Sandbox};
-use crate::store::{
-    BlobError, BlobStore, CancelOutcome, Inserted, JobFilter, Lease, QueueConfig, QueueStats,
-    Store, StoreError, TaskDefaults, TaskRecord, TaskVersion,
-};
+use crate::store::{BlobError, BlobStore, Inserted, Store, StoreError};
 
 /// Why a use-case could not be carried out.
 #[derive(Debug, thiserror::Error)]

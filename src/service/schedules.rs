@@ -5,11 +5,12 @@
 //! transaction that moves the schedule's `next_fire` on, guarded by the value it read: a fire
 //! time is handled once, also with several server processes on one store.
 
+use crate::domain::ScheduleRecord;
 use crate::domain::{
     CatchUp, Job, JobTemplate, NewJob, Overlap, ScheduleName, SpecDef, Timestamp, fire_key,
     plan_fires,
 };
-use crate::store::{Firing, Inserted, ScheduleRecord};
+use crate::store::{Firing, Inserted};
 
 use super::{Service, ServiceError, ServiceResult, SubmitRequest};
 

@@ -1,13 +1,13 @@
 //! What a submit asks for, and how it becomes a [`NewJob`]: the task's digest is pinned, the
 //! queue, limits and retry policy come from the request, else the task's defaults, else the
-//! queue's; limits must fit the queue's caps; the start state follows from hold / run_at.
+//! queue's; limits must fit the queue's caps; how it starts follows from hold / delay / run_at.
 
 use std::time::Duration;
 
 use crate::domain::{
-    JobId, JobState, Limits, LimitsOverride, NewJob, QueueName, RetryPolicy, TaskName, Timestamp,
+    JobId, Limits, LimitsOverride, NewJob, QueueName, RetryPolicy, Start, TaskName, Timestamp,
 };
-use crate::store::{QueueConfig, TaskRecord};
+use crate::domain::{QueueConfig, TaskRecord};
 
 use super::ServiceError;
 
@@ -86,17 +86,11 @@ impl SubmitRequest {
                 key.len()
             )));
         }
-        let run_at = match (self.delay, self.run_at) {
-            (Some(d), _) => now.plus(d),
-            (None, Some(t)) => t,
-            (None, None) => now,
-        };
-        let state = if self.hold {
-            JobState::Held
-        } else if run_at > now {
-            JobState::Scheduled
-        } else {
-            JobState::Queued
+        let start = match (self.hold, self.delay, self.run_at) {
+            (true, _, _) => Start::Held,
+            (false, Some(d), _) => Start::At(now.plus(d)),
+            (false, None, Some(t)) => Start::At(t),
+            (false, None, None) => Start::Now,
         };
         let mut env = task.defaults.env.clone();
         for (k, v) in self.env {
@@ -112,8 +106,7 @@ impl SubmitRequest {
             args: self.args,
             env,
             priority: self.priority,
-            state,
-            run_at,
+            start,
             unique_key: self.unique_key,
             context: self.context,
             limits,

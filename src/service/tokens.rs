@@ -2,7 +2,7 @@
 //! blake3 hash is stored, so a copy of the database does not hand out access.
 
 use crate::domain::Role;
-use crate::store::TokenRecord;
+use crate::domain::TokenRecord;
 
 use super::{Service, ServiceError, ServiceResult};
 

@@ -7,18 +7,13 @@ mod blobs;
 mod columns;
 mod sqlite;
 
-use std::collections::BTreeMap;
-
-use serde::{Deserialize, Serialize};
-
 pub use blobs::{BlobError, BlobStore};
 pub use sqlite::SqliteStore;
 
-use crate::domain::{CatchUp, JobTemplate, Overlap, Role, ScheduleName, SpecDef};
-
 use crate::domain::{
-    AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
-    RetryPolicy, TaskName, Timestamp,
+    AttemptRecord, CancelOutcome, Finish, Job, JobFilter, JobId, Lease, ModuleDigest, NewJob,
+    QueueConfig, QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, TaskDefaults,
+    TaskName, TaskRecord, Timestamp, TokenRecord,
 };
 
 /// A fault of the store; bad requests are answered with values, not errors.
@@ -45,72 +40,6 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Defaults a task gives its jobs (each overridable per job within the queue's caps).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct TaskDefaults {
-    pub queue: Option<QueueName>,
-    pub limits: Option<Limits>,
-    pub retry: Option<RetryPolicy>,
-    pub env: Vec<(String, String)>,
-}
-
-/// A registered task: its name points at the newest version.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TaskRecord {
-    pub name: TaskName,
-    pub digest: ModuleDigest,
-    pub defaults: TaskDefaults,
-    /// Every version ever registered, newest first.
-    pub versions: Vec<TaskVersion>,
-    pub updated_at: Timestamp,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TaskVersion {
-    pub digest: ModuleDigest,
-    pub size_bytes: u64,
-    pub created_at: Timestamp,
-}
-
-/// A queue's settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueueConfig {
-    pub name: QueueName,
-    /// Jobs run at once; 1 runs them strictly one at a time in claim order.
-    pub concurrency: u32,
-    /// Limits of jobs that give none.
-    pub default_limits: Limits,
-    /// The most any job (or escalation) may ask for.
-    pub caps: Limits,
-}
-
-impl QueueConfig {
-    /// A queue nobody configured: concurrency 5, default limits, generous caps.
-    pub fn with_defaults(name: QueueName) -> Self {
-        Self {
-            name,
-            concurrency: 5,
-            default_limits: Limits::default(),
-            caps: Limits {
-                fuel: 1_000_000_000_000,
-                max_time: std::time::Duration::from_secs(3600),
-                memory_bytes: Limits::MAX_MEMORY_BYTES,
-                stdout_bytes: 64 << 20,
-                stderr_bytes: 64 << 20,
-            },
-        }
-    }
-}
-
-/// A queue's settings, pause state and job counts.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct QueueStats {
-    pub config: QueueConfig,
-    pub paused: bool,
-    pub counts: BTreeMap<JobState, u64>,
-}
-
 /// What a submit did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Inserted {
@@ -126,13 +55,6 @@ impl Inserted {
             Inserted::New(id) | Inserted::Existing(id) => id,
         }
     }
-}
-
-/// The fencing token of one claim: every update of the running job must present it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Lease {
-    pub token: i64,
-    pub expires_at: Timestamp,
 }
 
 /// A job handed to a worker.
@@ -182,41 +104,6 @@ pub struct StandingClaim {
 pub type ParkedAnswer =
     futures_util::future::BoxFuture<'static, StoreResult<Vec<(QueueName, Claims)>>>;
 
-/// How a running job's attempt ends, decided by the caller.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Finish {
-    Completed {
-        output: Vec<u8>,
-    },
-    /// Back to `scheduled` at `run_at`, with the limits of the next attempt.
-    Retry {
-        run_at: Timestamp,
-        limits: Limits,
-        error: JobError,
-    },
-    Failed {
-        error: JobError,
-    },
-    Cancelled {
-        error: JobError,
-    },
-    /// Back to `queued` without spending the attempt (graceful shutdown).
-    Interrupted,
-}
-
-impl Finish {
-    /// The state the job is in after this finish.
-    pub fn state(&self) -> JobState {
-        match self {
-            Finish::Completed { .. } => JobState::Completed,
-            Finish::Retry { .. } => JobState::Scheduled,
-            Finish::Failed { .. } => JobState::Failed,
-            Finish::Cancelled { .. } => JobState::Cancelled,
-            Finish::Interrupted => JobState::Queued,
-        }
-    }
-}
-
 /// One attempt's end, for [`Store::finish_many`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptEnd {
@@ -228,75 +115,6 @@ pub struct AttemptEnd {
     /// `None` only for [`Finish::Interrupted`].
     pub attempt: Option<AttemptRecord>,
     pub finish: Finish,
-}
-
-/// What a cancel did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CancelOutcome {
-    /// The job was not running and is now `cancelled`.
-    Cancelled,
-    /// The job is running; it is marked, and its worker must interrupt it.
-    Running,
-    /// Nothing to cancel: the job had already ended in this state.
-    AlreadyEnded(JobState),
-    NotFound,
-}
-
-/// Filters for listing jobs; `after` is the cursor (the last id of the previous page).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct JobFilter {
-    pub states: Vec<JobState>,
-    pub task: Option<TaskName>,
-    pub queue: Option<QueueName>,
-    pub context: Option<String>,
-    pub unique_key: Option<String>,
-    pub after: Option<JobId>,
-    pub limit: u32,
-}
-
-/// Why a job is where it is, as far as the store can tell.
-#[derive(Debug, Clone, PartialEq)]
-pub struct QueuePosition {
-    pub paused: bool,
-    pub running: u64,
-    pub concurrency: u32,
-    /// Queued jobs of the same queue that are claimed before this one.
-    pub ahead: u64,
-}
-
-/// An API token as stored: only the blake3 hash of its secret is kept.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TokenRecord {
-    pub id: String,
-    pub name: String,
-    pub role: Role,
-    #[serde(skip)]
-    pub hash: String,
-    pub created_at: Timestamp,
-    pub revoked_at: Option<Timestamp>,
-}
-
-/// A schedule as stored. `next_fire` is `None` when it will not fire again (a delay that
-/// fired, a spec with no more times).
-#[derive(Debug, Clone, PartialEq)]
-pub struct ScheduleRecord {
-    pub name: ScheduleName,
-    pub spec: SpecDef,
-    pub job: JobTemplate,
-    pub overlap: Overlap,
-    pub catch_up: CatchUp,
-    pub paused: bool,
-    pub next_fire: Option<Timestamp>,
-    pub last_fire: Option<Timestamp>,
-    pub last_job: Option<JobId>,
-    /// Jobs submitted by fires so far.
-    pub fires: u64,
-    /// Fire times passed over: by the catch-up policy, by overlap `skip`, or because the
-    /// job could not be submitted (see `last_error`).
-    pub skipped: u64,
-    pub last_error: Option<String>,
-    pub created_at: Timestamp,
-    pub updated_at: Timestamp,
 }
 
 /// What one fire (or one skipped fire) does to a schedule, applied in one transaction.
@@ -433,7 +251,9 @@ pub trait Store: Send + Sync + 'static {
     /// The earliest `run_at` of a scheduled job, to sleep until.
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>>;
 
-    /// Creates or replaces a schedule (the caller keeps its counters when updating).
+    /// Creates a schedule, or updates its definition, pause state and next fire; an update
+    /// keeps the history stored (last fire and job, counters, last error, creation time), so a
+    /// fire committed since the caller read the schedule is not undone.
     async fn put_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<()>;
     async fn get_schedule(&self, name: &ScheduleName) -> StoreResult<Option<ScheduleRecord>>;
     async fn list_schedules(&self) -> StoreResult<Vec<ScheduleRecord>>;

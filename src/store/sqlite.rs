@@ -22,17 +22,17 @@ use std::thread;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
-use super::TokenRecord;
 use super::columns;
 
 use super::{
-    AttemptEnd, CancelOutcome, Claimed, Claims, Finish, Firing, Inserted, JobFilter, Lease,
-    ParkedAnswer, Promoted, QueueConfig, QueuePosition, QueueStats, ScheduleRecord, StandingClaim,
-    Store, StoreError, StoreResult, TaskDefaults, TaskRecord, TaskVersion,
+    AttemptEnd, Claimed, Claims, Firing, Inserted, ParkedAnswer, Promoted, StandingClaim, Store,
+    StoreError, StoreResult,
 };
 use crate::domain::{
-    AttemptRecord, Job, JobError, JobId, JobState, Limits, ModuleDigest, NewJob, QueueName,
-    RetryPolicy, ScheduleName, TaskName, Timestamp,
+    AttemptRecord, CancelOutcome, Finish, Job, JobError, JobFilter, JobId, JobState, Lease, Limits,
+    ModuleDigest, NewJob, QueueConfig, QueueName, QueuePosition, QueueStats, RetryPolicy,
+    ScheduleName, ScheduleRecord, TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp,
+    TokenRecord,
 };
 
 /// Schema migrations, applied in order; the index + 1 is the schema version.
@@ -908,7 +908,7 @@ fn writer_loop(
                 WriteOp::Run { durable, run } => runs.push((durable, run)),
                 WriteOp::Insert { jobs, reply } => {
                     if riding {
-                        let queued = jobs.iter().filter(|j| j.state == JobState::Queued.as_str());
+                        let queued = jobs.iter().filter(|j| j.state == JobState::Queued);
                         for job in queued {
                             if !queued_in.contains(&job.queue) {
                                 queued_in.push(job.queue.clone());
@@ -1320,7 +1320,9 @@ struct EncodedJob {
     id: String,
     task: String,
     queue: String,
-    state: &'static str,
+    state: JobState,
+    state_text: &'static str,
+    run_at: i64,
     digest: String,
     args: String,
     env: String,
@@ -1334,7 +1336,9 @@ impl EncodedJob {
             id: job.id.to_string(),
             task: job.task.to_string(),
             queue: job.queue.to_string(),
-            state: job.state.as_str(),
+            state: job.state(),
+            state_text: job.state().as_str(),
+            run_at: job.run_at().0,
             digest: job.digest.to_hex(),
             args: json(&job.args),
             env: json(&job.env),
@@ -1366,7 +1370,7 @@ fn insert_all(conn: &Connection, jobs: &[EncodedJob]) -> StoreResult<Vec<Inserte
         if plain == 0 {
             let inserted = insert_unique(conn, &rest[0])?;
             if let Inserted::New(_) = inserted {
-                counts.add(rest[0].job.queue.as_str(), rest[0].job.state, 1);
+                counts.add(rest[0].job.queue.as_str(), rest[0].state, 1);
             }
             out.push(inserted);
             rest = &rest[1..];
@@ -1377,7 +1381,7 @@ fn insert_all(conn: &Connection, jobs: &[EncodedJob]) -> StoreResult<Vec<Inserte
             insert_rows(conn, chunk)?;
         }
         for j in run {
-            counts.add(j.job.queue.as_str(), j.job.state, 1);
+            counts.add(j.job.queue.as_str(), j.state, 1);
             out.push(Inserted::New(j.job.id));
         }
         rest = after;
@@ -1413,12 +1417,12 @@ fn job_params(encoded: &EncodedJob) -> [&dyn rusqlite::ToSql; INSERT_JOB_WIDTH] 
         &encoded.task,
         &encoded.digest,
         &encoded.queue,
-        &encoded.state,
+        &encoded.state_text,
         &job.input,
         &encoded.args,
         &encoded.env,
         &job.priority,
-        &job.run_at.0,
+        &encoded.run_at,
         &job.unique_key,
         &job.context,
         &encoded.limits,
@@ -2534,10 +2538,15 @@ impl Store for SqliteStore {
     async fn put_schedule(&self, schedule: &ScheduleRecord) -> StoreResult<()> {
         let r = schedule.clone();
         self.write(move |conn| {
+            // An update keeps the history the store has: a fire committed since the caller
+            // read the schedule is not undone.
             conn.prepare_cached(
-                "INSERT OR REPLACE INTO schedules (name, spec, job, overlap, catch_up, paused, next_fire, \
+                "INSERT INTO schedules (name, spec, job, overlap, catch_up, paused, next_fire, \
                  last_fire, last_job, fires, skipped, last_error, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+                 ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, job = excluded.job, \
+                 overlap = excluded.overlap, catch_up = excluded.catch_up, paused = excluded.paused, \
+                 next_fire = excluded.next_fire, updated_at = excluded.updated_at",
             )
             .map_err(db)?
             .execute(params![

@@ -11,10 +11,11 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::Assignment;
-use crate::domain::{AttemptRecord, Decision, JobError, JobId, Reason, Timestamp};
+use crate::domain::{AttemptRecord, EndRules, Ending, JobId, Reason, Timestamp, after_attempt};
+use crate::domain::{Finish, Lease};
 use crate::sandbox::{AttemptReport, AttemptRequest, CacheStatus, Receipt};
 use crate::service::Service;
-use crate::store::{AttemptEnd, Finish, Lease};
+use crate::store::AttemptEnd;
 
 /// What a guest thread hands the reporter.
 pub(crate) struct Ran {
@@ -109,46 +110,6 @@ fn host_error(message: String) -> AttemptReport {
     }
 }
 
-/// A number in [0, 1) that is the same for the same job and attempt (the jitter draw).
-fn jitter_draw(id: JobId, attempt: u32) -> f64 {
-    let mut input = id.as_u128().to_le_bytes().to_vec();
-    input.extend_from_slice(&attempt.to_le_bytes());
-    let hash = blake3::hash(&input);
-    let bits = u64::from_le_bytes(hash.as_bytes()[..8].try_into().expect("8 bytes"));
-    (bits >> 11) as f64 / (1u64 << 53) as f64
-}
-
-/// The next state of a job after an attempt, as the retry policy decides.
-pub(crate) fn finish_for(
-    job: &crate::domain::Job,
-    report_reason: Reason,
-    message: Option<String>,
-    output: Vec<u8>,
-    caps: &crate::domain::Limits,
-    now: Timestamp,
-) -> Finish {
-    let error = JobError {
-        reason: report_reason,
-        message: message.unwrap_or_else(|| report_reason.to_string()),
-    };
-    match job.retry.decide(
-        job.attempts,
-        report_reason,
-        &job.limits,
-        caps,
-        jitter_draw(job.id, job.attempts),
-    ) {
-        Decision::Complete => Finish::Completed { output },
-        Decision::Retry { delay, limits } => Finish::Retry {
-            run_at: now.plus(delay),
-            limits,
-            error,
-        },
-        Decision::GiveUp if report_reason == Reason::Cancelled => Finish::Cancelled { error },
-        Decision::GiveUp => Finish::Failed { error },
-    }
-}
-
 /// Receives attempt reports and writes the jobs' next states, all reports waiting at the
 /// time in one store write. One write is in flight at a time: reports that arrive while it
 /// commits form the next batch, so a busy pool writes its results in a few large batches
@@ -180,9 +141,13 @@ fn attempt_end(ran: &Ran, now: Timestamp) -> AttemptEnd {
         ..
     } = ran;
     let job = &assignment.claimed.job;
+    let rules = EndRules {
+        caps: assignment.caps,
+        lease_lost_delay: Duration::ZERO,
+    };
     let (finish, attempt) =
         if assignment.interrupted.load(Ordering::SeqCst) && report.reason == Reason::Cancelled {
-            (Finish::Interrupted, None)
+            (after_attempt(job, Ending::Interrupted, &rules, now), None)
         } else {
             let record = AttemptRecord {
                 number: job.attempts,
@@ -197,14 +162,12 @@ fn attempt_end(ran: &Ran, now: Timestamp) -> AttemptEnd {
                 started_at: *started_at,
                 finished_at: *finished_at,
             };
-            let finish = finish_for(
-                job,
-                report.reason,
-                report.message.clone(),
-                report.output.clone(),
-                &assignment.caps,
-                now,
-            );
+            let ending = Ending::Ran {
+                reason: report.reason,
+                message: report.message.clone(),
+                output: report.output.clone(),
+            };
+            let finish = after_attempt(job, ending, &rules, now);
             (finish, Some(record))
         };
     AttemptEnd {

@@ -29,10 +29,11 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 
+use crate::domain::{Finish, Lease};
 use crate::domain::{JobId, Limits, QueueName};
 use crate::sandbox::CancelToken;
 use crate::service::{InFlight, Service};
-use crate::store::{AttemptEnd, Claimed, Claims, Finish, Lease, ParkedAnswer, StandingClaim};
+use crate::store::{AttemptEnd, Claimed, Claims, ParkedAnswer, StandingClaim};
 
 pub use rescue::rescue_expired;
 
@@ -606,13 +607,13 @@ mod register_tests {
     use std::sync::Arc;
 
     use super::register_attempt;
+    use crate::domain::CancelOutcome;
     use crate::domain::{
-        JobId, JobState, Limits, ModuleDigest, NewJob, QueueName, RetryPolicy, SystemClock,
-        Timestamp,
+        JobId, Limits, ModuleDigest, NewJob, QueueName, RetryPolicy, Start, SystemClock, Timestamp,
     };
     use crate::sandbox::{Sandbox, SandboxConfig};
     use crate::service::Service;
-    use crate::store::{BlobStore, CancelOutcome, Claimed, SqliteStore, Store};
+    use crate::store::{BlobStore, Claimed, SqliteStore, Store};
 
     fn job() -> NewJob {
         NewJob {
@@ -624,8 +625,7 @@ mod register_tests {
             args: vec![],
             env: vec![],
             priority: 0,
-            state: JobState::Queued,
-            run_at: Timestamp(0),
+            start: Start::Now,
             unique_key: None,
             context: None,
             limits: Limits::default(),

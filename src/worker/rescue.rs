@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::WorkerConfig;
-use crate::domain::{AttemptRecord, JobError, JobId, Reason, Timestamp};
+use crate::domain::{AttemptRecord, EndRules, Ending, JobId, Reason, Timestamp, after_attempt};
 use crate::service::Service;
-use crate::store::{Finish, StoreResult};
+use crate::store::StoreResult;
 
 pub(super) async fn rescuer(service: Service, config: WorkerConfig, stopping: Arc<AtomicBool>) {
     while !stopping.load(Ordering::SeqCst) {
@@ -35,28 +35,16 @@ pub async fn rescue_expired(
             .clone()
             .unwrap_or_else(|| "unknown worker".into());
         let message = format!("lease expired ({worker})");
-        let caps = service.shared.queue_config(&job.queue).await?.caps;
-        let finish = match super::attempt::finish_for(
-            job,
-            Reason::LeaseLost,
-            Some(message.clone()),
-            Vec::new(),
-            &caps,
-            now,
-        ) {
-            Finish::Retry { limits, error, .. } => Finish::Retry {
-                run_at: now.plus(requeue_delay),
-                limits,
-                error,
-            },
-            Finish::Failed { .. } => Finish::Failed {
-                error: JobError {
-                    reason: Reason::LeaseLost,
-                    message: message.clone(),
-                },
-            },
-            other => other,
+        let rules = EndRules {
+            caps: service.shared.queue_config(&job.queue).await?.caps,
+            lease_lost_delay: requeue_delay,
         };
+        let ending = Ending::Ran {
+            reason: Reason::LeaseLost,
+            message: Some(message.clone()),
+            output: Vec::new(),
+        };
+        let finish = after_attempt(job, ending, &rules, now);
         let record = AttemptRecord {
             number: job.attempts,
             reason: Reason::LeaseLost,

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remotask::domain::{
-    Clock, JobState, Limits, ManualClock, QueueName, Reason, RetryPolicy, Timestamp,
+    CancelOutcome, Clock, JobFilter, JobState, Limits, ManualClock, QueueConfig, QueueName, Reason,
+    RetryPolicy, Timestamp,
 };
 use remotask::service::ServiceError;
-use remotask::store::{CancelOutcome, JobFilter, QueueConfig};
 
 use crate::support::{Engine, no_backoff};
 
@@ -495,7 +495,7 @@ async fn senaite_purged_on_pop_an_expired_lease_is_requeued_as_lease_lost() {
         .finish(
             &claimed[0],
             None,
-            remotask::store::Finish::Completed {
+            remotask::domain::Finish::Completed {
                 output: b"late".to_vec(),
             },
             clock.now(),

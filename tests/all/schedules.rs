@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use remotask::domain::{
-    CatchUp, JobState, JobTemplate, ManualClock, Overlap, ScheduleName, SpecDef, Timestamp,
+    CatchUp, JobFilter, JobState, JobTemplate, ManualClock, Overlap, ScheduleName, SpecDef,
+    Timestamp,
 };
 use remotask::service::{ScheduleRequest, Service};
-use remotask::store::JobFilter;
 
 use crate::support::Engine;
 

@@ -7,8 +7,7 @@ use std::sync::Arc;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use remotask::domain::{JobState, Reason, SystemClock};
-use remotask::store::JobFilter;
+use remotask::domain::{JobFilter, JobState, Reason, SystemClock};
 use serde_json::Value;
 
 use crate::support::{Engine, guest, remotask};

@@ -5,14 +5,13 @@ use std::future::Future;
 use std::sync::Arc;
 
 use remotask::domain::{
-    AttemptRecord, CatchUp, JobError, JobId, JobState, JobTemplate, Limits, ManualClock,
-    ModuleDigest, NewJob, Overlap, QueueName, Reason, RetryPolicy, Role, ScheduleName, SpecDef,
-    TaskName, Timestamp,
+    AttemptRecord, CancelOutcome, CatchUp, Finish, JobError, JobFilter, JobId, JobState,
+    JobTemplate, Lease, Limits, ManualClock, ModuleDigest, NewJob, Overlap, QueueConfig, QueueName,
+    Reason, RetryPolicy, Role, ScheduleName, ScheduleRecord, SpecDef, Start, TaskDefaults,
+    TaskName, Timestamp, TokenRecord,
 };
 use remotask::store::{
-    AttemptEnd, CancelOutcome, Claimed, Finish, Firing, Inserted, JobFilter, Lease, Promoted,
-    QueueConfig, ScheduleRecord, SqliteStore, StandingClaim, Store, StoreError, TaskDefaults,
-    TokenRecord,
+    AttemptEnd, Claimed, Firing, Inserted, Promoted, SqliteStore, StandingClaim, Store, StoreError,
 };
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
@@ -27,12 +26,7 @@ fn new_job(queue: &str, priority: i32, run_at: Timestamp) -> NewJob {
         args: vec![],
         env: vec![],
         priority,
-        state: if run_at > T0 {
-            JobState::Scheduled
-        } else {
-            JobState::Queued
-        },
-        run_at,
+        start: Start::At(run_at),
         unique_key: None,
         context: None,
         limits: Limits::default(),
@@ -692,7 +686,7 @@ async fn a_large_submit_keeps_order_and_unique_keys(store: impl Store) {
 
 async fn jobs_are_listed_by_state(store: impl Store) {
     let mut held = new_job("q", 0, T0);
-    held.state = JobState::Held;
+    held.start = Start::Held;
     let later = new_job("q", 0, Timestamp(T0.0 + 60_000));
     let queued = new_job("q", 0, T0);
     let ids = [held.id, later.id, queued.id];
@@ -752,7 +746,7 @@ async fn unique_keys_hold_while_live(store: impl Store) {
 
 async fn cancel_release_retry_delete_follow_the_state_machine(store: impl Store) {
     let mut held = new_job("q", 0, T0);
-    held.state = JobState::Held;
+    held.start = Start::Held;
     let id = held.id;
     store.insert_jobs(vec![held]).await.unwrap();
     assert!(store.release(id, T0).await.unwrap());
@@ -848,7 +842,7 @@ async fn queue_counts_follow_every_transition(store: impl Store) {
     let (q, r): (QueueName, QueueName) = ("q".parse().unwrap(), "r".parse().unwrap());
     let held = || {
         let mut job = new_job("q", 0, T0);
-        job.state = JobState::Held;
+        job.start = Start::Held;
         job
     };
     let holds = [held(), held()];
@@ -1303,11 +1297,20 @@ async fn a_schedule_fire_is_applied_once(store: impl Store) {
             2
         )
     );
-    // Paused schedules are not due; deleted ones are gone, their jobs stay.
+    // Paused schedules are not due; deleted ones are gone, their jobs stay. An update made
+    // from the record as read before the fire keeps the fire's history.
     store
-        .put_schedule(&ScheduleRecord { paused: true, ..r })
+        .put_schedule(&ScheduleRecord {
+            paused: true,
+            ..record
+        })
         .await
         .unwrap();
+    let paused = store.get_schedule(&name).await.unwrap().unwrap();
+    assert_eq!(
+        (paused.paused, paused.last_job, paused.fires, paused.skipped),
+        (true, Some(job.id), 1, 2)
+    );
     assert!(
         store
             .due_schedules(Timestamp(T0.0 + 999_000))

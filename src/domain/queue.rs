@@ -1,0 +1,56 @@
+//! Queues: their settings (concurrency, default limits, caps), and what the store can tell
+//! about one (pause state, job counts per state, where a job stands in it). Plain data.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{JobState, Limits, QueueName};
+
+/// A queue's settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueConfig {
+    pub name: QueueName,
+    /// Jobs run at once; 1 runs them strictly one at a time in claim order.
+    pub concurrency: u32,
+    /// Limits of jobs that give none.
+    pub default_limits: Limits,
+    /// The most any job (or escalation) may ask for.
+    pub caps: Limits,
+}
+
+impl QueueConfig {
+    /// A queue nobody configured: concurrency 5, default limits, generous caps.
+    pub fn with_defaults(name: QueueName) -> Self {
+        Self {
+            name,
+            concurrency: 5,
+            default_limits: Limits::default(),
+            caps: Limits {
+                fuel: 1_000_000_000_000,
+                max_time: std::time::Duration::from_secs(3600),
+                memory_bytes: Limits::MAX_MEMORY_BYTES,
+                stdout_bytes: 64 << 20,
+                stderr_bytes: 64 << 20,
+            },
+        }
+    }
+}
+
+/// A queue's settings, pause state and job counts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStats {
+    pub config: QueueConfig,
+    pub paused: bool,
+    pub counts: BTreeMap<JobState, u64>,
+}
+
+/// Why a job is where it is, as far as the store can tell.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePosition {
+    pub paused: bool,
+    pub running: u64,
+    pub concurrency: u32,
+    /// Queued jobs of the same queue that are claimed before this one.
+    pub ahead: u64,
+}
