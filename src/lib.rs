@@ -13,6 +13,7 @@ pub mod sandbox;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod telemetry;
 pub mod worker;
 
 /// mimalloc for every allocation of the process, SQLite's included (the `override` feature

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::service::ServiceError;
+use crate::telemetry::Chain;
 
 /// An error answered to the client.
 #[derive(Debug)]
@@ -72,7 +73,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let message = if self.status.is_server_error() {
-            eprintln!("remotask: internal error ({}): {}", self.code, self.message);
+            tracing::error!(code = self.code, "internal error: {}", self.message);
             "internal error".to_owned()
         } else {
             self.message
@@ -101,7 +102,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Refused(_) => ApiError::unprocessable("module_refused", message),
             ServiceError::Invalid(_) => ApiError::unprocessable("invalid", message),
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            ServiceError::Store(_) | ServiceError::Blob(_) => ApiError::internal(message),
+            ServiceError::Store(_) | ServiceError::Blob(_) => ApiError::internal(Chain(&e)),
         }
     }
 }

@@ -18,7 +18,7 @@ pub(super) async fn healthz(State(s): State<AppState>) -> Response {
     match s.service.queues().await {
         Ok(_) => (StatusCode::OK, "ok\n").into_response(),
         Err(e) => {
-            eprintln!("remotask: health check failed: {e}");
+            tracing::warn!(error = %crate::telemetry::Chain(&e), "health check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
         }
     }

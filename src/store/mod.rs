@@ -4,7 +4,6 @@
 //! and reads no clock (every method that needs time takes `now`).
 
 mod blobs;
-mod columns;
 mod sqlite;
 
 pub use blobs::{BlobError, BlobStore};
@@ -16,11 +15,20 @@ use crate::domain::{
     TaskName, TaskRecord, Timestamp, TokenRecord,
 };
 
-/// A fault of the store; bad requests are answered with values, not errors.
-#[derive(Debug, thiserror::Error)]
+/// A fault of the store; bad requests are answered with values, not errors. Cloneable, with
+/// its source shared: one failed transaction or log sync answers every write that was in it.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
-    Database(String),
+    /// The database failed a statement, a transaction or a commit.
+    #[error("database error")]
+    Database(#[source] ErrorSource),
+    /// The store could not do its own IO: open a file, start a thread, sync the log.
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: ErrorSource,
+    },
     #[error(
         "the database at {path} has schema version {found}, newer than this binary's {supported}; upgrade remotask"
     )]
@@ -34,8 +42,32 @@ pub enum StoreError {
         table: &'static str,
         message: String,
     },
+    /// The write reached no transaction (the store logs why).
+    #[error("the write was not applied: no transaction could be started")]
+    NotApplied,
     #[error("the store is shut down")]
     Closed,
+}
+
+/// The error a [`StoreError`] comes from.
+pub type ErrorSource = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// A database failure, keeping `source`.
+    pub fn database(source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        StoreError::Database(std::sync::Arc::new(source))
+    }
+
+    /// An IO failure of the store's own, saying `what` failed and keeping `source`.
+    pub fn io(
+        what: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Io {
+            what: what.into(),
+            source: std::sync::Arc::new(source),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
