@@ -21,7 +21,7 @@ use remotask::domain::{
     RetryPolicy, Start, SystemClock, Timestamp,
 };
 use remotask::sandbox::{Sandbox, SandboxConfig};
-use remotask::service::{Service, SubmitRequest};
+use remotask::service::{LocalSource, Service, SubmitRequest};
 use remotask::store::{AttemptEnd, BlobStore, SqliteStore, Store};
 use remotask::worker::{WorkerConfig, WorkerPool};
 
@@ -89,8 +89,12 @@ fn echo_module() -> Vec<u8> {
 async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) {
     let store = SqliteStore::open(dir.join("remotask.db")).expect("store");
     let blobs = BlobStore::open(dir.join("modules")).expect("blobs");
-    let sandbox = Sandbox::new(SandboxConfig::default()).expect("sandbox");
-    let service = Service::new(Arc::new(store), blobs, sandbox, Arc::new(SystemClock));
+    let service = Service::new(
+        Arc::new(store),
+        blobs,
+        sandbox().clone(),
+        Arc::new(SystemClock),
+    );
     service
         .register_task(&"echo".parse().unwrap(), echo_module(), None)
         .await
@@ -104,14 +108,24 @@ async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) 
         })
         .await
         .expect("queue");
-    let pool = WorkerPool::start(
-        service.clone(),
-        WorkerConfig {
-            threads,
-            ..WorkerConfig::default()
-        },
-    );
+    let pool = start_pool(&service, threads);
     (service, pool)
+}
+
+/// The sandbox of every engine of this run: admission and compiled modules shared.
+fn sandbox() -> &'static Sandbox {
+    static SANDBOX: std::sync::OnceLock<Sandbox> = std::sync::OnceLock::new();
+    SANDBOX.get_or_init(|| Sandbox::new(SandboxConfig::default()).expect("sandbox"))
+}
+
+/// A worker pool of `threads` guest threads on `service`'s in-process source.
+fn start_pool(service: &Service, threads: usize) -> WorkerPool {
+    let source = LocalSource::new(service.clone(), Duration::from_secs(5));
+    let config = WorkerConfig {
+        threads,
+        ..WorkerConfig::default()
+    };
+    WorkerPool::start(source, sandbox().clone(), config)
 }
 
 async fn completed(service: &Service) -> u64 {
@@ -546,13 +560,7 @@ async fn preloaded() {
     submit_echo(&service, n, batch).await;
     let cpu0 = cpu_secs();
     let started = Instant::now();
-    let pool = WorkerPool::start(
-        service.clone(),
-        WorkerConfig {
-            threads: 2,
-            ..WorkerConfig::default()
-        },
-    );
+    let pool = start_pool(&service, 2);
     all_completed(&service, n).await;
     let took = started.elapsed();
     let cpu = cpu_secs() - cpu0;

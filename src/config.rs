@@ -1,6 +1,7 @@
 //! The server's configuration: a TOML file, then flags and environment variables (clap reads
 //! the environment, in `cli/serve.rs`, and nowhere else), validated once into [`ServerConfig`].
-//! Each subsystem receives only its own part (`WorkerConfig`, `QueueConfig`s, the data dir).
+//! Each subsystem receives only its own part (`WorkerConfig`, `MaintenanceConfig`,
+//! `QueueConfig`s, `HttpCaps`, the data dir, the log settings).
 //!
 //! ```toml
 //! data_dir = "remotask-data"
@@ -9,6 +10,8 @@
 //! lease_ttl_seconds = 30
 //! requeue_delay_seconds = 5
 //! shutdown_grace_seconds = 10
+//! log_format = "human"             # or "json": one JSON object per line
+//! log_level = "info"               # a tracing filter; RUST_LOG wins when set
 //!
 //! [[queues]]
 //! name = "default"
@@ -23,9 +26,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::domain::QueueConfig;
-use crate::domain::{LimitsOverride, QueueName};
+use crate::domain::{LimitsOverride, QueueConfig, QueueName};
 use crate::http::HttpCaps;
+use crate::service::MaintenanceConfig;
+use crate::telemetry::LogFormat;
 use crate::worker::WorkerConfig;
 
 /// One `[[queues]]` entry as written.
@@ -58,6 +62,10 @@ pub struct ConfigFile {
     pub max_input_bytes: Option<usize>,
     /// Most jobs in one batch submit.
     pub max_batch_jobs: Option<usize>,
+    /// `human` (default) or `json`.
+    pub log_format: Option<String>,
+    /// A `tracing` filter (`info`, `remotask=debug`); `RUST_LOG` wins when set.
+    pub log_level: Option<String>,
     #[serde(default)]
     pub queues: Vec<QueueFile>,
 }
@@ -73,6 +81,8 @@ pub struct Overrides {
     pub lease_ttl_seconds: Option<f64>,
     pub requeue_delay_seconds: Option<f64>,
     pub bind: Option<String>,
+    pub log_format: Option<String>,
+    pub log_level: Option<String>,
 }
 
 /// The validated server configuration.
@@ -83,9 +93,12 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     pub http: HttpCaps,
     pub workers: WorkerConfig,
+    /// The rescuer's and the cleaner's timing, the requeue delay, the retention period.
+    pub maintenance: MaintenanceConfig,
     pub queues: Vec<QueueConfig>,
-    /// Terminal jobs older than this are cleaned; `None` keeps them.
-    pub retention: Option<Duration>,
+    pub log_format: LogFormat,
+    /// A `tracing` filter for the log, if configured (`RUST_LOG` wins when set).
+    pub log_level: Option<String>,
 }
 
 impl ServerConfig {
@@ -127,7 +140,7 @@ impl ServerConfig {
             o.lease_ttl_seconds.or(file.lease_ttl_seconds),
             30.0,
         )?;
-        workers.requeue_delay = seconds(
+        let requeue_delay = seconds(
             "requeue_delay_seconds",
             o.requeue_delay_seconds.or(file.requeue_delay_seconds),
             5.0,
@@ -205,11 +218,20 @@ impl ServerConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("remotask-data")),
             workers,
+            maintenance: MaintenanceConfig {
+                requeue_delay,
+                retention: file
+                    .retention_seconds
+                    .filter(|s| *s > 0)
+                    .map(Duration::from_secs),
+                ..MaintenanceConfig::default()
+            },
             queues,
-            retention: file
-                .retention_seconds
-                .filter(|s| *s > 0)
-                .map(Duration::from_secs),
+            log_format: match o.log_format.or(file.log_format) {
+                Some(f) => f.parse()?,
+                None => LogFormat::default(),
+            },
+            log_level: o.log_level.or(file.log_level),
         })
     }
 }
@@ -233,7 +255,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.data_dir, c.workers.threads, c.retention),
+            (c.data_dir, c.workers.threads, c.maintenance.retention),
             (PathBuf::from("d"), 3, Some(Duration::from_secs(60)))
         );
         assert_eq!(c.queues[0].concurrency, 1);

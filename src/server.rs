@@ -1,17 +1,15 @@
 //! The engine of `remotask serve`: opens the data directory (SQLite file, module blobs,
-//! compiled-module cache), applies the configured queues, starts the worker pool and the
-//! retention cleaner. The HTTP router mounts on [`Server::service`]. Needs a tokio runtime.
+//! compiled-module cache), applies the configured queues, starts the worker pool on the
+//! in-process source and the maintenance tasks (rescuer, scheduler, retention cleaner). The
+//! HTTP router mounts on [`Server::service`]. Needs a tokio runtime.
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::task::JoinHandle;
 
 use crate::config::ServerConfig;
 use crate::domain::{SystemClock, TaskName};
 use crate::sandbox::{Sandbox, SandboxConfig};
-use crate::service::{Service, ServiceError};
+use crate::service::{LocalSource, Maintenance, Service, ServiceError};
 use crate::store::{BlobStore, SqliteStore};
 use crate::worker::WorkerPool;
 
@@ -20,7 +18,7 @@ use crate::worker::WorkerPool;
 pub struct Server {
     pub service: Service,
     pool: WorkerPool,
-    cleaner: Option<JoinHandle<()>>,
+    maintenance: Maintenance,
 }
 
 /// Why the engine could not start.
@@ -56,24 +54,22 @@ impl Server {
             pool_slots: (config.workers.threads as u32 * 2).max(8),
             ..SandboxConfig::default()
         })?;
-        let service = Service::new(Arc::new(store), blobs, sandbox, Arc::new(SystemClock));
+        let service = Service::new(
+            Arc::new(store),
+            blobs,
+            sandbox.clone(),
+            Arc::new(SystemClock),
+        );
         for queue in &config.queues {
             service.put_queue(queue.clone()).await?;
         }
-        let pool = WorkerPool::start(service.clone(), config.workers.clone());
-        let cleaner = config.retention.map(|keep| {
-            let service = service.clone();
-            tokio::spawn(async move {
-                loop {
-                    let _ = service.clean(Some(keep)).await;
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                }
-            })
-        });
+        let source = LocalSource::new(service.clone(), config.maintenance.requeue_delay);
+        let pool = WorkerPool::start(source, sandbox, config.workers.clone());
+        let maintenance = Maintenance::start(service.clone(), config.maintenance);
         Ok(Self {
             service,
             pool,
-            cleaner,
+            maintenance,
         })
     }
 
@@ -111,10 +107,8 @@ impl Server {
 
     /// Graceful shutdown: stop claiming, let attempts finish within the grace period,
     /// requeue the rest unspent.
-    pub async fn shutdown(mut self) {
-        if let Some(cleaner) = self.cleaner.take() {
-            cleaner.abort();
-        }
+    pub async fn shutdown(self) {
+        self.maintenance.stop();
         self.pool.shutdown().await;
     }
 }

@@ -14,6 +14,7 @@ use clap::Args;
 use crate::config::{Overrides, ServerConfig};
 use crate::http::{self, AppState};
 use crate::server::Server;
+use crate::telemetry::{self, notice};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -39,6 +40,13 @@ pub struct ServeArgs {
     /// the built examples: `--register-dir target/wasm32-wasip1/release`.
     #[arg(long, value_name = "DIR")]
     pub register_dir: Vec<PathBuf>,
+    /// How log lines are written: `human` (default) or `json` (one object per line).
+    #[arg(long, env = "REMOTASK_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Which log lines are written: a filter such as `info` or `remotask=debug` (default
+    /// info). `RUST_LOG` wins when set.
+    #[arg(long, value_name = "FILTER")]
+    pub log_level: Option<String>,
 }
 
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
@@ -48,9 +56,12 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         lease_ttl_seconds: args.lease_ttl,
         requeue_delay_seconds: args.requeue_delay,
         bind: args.bind,
+        log_format: args.log_format,
+        log_level: args.log_level,
     };
     let config =
         ServerConfig::load(args.config.as_deref(), overrides).map_err(anyhow::Error::msg)?;
+    telemetry::init(config.log_format, config.log_level.as_deref()).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,14 +71,14 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         for dir in &args.register_dir {
             let names = server.register_dir(dir).await?;
             let names: Vec<String> = names.iter().map(ToString::to_string).collect();
-            eprintln!(
-                "remotask: registered {} from {}",
+            notice(format_args!(
+                "registered {} from {}",
                 names.join(", "),
                 dir.display()
-            );
+            ));
         }
         if let Some(path) = http::ensure_admin_token(&server.service, &config.data_dir).await? {
-            eprintln!("remotask: created an admin token in {}", path.display());
+            notice(format_args!("created an admin token in {}", path.display()));
         }
         let listener = tokio::net::TcpListener::bind(config.bind)
             .await
@@ -79,20 +90,20 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let mut api = tokio::spawn(http::serve(listener, state, async move {
             stopped.notified().await
         }));
-        eprintln!(
-            "remotask: serving {} with {} worker threads",
+        notice(format_args!(
+            "serving {} with {} worker threads",
             config.data_dir.display(),
             config.workers.threads
-        );
-        eprintln!("remotask: listening on http://{addr}");
-        eprintln!("remotask: ready");
+        ));
+        notice(format_args!("listening on http://{addr}"));
+        notice(format_args!("ready"));
         tokio::select! {
             r = wait_for_signal() => r?,
             r = &mut api => {
                 r.context("the HTTP server stopped")?.context("the HTTP server failed")?;
             }
         }
-        eprintln!("remotask: shutting down");
+        notice(format_args!("shutting down"));
         // Stop taking requests, then let the workers finish; open long-polls and event
         // streams get a moment to end before they are dropped.
         stop.notify_one();

@@ -67,6 +67,31 @@ pub struct AttemptReport {
     pub receipt: Receipt,
 }
 
+impl AttemptReport {
+    /// An attempt that a fault of the host ended (`host_error`) before the guest ran: no
+    /// output, no cost; `cache` says how its module was found.
+    pub fn host_error(message: impl Into<String>, cache: CacheStatus) -> Self {
+        AttemptReport {
+            reason: Reason::HostError,
+            trap_kind: None,
+            exit_code: None,
+            message: Some(message.into()),
+            output: Vec::new(),
+            stderr: Vec::new(),
+            stderr_truncated: false,
+            receipt: Receipt {
+                fuel_consumed: None,
+                peak_memory_bytes: 0,
+                wall_us: 0,
+                instantiate_us: 0,
+                compile_cache: cache,
+                stdout_bytes: 0,
+                stderr_bytes: 0,
+            },
+        }
+    }
+}
+
 /// What an attempt cost.
 #[derive(Debug, Clone, Serialize)]
 pub struct Receipt {
@@ -189,9 +214,9 @@ pub(super) fn run_blocking(
             {
                 Ok(rt) => *slot = Some(rt),
                 Err(e) => {
-                    return host_error(
-                        module,
+                    return AttemptReport::host_error(
                         format!("cannot start a runtime for the attempt: {e}"),
+                        module.cache,
                     );
                 }
             }
@@ -215,7 +240,10 @@ pub(super) async fn run(
         match sandbox.inner.scratch.take() {
             Ok(dir) => Some(dir),
             Err(e) => {
-                return host_error(module, format!("cannot create the scratch directory: {e}"));
+                return AttemptReport::host_error(
+                    format!("cannot create the scratch directory: {e}"),
+                    module.cache,
+                );
             }
         }
     } else {
@@ -237,7 +265,10 @@ pub(super) async fn run(
     if let Some(dir) = &scratch
         && let Err(e) = wasi.preopened_dir(dir.path(), "/tmp", FsPerms::ReadWrite)
     {
-        return host_error(module, format!("cannot open the scratch directory: {e:#}"));
+        return AttemptReport::host_error(
+            format!("cannot open the scratch directory: {e:#}"),
+            module.cache,
+        );
     }
 
     let state = AttemptState {
@@ -256,7 +287,7 @@ pub(super) async fn run(
     store.limiter(|s| &mut s.limiter);
     let fuel_metering = sandbox.config().fuel_metering;
     if fuel_metering && let Err(e) = store.set_fuel(limits.fuel) {
-        return host_error(module, format!("cannot set fuel: {e:#}"));
+        return AttemptReport::host_error(format!("cannot set fuel: {e:#}"), module.cache);
     }
     store.set_epoch_deadline(1);
     store.epoch_deadline_callback(|mut ctx| {
@@ -332,25 +363,4 @@ pub(super) async fn run(
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
-}
-
-fn host_error(module: &TaskModule, message: String) -> AttemptReport {
-    AttemptReport {
-        reason: Reason::HostError,
-        trap_kind: None,
-        exit_code: None,
-        message: Some(message),
-        output: Vec::new(),
-        stderr: Vec::new(),
-        stderr_truncated: false,
-        receipt: Receipt {
-            fuel_consumed: None,
-            peak_memory_bytes: 0,
-            wall_us: 0,
-            instantiate_us: 0,
-            compile_cache: module.cache,
-            stdout_bytes: 0,
-            stderr_bytes: 0,
-        },
-    }
 }

@@ -4,12 +4,14 @@
 
 mod events;
 mod explain;
+mod maintenance;
 mod schedules;
+mod source;
 mod submit;
 mod tokens;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,16 +19,17 @@ use tokio::sync::Notify;
 
 pub use events::{DURATION_BUCKETS, JobEvent, Metrics, MetricsSnapshot};
 pub use explain::Explanation;
+pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use schedules::{ScheduleRequest, ScheduleView};
+pub use source::LocalSource;
 pub use submit::SubmitRequest;
 pub use tokens::{NewToken, hash_secret};
 
 use crate::domain::{
-    AttemptRecord, CancelOutcome, Clock, Job, JobFilter, JobId, JobState, Lease, ModuleDigest,
-    NewJob, QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord, TaskVersion,
-    Timestamp,
+    AttemptRecord, CancelOutcome, Clock, Job, JobFilter, JobId, JobState, ModuleDigest, NewJob,
+    QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp,
 };
-use crate::sandbox::{AdmissionError, AdmissionReport, CancelToken, Sandbox};
+use crate::sandbox::{AdmissionError, AdmissionReport, Sandbox};
 use crate::store::{BlobError, BlobStore, Inserted, Store, StoreError};
 
 /// Why a use-case could not be carried out.
@@ -79,18 +82,21 @@ pub(crate) struct Shared {
     pub(crate) blobs: BlobStore,
     pub(crate) sandbox: Sandbox,
     pub(crate) clock: Arc<dyn Clock>,
-    /// Wakes idle workers: something was submitted, released or retried.
+    /// Wakes waiting claims: something was submitted, released or retried, or a queue
+    /// changed. Raised through [`Shared::wake_work`], which counts it in `work_seq`.
     pub(crate) work: Notify,
-    /// Wakes workers waiting for room in a queue at its concurrency: a running job ended.
+    /// Wakes claims waiting for room in a queue at its concurrency: a running job ended.
+    /// Raised through [`Shared::wake_room`], which counts it in `room_seq`.
     pub(crate) room: Notify,
+    /// How often `work` and `room` were raised: a claim that came back short remembers them
+    /// (its cursor), and the next claim waits only if neither moved since.
+    work_seq: AtomicU64,
+    room_seq: AtomicU64,
     /// Wakes the scheduler: a schedule was created, changed or resumed.
     pub(crate) schedules: Notify,
-    /// The attempts running in this process, by job.
-    pub(crate) running: Mutex<HashMap<JobId, InFlight>>,
-    /// Cancels of running jobs not (yet) among `running`: a job is `running` in the store
-    /// when its claim commits, a moment before its worker registers it here. Touched only with
-    /// `running` locked, so a cancel and a registration cannot pass each other.
-    pub(crate) cancels_ahead: Mutex<HashMap<JobId, std::time::Instant>>,
+    /// Cancels of running jobs, for the worker pools of this process (which keep the
+    /// attempts in flight); pools elsewhere learn of them at their next heartbeat.
+    pub(crate) cancels: tokio::sync::broadcast::Sender<JobId>,
     /// Jobs that a write of this process is making `queued` (a submit, a release, a retry)
     /// and that have not been announced `queued` yet. A worker can claim such a job before
     /// the write is acknowledged (a parked claim rides in the submit's own transaction, and
@@ -136,6 +142,26 @@ struct CachedQueues {
 }
 
 impl Shared {
+    /// Wakes waiting claims: there may be work.
+    pub(crate) fn wake_work(&self) {
+        self.work_seq.fetch_add(1, Ordering::SeqCst);
+        self.work.notify_waiters();
+    }
+
+    /// Wakes claims waiting for room: a running job ended.
+    pub(crate) fn wake_room(&self) {
+        self.room_seq.fetch_add(1, Ordering::SeqCst);
+        self.room.notify_waiters();
+    }
+
+    /// How often work and room were signalled so far.
+    pub(crate) fn signals(&self) -> (u64, u64) {
+        (
+            self.work_seq.load(Ordering::SeqCst),
+            self.room_seq.load(Ordering::SeqCst),
+        )
+    }
+
     /// How long cached queue settings are trusted when this process changed nothing (another
     /// process sharing the store may have).
     const QUEUE_SETTINGS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
@@ -190,14 +216,6 @@ fn config_of(queues: &QueueSettings, name: &QueueName) -> QueueConfig {
         .unwrap_or_else(|| QueueConfig::with_defaults(name.clone()))
 }
 
-/// One attempt in flight in this process: how to stop it and the lease it runs under.
-pub(crate) struct InFlight {
-    pub(crate) cancel: CancelToken,
-    pub(crate) lease: Lease,
-    /// Set by shutdown: the attempt is interrupted, not cancelled, and does not count.
-    pub(crate) interrupted: Arc<AtomicBool>,
-}
-
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
@@ -221,9 +239,10 @@ impl Service {
                 clock,
                 work: Notify::new(),
                 room: Notify::new(),
+                work_seq: AtomicU64::new(0),
+                room_seq: AtomicU64::new(0),
                 schedules: Notify::new(),
-                running: Mutex::default(),
-                cancels_ahead: Mutex::default(),
+                cancels: tokio::sync::broadcast::channel(1024).0,
                 unannounced: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
@@ -244,7 +263,7 @@ impl Service {
     /// Wakes idle workers and the scheduler, as a submit does; for when an injected clock
     /// moved, so what became due is seen at once.
     pub fn wake(&self) {
-        self.shared.work.notify_waiters();
+        self.shared.wake_work();
         self.shared.schedules.notify_waiters();
     }
 
@@ -441,7 +460,7 @@ impl Service {
                 }),
             }
         }
-        self.shared.work.notify_waiters();
+        self.shared.wake_work();
         Ok(out)
     }
 
@@ -539,25 +558,8 @@ impl Service {
         match outcome {
             CancelOutcome::NotFound => return Err(ServiceError::JobNotFound(id)),
             CancelOutcome::Running => {
-                let running = self
-                    .shared
-                    .running
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner());
-                match running.get(&id) {
-                    Some(flight) => flight.cancel.cancel(),
-                    None => {
-                        // Claimed but not registered yet, or running in another process
-                        // (whose heartbeats pass the cancel on); kept a minute at most.
-                        let mut ahead = self
-                            .shared
-                            .cancels_ahead
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        ahead.retain(|_, at| at.elapsed() < Duration::from_secs(60));
-                        ahead.insert(id, std::time::Instant::now());
-                    }
-                }
+                // To this process's pools; pools elsewhere see it at their next heartbeat.
+                let _ = self.shared.cancels.send(id);
             }
             CancelOutcome::Cancelled => {
                 if let Ok(job) = self.job(id).await {
@@ -625,7 +627,7 @@ impl Service {
                 job.state
             )));
         }
-        self.shared.work.notify_waiters();
+        self.shared.wake_work();
         self.job(id).await
     }
 
@@ -640,7 +642,7 @@ impl Service {
                 job.state
             )));
         }
-        self.shared.work.notify_waiters();
+        self.shared.wake_work();
         self.job(id).await
     }
 
@@ -689,10 +691,8 @@ impl Service {
     }
 
     fn queues_changed(&self) {
-        self.shared
-            .queues_changed
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.shared.work.notify_waiters();
+        self.shared.queues_changed.fetch_add(1, Ordering::SeqCst);
+        self.shared.wake_work();
     }
 
     pub async fn put_queue(&self, config: QueueConfig) -> ServiceResult<()> {

@@ -226,7 +226,7 @@ impl Service {
             }
         }
         if submitted > 0 {
-            self.shared.work.notify_waiters();
+            self.shared.wake_work();
         }
         Ok(submitted)
     }

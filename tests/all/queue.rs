@@ -479,7 +479,9 @@ async fn senaite_purged_on_pop_an_expired_lease_is_requeued_as_lease_lost() {
         .jobs;
     assert_eq!(claimed.len(), 1);
     clock.advance(Duration::from_secs(11));
-    let rescued = remotask::worker::rescue_expired(&e.service, clock.now(), Duration::from_secs(5))
+    let rescued = e
+        .service
+        .rescue_expired(clock.now(), Duration::from_secs(5))
         .await
         .unwrap();
     assert_eq!(rescued, vec![job.id]);

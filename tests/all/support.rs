@@ -129,10 +129,11 @@ pub(crate) fn remotask() -> Command {
 }
 
 /// A service on a fresh SQLite file, with the example and hostile guests registered, and
-/// (optionally) a running worker pool.
+/// (optionally) a running worker pool on the in-process source, with maintenance (rescuer,
+/// scheduler) beside it.
 pub(crate) struct Engine {
     pub(crate) service: remotask::service::Service,
-    pub(crate) pool: Option<remotask::worker::WorkerPool>,
+    pub(crate) pool: Option<(remotask::worker::WorkerPool, remotask::service::Maintenance)>,
     pub(crate) dir: tempfile::TempDir,
 }
 
@@ -171,19 +172,24 @@ impl Engine {
     pub(crate) fn start_workers(&mut self, threads: usize) {
         let config = remotask::worker::WorkerConfig {
             threads,
-            rescue_interval: Duration::from_millis(100),
             shutdown_grace: Duration::from_millis(500),
             worker_id: "test-worker".into(),
             ..Default::default()
         };
-        self.pool = Some(remotask::worker::WorkerPool::start(
-            self.service.clone(),
-            config,
-        ));
+        let maintenance = remotask::service::MaintenanceConfig {
+            rescue_interval: Duration::from_millis(100),
+            ..Default::default()
+        };
+        let source =
+            remotask::service::LocalSource::new(self.service.clone(), maintenance.requeue_delay);
+        let pool = remotask::worker::WorkerPool::start(source, sandbox().clone(), config);
+        let maintenance = remotask::service::Maintenance::start(self.service.clone(), maintenance);
+        self.pool = Some((pool, maintenance));
     }
 
     pub(crate) async fn stop_workers(&mut self) {
-        if let Some(pool) = self.pool.take() {
+        if let Some((pool, maintenance)) = self.pool.take() {
+            maintenance.stop();
             pool.shutdown().await;
         }
     }
