@@ -100,6 +100,13 @@ pub(super) async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiRes
         "remotask_attempt_duration_seconds_count {}",
         m.duration_count
     ));
+    w("# HELP remotask_background_errors_total Failures of background work in this process, by component.".into());
+    w("# TYPE remotask_background_errors_total counter".into());
+    for (component, n) in crate::telemetry::background_errors() {
+        w(format!(
+            "remotask_background_errors_total{{component=\"{component}\"}} {n}"
+        ));
+    }
     w("# HELP remotask_fuel_consumed_total Fuel consumed by attempts in this process.".into());
     w("# TYPE remotask_fuel_consumed_total counter".into());
     let mut last = String::new();

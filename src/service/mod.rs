@@ -290,6 +290,7 @@ impl Service {
         queue: QueueName,
         state: JobState,
     ) {
+        tracing::debug!(job = %id, task = %task, queue = %queue, state = %state, "job {state}");
         let event = JobEvent {
             id,
             task,

@@ -7,6 +7,7 @@ mod concurrency;
 mod guests;
 mod http;
 mod isolation;
+mod logs;
 mod outcomes;
 mod queue;
 mod schedules;

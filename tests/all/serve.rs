@@ -172,7 +172,7 @@ async fn serve_refuses_a_bad_config_with_a_clear_error() {
 }
 
 /// Runs the CLI against `url`, with the data dir for the admin token and no user config.
-fn cli(url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
+pub(crate) fn cli(url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = remotask()
         .args(args)
         .arg("--server")

@@ -1,0 +1,214 @@
+//! The ends of attempts: a stale lease writes nothing, and many ends in one write each
+//! apply under their own lease.
+
+use super::*;
+
+pub(super) async fn a_stale_lease_cannot_write(store: impl Store) {
+    let job = new_job("q", 0, T0);
+    let id = job.id;
+    store.insert_jobs(vec![job]).await.unwrap();
+    let q: QueueName = "q".parse().unwrap();
+    let first = store
+        .claim(&q, "a", 1, 1000, T0)
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    let expired = store.expired_leases(Timestamp(T0.0 + 2000)).await.unwrap();
+    assert_eq!(expired.len(), 1);
+    let error = JobError {
+        reason: Reason::LeaseLost,
+        message: "lease expired (a)".into(),
+    };
+    let retry = Finish::Retry {
+        run_at: T0,
+        limits: Limits::default(),
+        error,
+    };
+    assert!(
+        store
+            .finish(&expired[0], Some(attempt(1, Reason::LeaseLost)), retry, T0)
+            .await
+            .unwrap()
+    );
+    let second = store
+        .claim(&q, "b", 1, 1000, T0)
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_ne!(first.lease, second.lease);
+    let late = Finish::Completed {
+        output: b"stale".to_vec(),
+    };
+    assert!(
+        !store
+            .finish(&first, Some(attempt(1, Reason::Completed)), late, T0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .heartbeat(id, &first.lease, Timestamp(T0.0 + 9000))
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_progress(id, &first.lease, 1, 2).await.unwrap());
+    let done = Finish::Completed {
+        output: b"fresh".to_vec(),
+    };
+    assert!(
+        store
+            .finish(&second, Some(attempt(2, Reason::Completed)), done, T0)
+            .await
+            .unwrap()
+    );
+    let job = store.get_job(id).await.unwrap().unwrap();
+    assert_eq!(
+        (job.state, job.output.as_deref(), job.attempts),
+        (JobState::Completed, Some(&b"fresh"[..]), 2)
+    );
+    let reasons: Vec<Reason> = store
+        .attempts(id)
+        .await
+        .unwrap()
+        .iter()
+        .map(|a| a.reason)
+        .collect();
+    assert_eq!(reasons, vec![Reason::LeaseLost, Reason::Completed]);
+}
+
+pub(super) async fn many_attempts_end_in_one_write_each_under_its_own_lease(store: impl Store) {
+    let jobs: Vec<NewJob> = (0..4).map(|_| new_job("q", 0, T0)).collect();
+    let ids: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    let claimed = insert_and_claim(&store, jobs, 4).await;
+    let error = JobError {
+        reason: Reason::GuestError,
+        message: "no".into(),
+    };
+    let mut stale = claimed[2].lease;
+    stale.token += 1;
+    let end = |c: &Claimed, lease, reason: Option<Reason>, finish| AttemptEnd {
+        id: c.job.id,
+        queue: c.job.queue.clone(),
+        lease,
+        attempt: reason.map(|r| attempt(1, r)),
+        finish,
+    };
+    let done = |output: &[u8]| Finish::Completed {
+        output: output.to_vec(),
+    };
+    let ends = vec![
+        end(
+            &claimed[0],
+            claimed[0].lease,
+            Some(Reason::Completed),
+            done(b"zero"),
+        ),
+        end(
+            &claimed[1],
+            claimed[1].lease,
+            Some(Reason::GuestError),
+            Finish::Failed { error },
+        ),
+        end(&claimed[2], stale, Some(Reason::Completed), done(b"stale")),
+        end(&claimed[3], claimed[3].lease, None, Finish::Interrupted),
+    ];
+    let written = store.finish_many(ends, Timestamp(T0.0 + 7)).await.unwrap();
+    assert_eq!(written, vec![true, true, false, true]);
+    let mut states = Vec::new();
+    for id in &ids {
+        let job = store.get_job(*id).await.unwrap().unwrap();
+        let attempts = store.attempts(*id).await.unwrap().len();
+        states.push((job.state, job.attempts, attempts));
+    }
+    assert_eq!(
+        states,
+        vec![
+            (JobState::Completed, 1, 1),
+            (JobState::Failed, 1, 1),
+            (JobState::Running, 1, 0),
+            (JobState::Queued, 0, 0),
+        ]
+    );
+    let done = store.get_job(ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (done.output.as_deref(), done.finished_at),
+        (Some(&b"zero"[..]), Some(Timestamp(T0.0 + 7)))
+    );
+    assert!(store.finish_many(Vec::new(), T0).await.unwrap().is_empty());
+}
+
+/// More ends than one statement writes: stale leases among them, and one job twice (its stale
+/// attempt and its current one), each end written or refused on its own lease.
+pub(super) async fn a_large_batch_of_completions_writes_each_under_its_own_lease(
+    store: impl Store,
+) {
+    let n = 150;
+    let jobs: Vec<NewJob> = (0..n).map(|_| new_job("q", 0, T0)).collect();
+    let claimed = insert_and_claim(&store, jobs, n as u32).await;
+    assert_eq!(claimed.len(), n);
+    let stale = |c: &Claimed| Lease {
+        token: c.lease.token + 1,
+        ..c.lease
+    };
+    let mut ends: Vec<AttemptEnd> = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| AttemptEnd {
+            id: c.job.id,
+            queue: c.job.queue.clone(),
+            lease: if i % 7 == 3 { stale(c) } else { c.lease },
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish: Finish::Completed {
+                output: format!("out {i}").into_bytes(),
+            },
+        })
+        .collect();
+    // Job 0 ends twice: first under a stale lease, then under its own.
+    ends.insert(
+        0,
+        AttemptEnd {
+            lease: stale(&claimed[0]),
+            finish: Finish::Completed {
+                output: b"stale".to_vec(),
+            },
+            ..ends[0].clone()
+        },
+    );
+    let written = store.finish_many(ends, Timestamp(T0.0 + 9)).await.unwrap();
+    let mut expected = vec![false];
+    expected.extend((0..n).map(|i| i % 7 != 3));
+    assert_eq!(written, expected);
+    for (i, c) in claimed.iter().enumerate() {
+        let job = store.get_job(c.job.id).await.unwrap().unwrap();
+        let attempts = store.attempts(c.job.id).await.unwrap();
+        if i % 7 == 3 {
+            assert_eq!(
+                (job.state, attempts.len()),
+                (JobState::Running, 0),
+                "job {i}"
+            );
+        } else {
+            assert_eq!(
+                (job.state, job.output, job.finished_at),
+                (
+                    JobState::Completed,
+                    Some(format!("out {i}").into_bytes()),
+                    Some(Timestamp(T0.0 + 9))
+                ),
+                "job {i}"
+            );
+            assert_eq!(attempts.len(), 1, "job {i}");
+            assert_eq!(
+                (attempts[0].number, attempts[0].reason, &attempts[0].receipt),
+                (
+                    1,
+                    Reason::Completed,
+                    &serde_json::json!({"fuel_consumed": 1})
+                ),
+                "job {i}"
+            );
+        }
+    }
+}
