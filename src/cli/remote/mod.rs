@@ -13,15 +13,15 @@ mod submit;
 mod task;
 mod token;
 
-use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::PathBuf;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use base64::Engine as _;
 use clap::Args;
 use serde::Serialize;
 
 use super::client::{Client, Connection};
+use super::guest::{GuestArgs, Input};
 use crate::http::dto::{LimitsDto, SubmitJob};
 
 pub use job::JobCommand;
@@ -38,22 +38,12 @@ pub(super) use server::server;
 pub(super) use task::task;
 pub(super) use token::token;
 
-/// What a job runs with: input, arguments, environment, queue, priority, limits, retries.
-/// Shared by `job submit` and `schedule add|update`.
+/// What a job runs with: what its guest is given (the same flags as `remotask run`), queue,
+/// priority, limits, retries. Shared by `job submit` and `schedule add|update`.
 #[derive(Debug, Clone, Args)]
 pub struct JobArgs {
-    /// The input: a JSON value.
-    #[arg(long, conflicts_with = "input_file")]
-    pub input: Option<String>,
-    /// Read the input bytes from a file ("-" for stdin), passed as they are.
-    #[arg(long, value_name = "FILE")]
-    pub input_file: Option<PathBuf>,
-    /// An argument for the guest; repeat for more.
-    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub args: Vec<String>,
-    /// An environment variable K=V; repeat for more.
-    #[arg(long = "env", value_name = "K=V")]
-    pub env: Vec<String>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
     #[arg(long)]
     pub queue: Option<String>,
     /// Higher runs first.
@@ -86,40 +76,28 @@ pub struct BudgetArgs {
 impl JobArgs {
     /// The wire job for `task` with these settings.
     fn to_submit(&self, task: &str) -> anyhow::Result<SubmitJob> {
-        let a = self;
         let mut job = SubmitJob {
             task: task.to_owned(),
-            args: a.args.clone(),
-            env: env_pairs(&a.env)?,
-            queue: a.queue.clone(),
-            priority: a.priority,
-            context: a.context.clone(),
+            args: self.guest.args.clone(),
+            env: self.guest.env_pairs()?.into_iter().collect(),
+            queue: self.queue.clone(),
+            priority: self.priority,
+            context: self.context.clone(),
             ..SubmitJob::default()
         };
-        if let Some(text) = &a.input {
-            job.input = Some(
-                serde_json::from_str(text)
-                    .context("--input must be a JSON value (quote strings)")?,
-            );
-        } else if let Some(path) = &a.input_file {
-            let bytes = if path.as_os_str() == "-" {
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
-                buf
-            } else {
-                std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?
-            };
-            match String::from_utf8(bytes) {
+        match self.guest.input()? {
+            Input::None => {}
+            Input::Json { value, .. } => job.input = Some(value),
+            Input::Bytes(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => job.input_text = Some(text),
                 Err(e) => {
-                    use base64::Engine as _;
                     job.input_base64 =
                         Some(base64::engine::general_purpose::STANDARD.encode(e.into_bytes()));
                 }
-            }
+            },
         }
-        job.limits = a.budget.limits()?;
-        job.retry = a.budget.retry();
+        job.limits = self.budget.limits()?;
+        job.retry = self.budget.retry();
         Ok(job)
     }
 }
@@ -189,15 +167,6 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
         line(row.iter().map(String::as_str).collect());
     }
     out
-}
-
-fn env_pairs(env: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    env.iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => bail!("--env {kv:?} must be K=V"),
-        })
-        .collect()
 }
 
 fn mib(m: Option<u64>) -> anyhow::Result<Option<u64>> {

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use reqwest::Method;
 
-use super::{BudgetArgs, Client, Connection, block_on, env_pairs, path_part, print_json, table};
+use super::{BudgetArgs, Client, Connection, block_on, path_part, print_json, table};
+use crate::cli::guest::env_pairs;
 use crate::http::dto::{TaskDefaultsDto, TaskDto, UploadDto, VersionDetailDto};
 
 #[derive(Debug, Subcommand)]
@@ -73,7 +74,7 @@ impl DefaultsArgs {
             queue: self.queue.clone(),
             limits: self.budget.limits()?,
             retry: self.budget.retry(),
-            env: env_pairs(&self.env)?,
+            env: env_pairs(&self.env)?.into_iter().collect(),
         })
     }
 }
