@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use super::client::{Client, Connection};
 use super::guest::{GuestArgs, Input};
-use crate::http::dto::{LimitsDto, SubmitJob};
+use crate::http::dto::{JobSpec, LimitsDto};
 
 pub use job::JobCommand;
 pub use queue::QueueCommand;
@@ -75,15 +75,15 @@ pub struct BudgetArgs {
 
 impl JobArgs {
     /// The wire job for `task` with these settings.
-    fn to_submit(&self, task: &str) -> anyhow::Result<SubmitJob> {
-        let mut job = SubmitJob {
+    fn to_spec(&self, task: &str) -> anyhow::Result<JobSpec> {
+        let mut job = JobSpec {
             task: task.to_owned(),
             args: self.guest.args.clone(),
             env: self.guest.env_pairs()?.into_iter().collect(),
             queue: self.queue.clone(),
             priority: self.priority,
             context: self.context.clone(),
-            ..SubmitJob::default()
+            ..JobSpec::default()
         };
         match self.guest.input()? {
             Input::None => {}

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use reqwest::Method;
 
 use super::{Client, Connection, JobArgs, block_on, path_part, print_json, table};
-use crate::http::dto::{FireTimesDto, ScheduleDto, ScheduleInput};
+use crate::http::dto::{FireTimesDto, ScheduleDto, ScheduleInput, ScheduleOptions};
 
 #[derive(Debug, Subcommand)]
 pub enum ScheduleCommand {
@@ -76,31 +76,22 @@ pub struct ScheduleArgs {
 
 impl ScheduleArgs {
     fn to_input(&self) -> anyhow::Result<ScheduleInput> {
-        let job = self.job.to_submit(&self.task)?;
         Ok(ScheduleInput {
-            name: Some(self.name.clone()),
-            cron: self.cron.clone(),
-            tz: self.tz.clone(),
-            minute: self.minute.clone(),
-            hour: self.hour.clone(),
-            day_of_month: self.day_of_month.clone(),
-            month: self.month.clone(),
-            day_of_week: self.day_of_week.clone(),
-            delay_seconds: self.delay,
-            overlap: self.overlap.clone(),
-            catch_up: self.catch_up.clone(),
-            paused: self.paused,
-            task: job.task,
-            input: job.input,
-            input_text: job.input_text,
-            input_base64: job.input_base64,
-            args: job.args,
-            env: job.env,
-            queue: job.queue,
-            priority: job.priority,
-            limits: job.limits,
-            retry: job.retry,
-            context: job.context,
+            schedule: ScheduleOptions {
+                name: Some(self.name.clone()),
+                cron: self.cron.clone(),
+                tz: self.tz.clone(),
+                minute: self.minute.clone(),
+                hour: self.hour.clone(),
+                day_of_month: self.day_of_month.clone(),
+                month: self.month.clone(),
+                day_of_week: self.day_of_week.clone(),
+                delay_seconds: self.delay,
+                overlap: self.overlap.clone(),
+                catch_up: self.catch_up.clone(),
+                paused: self.paused,
+            },
+            job: self.job.to_spec(&self.task)?,
         })
     }
 }

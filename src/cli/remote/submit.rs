@@ -15,7 +15,7 @@ use reqwest::Method;
 use super::{Client, Connection, JobArgs, print_json};
 use crate::cli::run::exit_code_for;
 use crate::domain::Reason;
-use crate::http::dto::{BatchResult, JobDto, SubmitBatch, SubmitJob};
+use crate::http::dto::{BatchResult, JobDto, SubmitBatch, SubmitJob, SubmitOptions};
 
 #[derive(Debug, Clone, Args)]
 pub struct SubmitArgs {
@@ -72,10 +72,13 @@ pub(super) async fn submit(
 
 fn submit_body(a: &SubmitArgs) -> anyhow::Result<SubmitJob> {
     Ok(SubmitJob {
-        delay_seconds: a.delay,
-        hold: a.hold,
-        unique_key: a.unique_key.clone(),
-        ..a.job.to_submit(&a.task)?
+        job: a.job.to_spec(&a.task)?,
+        submit: SubmitOptions {
+            delay_seconds: a.delay,
+            run_at: None,
+            hold: a.hold,
+            unique_key: a.unique_key.clone(),
+        },
     })
 }
 

@@ -1,36 +1,34 @@
-//! Job shapes: a submit (one or a batch), a job as the API shows it with its attempts, a
-//! page of jobs, an explanation, the answers of cancel and clean, and job events.
+//! Job shapes: a submit (one or a batch; what the job runs is `spec.rs`), a job as the API
+//! shows it with its attempts, a page of jobs, an explanation, the answers of cancel and
+//! clean, and job events.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
+use serde::de::{Deserializer, MapAccess};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{PartialSchema, ToSchema};
 
-use super::{LimitsDto, encode_bytes, time};
-use crate::domain::{AttemptRecord, Job, RetryPolicy};
+use super::flat::{self, FieldGroup};
+use super::{JobSpec, LimitsDto, encode_bytes, time};
+use crate::domain::{AttemptRecord, Job};
 use crate::service::{Explanation, JobEvent};
 
-/// A job to submit.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// A job to submit: what it runs ([`JobSpec`]) and when it may start, all at the top level
+/// of the body.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct SubmitJob {
-    /// The task name.
-    pub task: String,
-    /// The input as a JSON value (the guest's stdin is its JSON text).
-    #[schema(value_type = Object)]
-    pub input: Option<Value>,
-    /// The input as text, passed as it is.
-    pub input_text: Option<String>,
-    /// The input as base64 bytes.
-    pub input_base64: Option<String>,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub queue: Option<String>,
-    #[serde(default)]
-    pub priority: i32,
+    #[serde(flatten)]
+    pub job: JobSpec,
+    #[serde(flatten)]
+    pub submit: SubmitOptions,
+}
+
+/// What only a submit says: when the job may start, and the key that keeps it unique.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct SubmitOptions {
     /// Run no earlier than this many seconds from now.
     pub delay_seconds: Option<f64>,
     /// Run no earlier than this RFC 3339 time.
@@ -39,10 +37,67 @@ pub struct SubmitJob {
     #[serde(default)]
     pub hold: bool,
     pub unique_key: Option<String>,
-    pub context: Option<String>,
-    pub limits: Option<LimitsDto>,
-    #[schema(value_type = Object)]
-    pub retry: Option<RetryPolicy>,
+}
+
+/// Every field of a submit, in the order an unknown field's error lists them (the order of
+/// the wire before the job's fields were a `JobSpec`); a test checks it against both groups.
+pub(super) const SUBMIT_FIELDS: &[&str] = &[
+    "task",
+    "input",
+    "input_text",
+    "input_base64",
+    "args",
+    "env",
+    "queue",
+    "priority",
+    "delay_seconds",
+    "run_at",
+    "hold",
+    "unique_key",
+    "context",
+    "limits",
+    "retry",
+];
+
+impl FieldGroup for SubmitOptions {
+    fn read_field<'de, M: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut M,
+    ) -> Result<bool, M::Error> {
+        match key {
+            "delay_seconds" => self.delay_seconds = map.next_value()?,
+            "run_at" => self.run_at = map.next_value()?,
+            "hold" => self.hold = map.next_value()?,
+            "unique_key" => self.unique_key = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubmitJob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (job, submit) = flat::deserialize(deserializer, "SubmitJob", SUBMIT_FIELDS)?;
+        Ok(Self { job, submit })
+    }
+}
+
+impl PartialSchema for SubmitJob {
+    fn schema() -> RefOr<Schema> {
+        flat::schema::<JobSpec, SubmitOptions>("A job to submit.")
+    }
+}
+
+impl ToSchema for SubmitJob {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("SubmitJob")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        JobSpec::schemas(schemas);
+        SubmitOptions::schemas(schemas);
+    }
 }
 
 /// Many jobs at once, stored in one transaction.

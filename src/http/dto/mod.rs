@@ -4,11 +4,16 @@
 //! base64, with the encoding named. Nothing here reads a request or calls the service: the
 //! handlers do, with these shapes.
 
+mod flat;
 mod job;
 mod queue;
 mod schedule;
+mod spec;
 mod task;
 mod token;
+
+#[cfg(test)]
+mod tests;
 
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -22,10 +27,11 @@ use crate::domain::{Limits, LimitsOverride, Timestamp};
 
 pub use job::{
     AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto,
-    JobDto, JobErrorDto, JobList, ProgressDto, SubmitBatch, SubmitJob,
+    JobDto, JobErrorDto, JobList, ProgressDto, SubmitBatch, SubmitJob, SubmitOptions,
 };
 pub use queue::QueueDto;
-pub use schedule::{FireTimesDto, ScheduleDto, ScheduleInput};
+pub use schedule::{FireTimesDto, ScheduleDto, ScheduleInput, ScheduleOptions};
+pub use spec::JobSpec;
 pub use task::{TaskDefaultsDto, TaskDto, UploadDto, VersionDetailDto, VersionDto};
 pub use token::{CreateToken, TokenDto};
 

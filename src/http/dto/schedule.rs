@@ -1,20 +1,33 @@
-//! Schedule shapes: what creating or updating a schedule sends, a schedule as the API shows
-//! it (with its last job), and a preview of fire times.
+//! Schedule shapes: what creating or updating a schedule sends (its job is a `JobSpec`), a
+//! schedule as the API shows it (with its last job), and a preview of fire times.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
 
+use serde::de::{Deserializer, MapAccess};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{PartialSchema, ToSchema};
 
-use super::{JobDto, LimitsDto, encode_bytes, time};
-use crate::domain::{Job, RetryPolicy};
+use super::flat::{self, FieldGroup};
+use super::{JobDto, JobSpec, encode_bytes, time};
+use crate::domain::Job;
 
 /// A schedule to create or update: the spec (exactly one of `cron` (+ `tz`), the field sets,
-/// `delay_seconds`), the job each fire submits, and the policies.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
+/// `delay_seconds`), the job each fire submits ([`JobSpec`]), and the policies, all at the
+/// top level of the body.
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct ScheduleInput {
+    #[serde(flatten)]
+    pub schedule: ScheduleOptions,
+    #[serde(flatten)]
+    pub job: JobSpec,
+}
+
+/// What only a schedule says: its name, its spec, its policies, whether it starts paused.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct ScheduleOptions {
     /// The schedule's name (on create; on update it must match the path or be absent).
     pub name: Option<String>,
     /// A cron expression: 5 fields, or 6 with seconds first.
@@ -35,23 +48,86 @@ pub struct ScheduleInput {
     pub catch_up: Option<String>,
     #[serde(default)]
     pub paused: bool,
-    /// The task each fire runs.
-    pub task: String,
-    #[schema(value_type = Object)]
-    pub input: Option<Value>,
-    pub input_text: Option<String>,
-    pub input_base64: Option<String>,
-    #[serde(default)]
-    pub args: Vec<String>,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    pub queue: Option<String>,
-    #[serde(default)]
-    pub priority: i32,
-    pub limits: Option<LimitsDto>,
-    #[schema(value_type = Object)]
-    pub retry: Option<RetryPolicy>,
-    pub context: Option<String>,
+}
+
+/// Every field of a schedule, in the order an unknown field's error lists them; a test checks
+/// it against both groups.
+pub(super) const SCHEDULE_FIELDS: &[&str] = &[
+    "name",
+    "cron",
+    "tz",
+    "minute",
+    "hour",
+    "day_of_month",
+    "month",
+    "day_of_week",
+    "delay_seconds",
+    "overlap",
+    "catch_up",
+    "paused",
+    "task",
+    "input",
+    "input_text",
+    "input_base64",
+    "args",
+    "env",
+    "queue",
+    "priority",
+    "limits",
+    "retry",
+    "context",
+];
+
+impl FieldGroup for ScheduleOptions {
+    fn read_field<'de, M: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut M,
+    ) -> Result<bool, M::Error> {
+        match key {
+            "name" => self.name = map.next_value()?,
+            "cron" => self.cron = map.next_value()?,
+            "tz" => self.tz = map.next_value()?,
+            "minute" => self.minute = map.next_value()?,
+            "hour" => self.hour = map.next_value()?,
+            "day_of_month" => self.day_of_month = map.next_value()?,
+            "month" => self.month = map.next_value()?,
+            "day_of_week" => self.day_of_week = map.next_value()?,
+            "delay_seconds" => self.delay_seconds = map.next_value()?,
+            "overlap" => self.overlap = map.next_value()?,
+            "catch_up" => self.catch_up = map.next_value()?,
+            "paused" => self.paused = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for ScheduleInput {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (schedule, job) = flat::deserialize(deserializer, "ScheduleInput", SCHEDULE_FIELDS)?;
+        Ok(Self { schedule, job })
+    }
+}
+
+impl PartialSchema for ScheduleInput {
+    fn schema() -> RefOr<Schema> {
+        flat::schema::<ScheduleOptions, JobSpec>(
+            "A schedule to create or update: the spec (exactly one of `cron` (+ `tz`), the \
+             field sets,\n`delay_seconds`), the job each fire submits, and the policies.",
+        )
+    }
+}
+
+impl ToSchema for ScheduleInput {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("ScheduleInput")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        ScheduleOptions::schemas(schemas);
+        JobSpec::schemas(schemas);
+    }
 }
 
 /// A schedule as the API shows it.
