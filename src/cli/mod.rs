@@ -2,6 +2,7 @@
 //! the finished types (`Limits`, module bytes) once, then calls the library.
 
 mod client;
+mod guest;
 mod remote;
 mod run;
 mod serve;
@@ -12,6 +13,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 pub use client::{Client, Connection};
+pub use guest::GuestArgs;
 pub use remote::{
     JobCommand, QueueCommand, ScheduleCommand, ServerCommand, TaskCommand, TokenCommand,
 };

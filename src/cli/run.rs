@@ -6,11 +6,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use base64::Engine as _;
 use clap::Args;
 use serde_json::json;
 
+use super::guest::GuestArgs;
 use crate::domain::{Limits, Reason};
 use crate::sandbox::{AttemptReport, AttemptRequest, Sandbox, SandboxConfig};
 
@@ -18,18 +19,8 @@ use crate::sandbox::{AttemptReport, AttemptRequest, Sandbox, SandboxConfig};
 pub struct RunArgs {
     /// The module (.wasm binary).
     pub module: PathBuf,
-    /// The input: a JSON value, passed to the guest's stdin.
-    #[arg(long, conflicts_with = "input_file")]
-    pub input: Option<String>,
-    /// Read the input bytes from a file ("-" for stdin), passed as they are.
-    #[arg(long, value_name = "FILE")]
-    pub input_file: Option<PathBuf>,
-    /// An argument for the guest (argv[1..]); repeat for more.
-    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
-    pub args: Vec<String>,
-    /// An environment variable K=V for the guest; repeat for more. Nothing else is visible.
-    #[arg(long = "env", value_name = "K=V")]
-    pub env: Vec<String>,
+    #[command(flatten)]
+    pub guest: GuestArgs,
     /// Fuel budget (CPU), roughly one unit per wasm instruction.
     #[arg(long, default_value_t = Limits::default().fuel)]
     pub fuel: u64,
@@ -78,15 +69,8 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.stdout_cap,
         Limits::default().stderr_bytes,
     )?;
-    let input = read_input(&args)?;
-    let env = args
-        .env
-        .iter()
-        .map(|kv| match kv.split_once('=') {
-            Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
-            _ => bail!("--env {kv:?} is not of the form KEY=VALUE"),
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let input = args.guest.input()?.into_bytes();
+    let env = args.guest.env_pairs()?;
     let bytes = read_module(&args.module)?;
     let sandbox = Sandbox::new(SandboxConfig {
         pool_slots: 0,
@@ -106,7 +90,7 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         AttemptRequest {
             task_name,
             input,
-            args: args.args,
+            args: args.guest.args,
             env,
             limits,
             ..Default::default()
@@ -167,25 +151,6 @@ pub(super) fn inspect(path: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
 
 fn read_module(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read module {}", path.display()))
-}
-
-fn read_input(args: &RunArgs) -> anyhow::Result<Vec<u8>> {
-    if let Some(json) = &args.input {
-        serde_json::from_str::<serde_json::Value>(json).context("--input is not valid JSON")?;
-        return Ok(json.clone().into_bytes());
-    }
-    match &args.input_file {
-        Some(p) if p.as_os_str() == "-" => {
-            let mut buf = Vec::new();
-            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-                .context("cannot read stdin")?;
-            Ok(buf)
-        }
-        Some(p) => {
-            std::fs::read(p).with_context(|| format!("cannot read input file {}", p.display()))
-        }
-        None => Ok(Vec::new()),
-    }
 }
 
 /// Text as a JSON string when it is UTF-8, else base64 with an `_encoding` marker.

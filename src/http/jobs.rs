@@ -15,12 +15,12 @@ use utoipa::IntoParams;
 use super::body::{Query, parse_json, read_body};
 use super::dto::{
     AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, ExplainDto, JobDto,
-    JobList, SubmitBatch, SubmitJob, parse_time,
+    JobList, JobSpec, SubmitBatch, SubmitJob, parse_time,
 };
 use super::error::{ApiError, ApiResult};
 use super::{AppState, Caller, HttpCaps};
 use crate::domain::{CancelOutcome, JobFilter};
-use crate::domain::{Job, JobId, JobState, Role};
+use crate::domain::{Job, JobId, JobState, JobTemplate, Role};
 use crate::service::SubmitRequest;
 
 /// The longest a client may ask `GET /v1/jobs/{id}?wait=` to wait, in seconds.
@@ -37,12 +37,9 @@ fn invalid(field: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::unprocessable("invalid", format!("{field}: {e}"))
 }
 
-/// Turns a submitted job into a service request, checking what the wire can get wrong.
-pub(super) fn to_request(
-    job: SubmitJob,
-    caps: &HttpCaps,
-    submitter: &str,
-) -> ApiResult<SubmitRequest> {
+/// Checks what the wire can get wrong in a job and turns it into the service's template: the
+/// one conversion of a [`JobSpec`], for submits and schedules alike.
+pub(super) fn job_template(job: JobSpec, caps: &HttpCaps) -> ApiResult<JobTemplate> {
     let given = [
         job.input.is_some(),
         job.input_text.is_some(),
@@ -81,7 +78,25 @@ pub(super) fn to_request(
         Some(q) => Some(q.parse().map_err(|e| invalid("queue", e))?),
         None => None,
     };
-    let delay = match job.delay_seconds {
+    Ok(JobTemplate {
+        task,
+        input,
+        args: job.args,
+        env: job.env.into_iter().collect(),
+        queue,
+        priority: job.priority,
+        limits: job.limits.map(|l| l.to_override()).unwrap_or_default(),
+        retry: job.retry,
+        context: job.context,
+    })
+}
+
+/// Turns a submitted job into a service request: its [`job_template`], when it may start,
+/// its unique key and who submitted it.
+fn to_request(body: SubmitJob, caps: &HttpCaps, submitter: &str) -> ApiResult<SubmitRequest> {
+    let job = job_template(body.job, caps)?;
+    let submit = body.submit;
+    let delay = match submit.delay_seconds {
         Some(d) if d.is_finite() && (0.0..=366.0 * 86_400.0).contains(&d) => {
             Some(Duration::from_secs_f64(d))
         }
@@ -93,18 +108,18 @@ pub(super) fn to_request(
         }
         None => None,
     };
-    let run_at = job.run_at.as_deref().map(parse_time).transpose()?;
-    let mut request = SubmitRequest::new(task, input);
+    let run_at = submit.run_at.as_deref().map(parse_time).transpose()?;
+    let mut request = SubmitRequest::new(job.task, job.input);
     request.args = job.args;
-    request.env = job.env.into_iter().collect();
-    request.queue = queue;
+    request.env = job.env;
+    request.queue = job.queue;
     request.priority = job.priority;
     request.delay = delay;
     request.run_at = run_at;
-    request.hold = job.hold;
-    request.unique_key = job.unique_key;
+    request.hold = submit.hold;
+    request.unique_key = submit.unique_key;
     request.context = job.context;
-    request.limits = job.limits.map(|l| l.to_override()).unwrap_or_default();
+    request.limits = job.limits;
     request.retry = job.retry;
     request.submitter = Some(submitter.to_owned());
     Ok(request)

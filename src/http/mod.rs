@@ -1,6 +1,6 @@
 //! The HTTP API: the only code that knows axum and the JSON wire shapes. Everything is under
 //! `/v1` except `/healthz` and `/metrics`. Handlers check the caller's role, turn wire shapes
-//! into service requests (`dto.rs`), call [`Service`] and turn the answer back. The OpenAPI
+//! into service requests (`dto/`), call [`Service`] and turn the answer back. The OpenAPI
 //! document is generated from the handlers' annotations, so it cannot drift from the routes.
 //!
 //! Roles: `read` reads everything but tokens; `submit` also submits and manages jobs;

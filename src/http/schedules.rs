@@ -9,10 +9,10 @@ use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::body::{Query, parse_json, read_body};
-use super::dto::{FireTimesDto, ScheduleDto, ScheduleInput, SubmitJob, time};
+use super::dto::{FireTimesDto, ScheduleDto, ScheduleInput, time};
 use super::error::{ApiError, ApiResult};
-use super::{AppState, Caller};
-use crate::domain::{CatchUp, JobTemplate, Overlap, Role, ScheduleName, SpecDef};
+use super::{AppState, Caller, HttpCaps};
+use crate::domain::{CatchUp, Overlap, Role, ScheduleName, SpecDef};
 use crate::service::ScheduleRequest;
 
 fn schedule_name(raw: &str) -> ApiResult<ScheduleName> {
@@ -36,50 +36,26 @@ fn policy<T: serde::de::DeserializeOwned + Default>(
     }
 }
 
-fn to_request(input: ScheduleInput, s: &AppState, caller: &Caller) -> ApiResult<ScheduleRequest> {
+fn to_request(input: ScheduleInput, caps: &HttpCaps) -> ApiResult<ScheduleRequest> {
+    let schedule = input.schedule;
     let spec = SpecDef {
-        cron: input.cron,
-        tz: input.tz,
-        minute: input.minute,
-        hour: input.hour,
-        day_of_month: input.day_of_month,
-        month: input.month,
-        day_of_week: input.day_of_week,
-        delay_seconds: input.delay_seconds,
+        cron: schedule.cron,
+        tz: schedule.tz,
+        minute: schedule.minute,
+        hour: schedule.hour,
+        day_of_month: schedule.day_of_month,
+        month: schedule.month,
+        day_of_week: schedule.day_of_week,
+        delay_seconds: schedule.delay_seconds,
     };
-    let overlap: Overlap = policy("overlap", input.overlap.as_deref(), "skip, allow")?;
-    let catch_up: CatchUp = policy("catch_up", input.catch_up.as_deref(), "none, one, all")?;
-    let job = SubmitJob {
-        task: input.task,
-        input: input.input,
-        input_text: input.input_text,
-        input_base64: input.input_base64,
-        args: input.args,
-        env: input.env,
-        queue: input.queue,
-        priority: input.priority,
-        limits: input.limits,
-        retry: input.retry,
-        context: input.context,
-        ..SubmitJob::default()
-    };
-    let r = super::jobs::to_request(job, &s.caps, &caller.token_id)?;
+    let overlap: Overlap = policy("overlap", schedule.overlap.as_deref(), "skip, allow")?;
+    let catch_up: CatchUp = policy("catch_up", schedule.catch_up.as_deref(), "none, one, all")?;
     Ok(ScheduleRequest {
         spec,
-        job: JobTemplate {
-            task: r.task,
-            input: r.input,
-            args: r.args,
-            env: r.env,
-            queue: r.queue,
-            priority: r.priority,
-            limits: r.limits,
-            retry: r.retry,
-            context: r.context,
-        },
+        job: super::jobs::job_template(input.job, caps)?,
         overlap,
         catch_up,
-        paused: input.paused,
+        paused: schedule.paused,
     })
 }
 
@@ -100,11 +76,12 @@ pub(super) async fn create(
     let input: ScheduleInput = parse_json(&bytes)?;
     let name = schedule_name(
         input
+            .schedule
             .name
             .as_deref()
             .ok_or_else(|| ApiError::bad_request("invalid_json", "missing field `name`"))?,
     )?;
-    let request = to_request(input, &s, &caller)?;
+    let request = to_request(input, &s.caps)?;
     let r = s.service.create_schedule(&name, request).await?;
     Ok((
         StatusCode::CREATED,
@@ -162,13 +139,18 @@ pub(super) async fn update(
     let name = schedule_name(&name)?;
     let bytes = read_body(body, s.caps.body_bytes, "the request body").await?;
     let input: ScheduleInput = parse_json(&bytes)?;
-    if input.name.as_deref().is_some_and(|n| n != name.as_str()) {
+    if input
+        .schedule
+        .name
+        .as_deref()
+        .is_some_and(|n| n != name.as_str())
+    {
         return Err(ApiError::bad_request(
             "invalid_json",
             "`name` must match the schedule in the path (rename by delete and create)",
         ));
     }
-    let request = to_request(input, &s, &caller)?;
+    let request = to_request(input, &s.caps)?;
     let r = s.service.update_schedule(&name, request).await?;
     Ok(Json(ScheduleDto::from_record(&r, None)))
 }

@@ -1,0 +1,313 @@
+//! Job shapes: a submit (one or a batch; what the job runs is `spec.rs`), a job as the API
+//! shows it with its attempts, a page of jobs, an explanation, the answers of cancel and
+//! clean, and job events.
+
+use std::borrow::Cow;
+
+use serde::de::{Deserializer, MapAccess};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::Schema;
+use utoipa::{PartialSchema, ToSchema};
+
+use super::flat::{self, FieldGroup};
+use super::{JobSpec, LimitsDto, encode_bytes, time};
+use crate::domain::{AttemptRecord, Job};
+use crate::service::{Explanation, JobEvent};
+
+/// A job to submit: what it runs ([`JobSpec`]) and when it may start, all at the top level
+/// of the body.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SubmitJob {
+    #[serde(flatten)]
+    pub job: JobSpec,
+    #[serde(flatten)]
+    pub submit: SubmitOptions,
+}
+
+/// What only a submit says: when the job may start, and the key that keeps it unique.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct SubmitOptions {
+    /// Run no earlier than this many seconds from now.
+    pub delay_seconds: Option<f64>,
+    /// Run no earlier than this RFC 3339 time.
+    pub run_at: Option<String>,
+    /// Keep the job held until released.
+    #[serde(default)]
+    pub hold: bool,
+    pub unique_key: Option<String>,
+}
+
+/// Every field of a submit, in the order an unknown field's error lists them (the order of
+/// the wire before the job's fields were a `JobSpec`); a test checks it against both groups.
+pub(super) const SUBMIT_FIELDS: &[&str] = &[
+    "task",
+    "input",
+    "input_text",
+    "input_base64",
+    "args",
+    "env",
+    "queue",
+    "priority",
+    "delay_seconds",
+    "run_at",
+    "hold",
+    "unique_key",
+    "context",
+    "limits",
+    "retry",
+];
+
+impl FieldGroup for SubmitOptions {
+    fn read_field<'de, M: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut M,
+    ) -> Result<bool, M::Error> {
+        match key {
+            "delay_seconds" => self.delay_seconds = map.next_value()?,
+            "run_at" => self.run_at = map.next_value()?,
+            "hold" => self.hold = map.next_value()?,
+            "unique_key" => self.unique_key = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}
+
+impl<'de> Deserialize<'de> for SubmitJob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (job, submit) = flat::deserialize(deserializer, "SubmitJob", SUBMIT_FIELDS)?;
+        Ok(Self { job, submit })
+    }
+}
+
+impl PartialSchema for SubmitJob {
+    fn schema() -> RefOr<Schema> {
+        flat::schema::<JobSpec, SubmitOptions>("A job to submit.")
+    }
+}
+
+impl ToSchema for SubmitJob {
+    fn name() -> Cow<'static, str> {
+        Cow::Borrowed("SubmitJob")
+    }
+
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        JobSpec::schemas(schemas);
+        SubmitOptions::schemas(schemas);
+    }
+}
+
+/// Many jobs at once, stored in one transaction.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitBatch {
+    pub jobs: Vec<SubmitJob>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct BatchResult {
+    pub jobs: Vec<JobDto>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ProgressDto {
+    pub done: i64,
+    pub total: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobErrorDto {
+    pub reason: String,
+    pub message: String,
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobDto {
+    pub id: String,
+    pub task: String,
+    pub digest: String,
+    pub queue: String,
+    /// held, scheduled, queued, running, completed, failed or cancelled.
+    pub state: String,
+    pub priority: i32,
+    pub run_at: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// Attempts started so far.
+    pub attempts: u32,
+    pub max_attempts: u32,
+    pub progress: Option<ProgressDto>,
+    #[schema(value_type = Object)]
+    pub output: Option<Value>,
+    /// json, text or base64.
+    pub output_encoding: Option<String>,
+    pub error: Option<JobErrorDto>,
+    pub unique_key: Option<String>,
+    pub context: Option<String>,
+    pub limits: LimitsDto,
+    pub worker: Option<String>,
+    pub submitter: Option<String>,
+    /// Every attempt with its receipt (on single-job reads).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt_history: Option<Vec<AttemptDto>>,
+}
+
+impl JobDto {
+    pub fn from_job(j: &Job) -> Self {
+        let (output, output_encoding) = match &j.output {
+            Some(bytes) => {
+                let (v, e) = encode_bytes(bytes);
+                (Some(v), Some(e.to_owned()))
+            }
+            None => (None, None),
+        };
+        Self {
+            id: j.id.to_string(),
+            task: j.task.to_string(),
+            digest: j.digest.to_hex(),
+            queue: j.queue.to_string(),
+            state: j.state.to_string(),
+            priority: j.priority,
+            run_at: time(j.run_at),
+            created_at: time(j.created_at),
+            started_at: j.started_at.map(time),
+            finished_at: j.finished_at.map(time),
+            attempts: j.attempts,
+            max_attempts: j.retry.retries + 1,
+            progress: j.progress.map(|(done, total)| ProgressDto { done, total }),
+            output,
+            output_encoding,
+            error: j.error.as_ref().map(|e| JobErrorDto {
+                reason: e.reason.to_string(),
+                message: e.message.clone(),
+            }),
+            unique_key: j.unique_key.clone(),
+            context: j.context.clone(),
+            limits: LimitsDto::from_limits(&j.limits),
+            worker: j.worker.clone(),
+            submitter: j.submitter.clone(),
+            attempt_history: None,
+        }
+    }
+}
+
+/// One attempt and its receipt.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AttemptDto {
+    pub number: u32,
+    pub reason: String,
+    pub trap_kind: Option<String>,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub stderr_bytes: usize,
+    pub stderr_truncated: bool,
+    #[schema(value_type = Object)]
+    pub receipt: Value,
+    pub worker: String,
+    pub started_at: String,
+    pub finished_at: String,
+}
+
+impl AttemptDto {
+    pub fn from_record(a: &AttemptRecord) -> Self {
+        Self {
+            number: a.number,
+            reason: a.reason.to_string(),
+            trap_kind: a.trap_kind.map(|k| k.to_string()),
+            exit_code: a.exit_code,
+            message: a.message.clone(),
+            stderr_bytes: a.stderr.len(),
+            stderr_truncated: a.stderr_truncated,
+            receipt: a.receipt.clone(),
+            worker: a.worker.clone(),
+            started_at: time(a.started_at),
+            finished_at: time(a.finished_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct JobList {
+    pub jobs: Vec<JobDto>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExplainDto {
+    pub state: String,
+    pub causes: Vec<String>,
+    pub message: String,
+}
+
+impl ExplainDto {
+    pub fn from(e: &Explanation) -> Self {
+        Self {
+            state: e.state.to_string(),
+            causes: e.causes.iter().map(|c| c.to_string()).collect(),
+            message: e.message.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CancelDto {
+    /// cancelled, cancelling (it was running and is being interrupted), or already_ended.
+    pub outcome: String,
+    pub job: JobDto,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CountDto {
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EventDto {
+    pub id: String,
+    pub task: String,
+    pub queue: String,
+    pub state: String,
+    pub at: String,
+}
+
+impl EventDto {
+    pub fn from_event(e: &JobEvent) -> Self {
+        Self {
+            id: e.id.to_string(),
+            task: e.task.to_string(),
+            queue: e.queue.to_string(),
+            state: e.state.to_string(),
+            at: time(e.at),
+        }
+    }
+}
+
+/// Which jobs to cancel at once. At least one filter, or `all: true`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelFilter {
+    /// Only jobs in these states (of held, scheduled, queued, running).
+    #[serde(default)]
+    pub state: Vec<String>,
+    pub task: Option<String>,
+    pub queue: Option<String>,
+    pub context: Option<String>,
+    pub unique_key: Option<String>,
+    /// Cancel every job that has not ended.
+    #[serde(default)]
+    pub all: bool,
+}
+
+/// Which ended jobs to remove.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CleanRequest {
+    /// Only jobs that ended longer ago than this; all ended jobs when absent.
+    pub older_than_seconds: Option<f64>,
+}

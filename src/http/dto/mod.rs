@@ -1,0 +1,101 @@
+//! The JSON wire shapes: what clients send and receive, one file per resource, used by the
+//! server's handlers and by the CLI's client alike. Domain types are converted here and
+//! nowhere else; times are RFC 3339 strings; bytes are JSON when they parse, else text, else
+//! base64, with the encoding named. Nothing here reads a request or calls the service: the
+//! handlers do, with these shapes.
+
+mod flat;
+mod job;
+mod queue;
+mod schedule;
+mod spec;
+mod task;
+mod token;
+
+#[cfg(test)]
+mod tests;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::error::ApiError;
+use crate::domain::{Limits, LimitsOverride, Timestamp};
+
+pub use job::{
+    AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto,
+    JobDto, JobErrorDto, JobList, ProgressDto, SubmitBatch, SubmitJob, SubmitOptions,
+};
+pub use queue::QueueDto;
+pub use schedule::{FireTimesDto, ScheduleDto, ScheduleInput, ScheduleOptions};
+pub use spec::JobSpec;
+pub use task::{TaskDefaultsDto, TaskDto, UploadDto, VersionDetailDto, VersionDto};
+pub use token::{CreateToken, TokenDto};
+
+pub fn time(t: Timestamp) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(t.0.max(0) as u64))
+        .to_string()
+}
+
+pub fn parse_time(s: &str) -> Result<Timestamp, ApiError> {
+    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+        ApiError::bad_request(
+            "invalid_time",
+            format!("run_at {s:?} is not an RFC 3339 time: {e}"),
+        )
+    })?;
+    Ok(Timestamp(
+        t.duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64),
+    ))
+}
+
+/// Bytes as JSON when they parse, else as text, else base64; with the encoding named.
+pub fn encode_bytes(bytes: &[u8]) -> (Value, &'static str) {
+    if let Ok(v) = serde_json::from_slice::<Value>(bytes) {
+        return (v, "json");
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (Value::String(s.to_owned()), "text"),
+        Err(_) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            "base64",
+        ),
+    }
+}
+
+/// Limits on the wire; on input every field is optional and filled from the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsDto {
+    pub fuel: Option<u64>,
+    pub max_seconds: Option<f64>,
+    pub memory_bytes: Option<u64>,
+    pub stdout_bytes: Option<u64>,
+    pub stderr_bytes: Option<u64>,
+}
+
+impl LimitsDto {
+    pub fn from_limits(l: &Limits) -> Self {
+        Self {
+            fuel: Some(l.fuel),
+            max_seconds: Some(l.max_seconds()),
+            memory_bytes: Some(l.memory_bytes),
+            stdout_bytes: Some(l.stdout_bytes),
+            stderr_bytes: Some(l.stderr_bytes),
+        }
+    }
+
+    pub fn to_override(&self) -> LimitsOverride {
+        LimitsOverride {
+            fuel: self.fuel,
+            max_seconds: self.max_seconds,
+            memory_bytes: self.memory_bytes,
+            stdout_bytes: self.stdout_bytes,
+            stderr_bytes: self.stderr_bytes,
+        }
+    }
+}

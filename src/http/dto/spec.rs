@@ -1,0 +1,68 @@
+//! What a job runs, as the wire says it: the fields a submit and a schedule share, declared
+//! once and flattened into both bodies ([`SubmitJob`](super::SubmitJob),
+//! [`ScheduleInput`](super::ScheduleInput)), at their top level beside their own fields.
+//! Checking it and turning it into the service's `JobTemplate` is one function of the job
+//! handlers (`http/jobs.rs`, `job_template`), for submits and schedules alike.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde::de::MapAccess;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::LimitsDto;
+use super::flat::FieldGroup;
+use crate::domain::RetryPolicy;
+
+/// A job's task, input (one of `input`, `input_text`, `input_base64`, or none), arguments,
+/// environment, queue, priority, limits, retry policy and context.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct JobSpec {
+    /// The task name.
+    pub task: String,
+    /// The input as a JSON value (the guest's stdin is its JSON text).
+    #[schema(value_type = Object)]
+    pub input: Option<Value>,
+    /// The input as text, passed as it is.
+    pub input_text: Option<String>,
+    /// The input as base64 bytes.
+    pub input_base64: Option<String>,
+    #[serde(default)]
+    pub args: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    pub queue: Option<String>,
+    #[serde(default)]
+    pub priority: i32,
+    pub limits: Option<LimitsDto>,
+    #[schema(value_type = Object)]
+    pub retry: Option<RetryPolicy>,
+    pub context: Option<String>,
+}
+
+impl FieldGroup for JobSpec {
+    const REQUIRED: &'static [&'static str] = &["task"];
+
+    fn read_field<'de, M: MapAccess<'de>>(
+        &mut self,
+        key: &str,
+        map: &mut M,
+    ) -> Result<bool, M::Error> {
+        match key {
+            "task" => self.task = map.next_value()?,
+            "input" => self.input = map.next_value()?,
+            "input_text" => self.input_text = map.next_value()?,
+            "input_base64" => self.input_base64 = map.next_value()?,
+            "args" => self.args = map.next_value()?,
+            "env" => self.env = map.next_value()?,
+            "queue" => self.queue = map.next_value()?,
+            "priority" => self.priority = map.next_value()?,
+            "limits" => self.limits = map.next_value()?,
+            "retry" => self.retry = map.next_value()?,
+            "context" => self.context = map.next_value()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+}

@@ -1,0 +1,124 @@
+//! Task shapes: a task with its versions and defaults, an upload's answer, one version with
+//! its admission report.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::super::error::ApiError;
+use super::{LimitsDto, time};
+use crate::domain::{Limits, RetryPolicy, TaskDefaults, TaskRecord};
+use crate::sandbox::AdmissionReport;
+
+/// Task defaults: limits, retry policy, env and queue for its jobs.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TaskDefaultsDto {
+    pub queue: Option<String>,
+    pub limits: Option<LimitsDto>,
+    #[schema(value_type = Object)]
+    pub retry: Option<RetryPolicy>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+}
+
+impl TaskDefaultsDto {
+    pub fn from_defaults(d: &TaskDefaults) -> Self {
+        Self {
+            queue: d.queue.as_ref().map(|q| q.to_string()),
+            limits: d.limits.as_ref().map(LimitsDto::from_limits),
+            retry: d.retry.clone(),
+            env: d.env.iter().cloned().collect(),
+        }
+    }
+
+    pub fn to_defaults(&self) -> Result<TaskDefaults, ApiError> {
+        let queue = match &self.queue {
+            Some(q) => Some(q.parse().map_err(|e: crate::domain::NameError| {
+                ApiError::unprocessable("invalid", e.to_string())
+            })?),
+            None => None,
+        };
+        let limits = match &self.limits {
+            Some(l) => Some(
+                l.to_override()
+                    .over(Limits::default())
+                    .map_err(|e| ApiError::unprocessable("invalid_limits", e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(TaskDefaults {
+            queue,
+            limits,
+            retry: self.retry.clone(),
+            env: self.env.clone().into_iter().collect(),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionDto {
+    pub digest: String,
+    pub size_bytes: u64,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TaskDto {
+    pub name: String,
+    /// The newest version's digest.
+    pub digest: String,
+    pub defaults: TaskDefaultsDto,
+    pub versions: Vec<VersionDto>,
+    pub updated_at: String,
+}
+
+impl TaskDto {
+    pub fn from_record(t: &TaskRecord) -> Self {
+        Self {
+            name: t.name.to_string(),
+            digest: t.digest.to_hex(),
+            defaults: TaskDefaultsDto::from_defaults(&t.defaults),
+            versions: t
+                .versions
+                .iter()
+                .map(|v| VersionDto {
+                    digest: v.digest.to_hex(),
+                    size_bytes: v.size_bytes,
+                    created_at: time(v.created_at),
+                })
+                .collect(),
+            updated_at: time(t.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UploadDto {
+    pub task: TaskDto,
+    #[schema(value_type = Object)]
+    pub admission: Value,
+}
+
+impl UploadDto {
+    pub fn new(task: &TaskRecord, report: &AdmissionReport) -> Self {
+        Self {
+            task: TaskDto::from_record(task),
+            admission: serde_json::to_value(report).unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// One version of a task, with its admission report.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionDetailDto {
+    pub task: String,
+    pub version: VersionDto,
+    #[schema(value_type = Object)]
+    pub admission: serde_json::Value,
+    /// Whether the task's name points at this version.
+    pub current: bool,
+    pub defaults: TaskDefaultsDto,
+}
