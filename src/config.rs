@@ -117,123 +117,143 @@ impl ServerConfig {
     }
 
     pub fn from_file(file: ConfigFile, o: Overrides) -> Result<Self, String> {
-        let seconds = |name: &str, v: Option<f64>, default: f64| -> Result<Duration, String> {
-            let v = v.unwrap_or(default);
-            if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-                return Err(format!(
-                    "{name} must be between 0 and 86400 seconds, got {v}"
-                ));
-            }
-            Ok(Duration::from_secs_f64(v))
+        let workers = workers(&file, &o)?;
+        let maintenance = MaintenanceConfig {
+            requeue_delay: seconds(
+                "requeue_delay_seconds",
+                o.requeue_delay_seconds.or(file.requeue_delay_seconds),
+                5.0,
+            )?,
+            retention: file
+                .retention_seconds
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            ..MaintenanceConfig::default()
         };
-        let mut workers = WorkerConfig::default();
-        if let Some(n) = o.worker_threads.or(file.worker_threads) {
-            if n == 0 || n > 1024 {
-                return Err(format!(
-                    "worker_threads must be between 1 and 1024, got {n}"
-                ));
-            }
-            workers.threads = n;
-        }
-        workers.lease_ttl = seconds(
-            "lease_ttl_seconds",
-            o.lease_ttl_seconds.or(file.lease_ttl_seconds),
-            30.0,
-        )?;
-        let requeue_delay = seconds(
-            "requeue_delay_seconds",
-            o.requeue_delay_seconds.or(file.requeue_delay_seconds),
-            5.0,
-        )?;
-        workers.shutdown_grace =
-            seconds("shutdown_grace_seconds", file.shutdown_grace_seconds, 10.0)?;
-        let mut queues = Vec::new();
-        for q in &file.queues {
-            let name: QueueName = q.name.parse().map_err(|e| format!("{e}"))?;
-            if queues.iter().any(|c: &QueueConfig| c.name == name) {
-                return Err(format!("queue {name} is configured twice"));
-            }
-            let base = QueueConfig::with_defaults(name.clone());
-            let concurrency = q.concurrency.unwrap_or(base.concurrency);
-            if concurrency == 0 {
-                return Err(format!("queue {name}: concurrency must be at least 1"));
-            }
-            let caps = q
-                .caps
-                .over(base.caps)
-                .map_err(|e| format!("queue {name} caps: {e}"))?;
-            let default_limits = q
-                .default_limits
-                .over(base.default_limits)
-                .map_err(|e| format!("queue {name} default_limits: {e}"))?;
-            if default_limits.fuel > caps.fuel
-                || default_limits.max_time > caps.max_time
-                || default_limits.memory_bytes > caps.memory_bytes
-            {
-                return Err(format!("queue {name}: default_limits are over its caps"));
-            }
-            queues.push(QueueConfig {
-                name,
-                concurrency,
-                default_limits,
-                caps,
-            });
-        }
+        let queues = queues(&file.queues)?;
         let bind_text = o
             .bind
-            .or(file.bind)
+            .or(file.bind.clone())
             .unwrap_or_else(|| DEFAULT_BIND.to_owned());
         let bind: SocketAddr = bind_text.parse().map_err(|_| {
             format!("bind must be an address with a port, like 127.0.0.1:7070, got {bind_text:?}")
         })?;
-        let mut http = HttpCaps::default();
-        let cap = |name: &str, v: Option<usize>, default: usize, max: usize| match v {
-            None => Ok(default),
-            Some(n) if (1..=max).contains(&n) => Ok(n),
-            Some(n) => Err(format!("{name} must be between 1 and {max}, got {n}")),
+        let http = http_caps(&file)?;
+        let log_format = match o.log_format.or(file.log_format) {
+            Some(f) => f.parse()?,
+            None => LogFormat::default(),
         };
-        http.module_bytes = cap(
-            "max_module_bytes",
-            file.max_module_bytes,
-            http.module_bytes,
-            1 << 30,
-        )?;
-        http.input_bytes = cap(
-            "max_input_bytes",
-            file.max_input_bytes,
-            http.input_bytes,
-            256 << 20,
-        )?;
-        http.batch_jobs = cap(
-            "max_batch_jobs",
-            file.max_batch_jobs,
-            http.batch_jobs,
-            1_000_000,
-        )?;
         Ok(Self {
-            bind,
-            http,
             data_dir: o
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("remotask-data")),
+            bind,
+            http,
             workers,
-            maintenance: MaintenanceConfig {
-                requeue_delay,
-                retention: file
-                    .retention_seconds
-                    .filter(|s| *s > 0)
-                    .map(Duration::from_secs),
-                ..MaintenanceConfig::default()
-            },
+            maintenance,
             queues,
-            log_format: match o.log_format.or(file.log_format) {
-                Some(f) => f.parse()?,
-                None => LogFormat::default(),
-            },
+            log_format,
             log_level: o.log_level.or(file.log_level),
         })
     }
+}
+
+/// `v` seconds (else `default`), refused unless above 0 and at most a day.
+fn seconds(name: &str, v: Option<f64>, default: f64) -> Result<Duration, String> {
+    let v = v.unwrap_or(default);
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!(
+            "{name} must be between 0 and 86400 seconds, got {v}"
+        ));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+/// The worker pool's part.
+fn workers(file: &ConfigFile, o: &Overrides) -> Result<WorkerConfig, String> {
+    let mut workers = WorkerConfig::default();
+    if let Some(n) = o.worker_threads.or(file.worker_threads) {
+        if n == 0 || n > 1024 {
+            return Err(format!(
+                "worker_threads must be between 1 and 1024, got {n}"
+            ));
+        }
+        workers.threads = n;
+    }
+    workers.lease_ttl = seconds(
+        "lease_ttl_seconds",
+        o.lease_ttl_seconds.or(file.lease_ttl_seconds),
+        30.0,
+    )?;
+    workers.shutdown_grace = seconds("shutdown_grace_seconds", file.shutdown_grace_seconds, 10.0)?;
+    Ok(workers)
+}
+
+/// The `[[queues]]` entries, each filled in from a queue's defaults and checked.
+fn queues(entries: &[QueueFile]) -> Result<Vec<QueueConfig>, String> {
+    let mut queues: Vec<QueueConfig> = Vec::new();
+    for q in entries {
+        let name: QueueName = q.name.parse().map_err(|e| format!("{e}"))?;
+        if queues.iter().any(|c| c.name == name) {
+            return Err(format!("queue {name} is configured twice"));
+        }
+        let base = QueueConfig::with_defaults(name.clone());
+        let concurrency = q.concurrency.unwrap_or(base.concurrency);
+        if concurrency == 0 {
+            return Err(format!("queue {name}: concurrency must be at least 1"));
+        }
+        let caps = q
+            .caps
+            .over(base.caps)
+            .map_err(|e| format!("queue {name} caps: {e}"))?;
+        let default_limits = q
+            .default_limits
+            .over(base.default_limits)
+            .map_err(|e| format!("queue {name} default_limits: {e}"))?;
+        if default_limits.fuel > caps.fuel
+            || default_limits.max_time > caps.max_time
+            || default_limits.memory_bytes > caps.memory_bytes
+        {
+            return Err(format!("queue {name}: default_limits are over its caps"));
+        }
+        queues.push(QueueConfig {
+            name,
+            concurrency,
+            default_limits,
+            caps,
+        });
+    }
+    Ok(queues)
+}
+
+/// The HTTP API's size caps.
+fn http_caps(file: &ConfigFile) -> Result<HttpCaps, String> {
+    let mut http = HttpCaps::default();
+    let cap = |name: &str, v: Option<usize>, default: usize, max: usize| match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(format!("{name} must be between 1 and {max}, got {n}")),
+    };
+    http.module_bytes = cap(
+        "max_module_bytes",
+        file.max_module_bytes,
+        http.module_bytes,
+        1 << 30,
+    )?;
+    http.input_bytes = cap(
+        "max_input_bytes",
+        file.max_input_bytes,
+        http.input_bytes,
+        256 << 20,
+    )?;
+    http.batch_jobs = cap(
+        "max_batch_jobs",
+        file.max_batch_jobs,
+        http.batch_jobs,
+        1_000_000,
+    )?;
+    Ok(http)
 }
 
 #[cfg(test)]
@@ -285,6 +305,16 @@ mod tests {
             parse("[[queues]]\nname = \"q\"\n[[queues]]\nname = \"q\"")
                 .unwrap_err()
                 .contains("twice")
+        );
+        assert!(
+            parse("log_format = \"xml\"")
+                .unwrap_err()
+                .contains("\"xml\"")
+        );
+        let json = parse("log_format = \"json\"\nlog_level = \"debug\"").unwrap();
+        assert_eq!(
+            (json.log_format, json.log_level.as_deref()),
+            (LogFormat::Json, Some("debug"))
         );
     }
 }

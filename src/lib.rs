@@ -1,9 +1,11 @@
 //! remotask runs untrusted WebAssembly task modules as background jobs, each attempt in a
 //! fresh wasmtime sandbox with hard limits on fuel, wall clock, memory and output.
 //!
-//! The crate is layered so that data flows one way (see `ARCHITECTURE.md`):
-//! `cli` -> `sandbox` / `store`, with `domain` holding the plain data every layer shares.
-//! Only `sandbox` knows wasmtime.
+//! The crate is layered (`ARCHITECTURE.md` has the table of which module may use which, and
+//! a test checks it): `domain` holds the plain data and rules every layer shares; `sandbox`
+//! alone knows wasmtime; `store` keeps jobs; `worker` runs them against its own seam
+//! (`worker::Source`); `service` holds the use-cases and the in-process source; `http` and
+//! `cli` face users.
 
 pub mod cli;
 pub mod config;

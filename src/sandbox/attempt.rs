@@ -234,96 +234,31 @@ pub(super) async fn run(
     let started = Instant::now();
     let limits = request.limits;
     let deadline = started + limits.max_time;
+    let cancel = request.cancel.clone();
     let stdout = CappedPipe::new(limits.stdout_bytes, Overflow::Trap);
     let stderr = CappedPipe::new(limits.stderr_bytes, Overflow::Truncate);
     let scratch = if module.compiled.reaches_files {
         match sandbox.inner.scratch.take() {
             Ok(dir) => Some(dir),
             Err(e) => {
-                return AttemptReport::host_error(
-                    format!("cannot create the scratch directory: {e}"),
-                    module.cache,
-                );
+                let message = format!("cannot create the scratch directory: {e}");
+                return AttemptReport::host_error(message, module.cache);
             }
         }
     } else {
         None
     };
-
-    let mut argv = Vec::with_capacity(request.args.len() + 1);
-    argv.push(request.task_name.as_str());
-    argv.extend(request.args.iter().map(String::as_str));
-    let mut wasi = WasiCtxBuilder::new();
-    wasi.stdin(MemoryInputPipe::new(request.input))
-        .stdout(stdout.clone())
-        .stderr(stderr.clone())
-        .args(&argv)
-        .envs(&request.env)
-        // Never block the thread inside a host call: with this on, a WASI sleep becomes
-        // `std::thread::sleep`, which no deadline or cancel could interrupt.
-        .allow_blocking_current_thread(false);
-    if let Some(dir) = &scratch
-        && let Err(e) = wasi.preopened_dir(dir.path(), "/tmp", FsPerms::ReadWrite)
-    {
-        return AttemptReport::host_error(
-            format!("cannot open the scratch directory: {e:#}"),
-            module.cache,
-        );
-    }
-
-    let state = AttemptState {
-        wasi: wasi.build_p1(),
-        limiter: GuestLimiter {
-            memory_cap: limits.memory_bytes,
-            peak_memory: 0,
-            denied: None,
-        },
-        progress: request.progress,
-        cancel: request.cancel.clone(),
-        deadline,
-        stop: None,
+    let pipes = (stdout.clone(), stderr.clone());
+    let armed = wasi_context(request, pipes, scratch.as_ref().map(|d| d.path()), deadline)
+        .and_then(|state| armed_store(sandbox, state, &limits));
+    let mut store = match armed {
+        Ok(store) => store,
+        Err(message) => return AttemptReport::host_error(message, module.cache),
     };
-    let mut store = Store::new(sandbox.engine(), state);
-    store.limiter(|s| &mut s.limiter);
-    let fuel_metering = sandbox.config().fuel_metering;
-    if fuel_metering && let Err(e) = store.set_fuel(limits.fuel) {
-        return AttemptReport::host_error(format!("cannot set fuel: {e:#}"), module.cache);
-    }
-    store.set_epoch_deadline(1);
-    store.epoch_deadline_callback(|mut ctx| {
-        let state = ctx.data_mut();
-        if state.cancel.is_cancelled() {
-            state.stop = Some(Stop::Cancelled);
-            return Err(Trap::Interrupt.into());
-        }
-        if Instant::now() >= state.deadline {
-            state.stop = Some(Stop::Deadline);
-            return Err(Trap::Interrupt.into());
-        }
-        // Yield to the runtime every tick so the deadline and cancel branches below are
-        // polled even while a guest computes without end.
-        Ok(UpdateDeadline::Yield(1))
-    });
-
-    let mut phase = Phase::Instantiate;
-    let mut instantiated_at = None;
-    let end = {
-        let attempt = async {
-            let instance = module.compiled.pre.instantiate_async(&mut store).await?;
-            instantiated_at = Some(Instant::now());
-            phase = Phase::Run;
-            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
-            start.call_async(&mut store, ()).await
-        };
-        tokio::select! {
-            biased;
-            result = attempt => End::Returned(result),
-            () = request.cancel.cancelled() => End::Stopped(Stop::Cancelled),
-            () = tokio::time::sleep_until(deadline.into()) => End::Stopped(Stop::Deadline),
-        }
-    };
+    let (end, phase, instantiated_at) = race(module, &mut store, &cancel, deadline).await;
     let finished = Instant::now();
 
+    let fuel_metering = sandbox.config().fuel_metering;
     let fuel_consumed =
         fuel_metering.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
     let state = store.into_data();
@@ -359,6 +294,107 @@ pub(super) async fn run(
         stderr: stderr_bytes,
         stderr_truncated,
     }
+}
+
+/// The attempt's state: a WASI context (stdin the input, stdout and stderr the capped
+/// pipes, argv, only the given env, the scratch directory as `/tmp` if there is one), the
+/// limiter, the progress sink and the stop conditions. An error says what could not be set
+/// up.
+fn wasi_context(
+    request: AttemptRequest,
+    (stdout, stderr): (CappedPipe, CappedPipe),
+    scratch: Option<&std::path::Path>,
+    deadline: Instant,
+) -> Result<AttemptState, String> {
+    let mut argv = Vec::with_capacity(request.args.len() + 1);
+    argv.push(request.task_name.as_str());
+    argv.extend(request.args.iter().map(String::as_str));
+    let mut wasi = WasiCtxBuilder::new();
+    wasi.stdin(MemoryInputPipe::new(request.input))
+        .stdout(stdout)
+        .stderr(stderr)
+        .args(&argv)
+        .envs(&request.env)
+        // Never block the thread inside a host call: with this on, a WASI sleep becomes
+        // `std::thread::sleep`, which no deadline or cancel could interrupt.
+        .allow_blocking_current_thread(false);
+    if let Some(dir) = scratch {
+        wasi.preopened_dir(dir, "/tmp", FsPerms::ReadWrite)
+            .map_err(|e| format!("cannot open the scratch directory: {e:#}"))?;
+    }
+    Ok(AttemptState {
+        wasi: wasi.build_p1(),
+        limiter: GuestLimiter {
+            memory_cap: request.limits.memory_bytes,
+            peak_memory: 0,
+            denied: None,
+        },
+        progress: request.progress,
+        cancel: request.cancel,
+        deadline,
+        stop: None,
+    })
+}
+
+/// A store for the attempt with every limit armed before anything runs (a start function
+/// runs inside instantiation): the limiter, fuel, and the epoch callback that stops a
+/// cancelled or late guest and otherwise yields every tick.
+fn armed_store(
+    sandbox: &Sandbox,
+    state: AttemptState,
+    limits: &Limits,
+) -> Result<Store<AttemptState>, String> {
+    let mut store = Store::new(sandbox.engine(), state);
+    store.limiter(|s| &mut s.limiter);
+    if sandbox.config().fuel_metering {
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| format!("cannot set fuel: {e:#}"))?;
+    }
+    store.set_epoch_deadline(1);
+    store.epoch_deadline_callback(|mut ctx| {
+        let state = ctx.data_mut();
+        if state.cancel.is_cancelled() {
+            state.stop = Some(Stop::Cancelled);
+            return Err(Trap::Interrupt.into());
+        }
+        if Instant::now() >= state.deadline {
+            state.stop = Some(Stop::Deadline);
+            return Err(Trap::Interrupt.into());
+        }
+        // Yield to the runtime every tick so the deadline and cancel branches of the race
+        // are polled even while a guest computes without end.
+        Ok(UpdateDeadline::Yield(1))
+    });
+    Ok(store)
+}
+
+/// Instantiates the module and calls `_start`, raced against the cancel and the deadline:
+/// how it ended, in which phase, and when instantiation finished.
+async fn race(
+    module: &TaskModule,
+    store: &mut Store<AttemptState>,
+    cancel: &CancelToken,
+    deadline: Instant,
+) -> (End, Phase, Option<Instant>) {
+    let mut phase = Phase::Instantiate;
+    let mut instantiated_at = None;
+    let end = {
+        let attempt = async {
+            let instance = module.compiled.pre.instantiate_async(&mut *store).await?;
+            instantiated_at = Some(Instant::now());
+            phase = Phase::Run;
+            let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            start.call_async(&mut *store, ()).await
+        };
+        tokio::select! {
+            biased;
+            result = attempt => End::Returned(result),
+            () = cancel.cancelled() => End::Stopped(Stop::Cancelled),
+            () = tokio::time::sleep_until(deadline.into()) => End::Stopped(Stop::Deadline),
+        }
+    };
+    (end, phase, instantiated_at)
 }
 
 fn micros(d: Duration) -> u64 {

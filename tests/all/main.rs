@@ -1,6 +1,7 @@
 //! The one integration-test binary: a module per feature, sharing `support`.
 
 mod admission;
+mod architecture;
 mod cache;
 mod cli;
 mod concurrency;
