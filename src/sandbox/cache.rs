@@ -45,6 +45,7 @@ impl ArtifactCache {
         let module =
             Self::verified_payload(&file).and_then(|payload| deserialize(engine, payload).ok());
         if module.is_none() {
+            tracing::warn!(path = %path.display(), "a cached compiled module is unusable; it is removed and compiled again");
             let _ = fs::remove_file(&path);
         }
         module
@@ -63,7 +64,13 @@ impl ArtifactCache {
             tmp.persist(self.path(digest)).map_err(|e| e.error)?;
             Ok(())
         };
-        let _ = write();
+        if let Err(e) = write() {
+            tracing::warn!(
+                dir = %self.dir.display(),
+                error = %e,
+                "cannot cache a compiled module; it will be compiled again when needed"
+            );
+        }
     }
 
     fn verified_payload(file: &[u8]) -> Option<&[u8]> {
