@@ -18,6 +18,43 @@ use utoipa::PartialSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{AdditionalProperties, Schema};
 
+/// Makes `$body { $a: $A, $b: $B }` a body of two field groups: `Deserialize` key by key
+/// ([`deserialize`], with `$fields` in the order an unknown field's error lists them), and an
+/// OpenAPI schema of one closed object ([`schema`]) described as `$description`.
+macro_rules! flat_body {
+    ($body:ident { $a:ident: $A:ty, $b:ident: $B:ty }, $fields:expr, $description:expr) => {
+        impl<'de> serde::Deserialize<'de> for $body {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                let ($a, $b) = super::flat::deserialize(deserializer, stringify!($body), $fields)?;
+                Ok(Self { $a, $b })
+            }
+        }
+
+        impl utoipa::PartialSchema for $body {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                super::flat::schema::<$A, $B>($description)
+            }
+        }
+
+        impl utoipa::ToSchema for $body {
+            fn name() -> std::borrow::Cow<'static, str> {
+                std::borrow::Cow::Borrowed(stringify!($body))
+            }
+
+            fn schemas(
+                schemas: &mut Vec<(
+                    String,
+                    utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+                )>,
+            ) {
+                <$A as utoipa::ToSchema>::schemas(schemas);
+                <$B as utoipa::ToSchema>::schemas(schemas);
+            }
+        }
+    };
+}
+pub(super) use flat_body;
+
 /// A group of a body's fields, read one key at a time.
 pub(super) trait FieldGroup: Default {
     /// The fields of this group a body must have.

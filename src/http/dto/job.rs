@@ -2,14 +2,10 @@
 //! shows it with its attempts, a page of jobs, an explanation, the answers of cancel and
 //! clean, and job events.
 
-use std::borrow::Cow;
-
-use serde::de::{Deserializer, MapAccess};
+use serde::de::MapAccess;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::Schema;
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 
 use super::flat::{self, FieldGroup};
 use super::{JobSpec, LimitsDto, encode_bytes, time};
@@ -76,29 +72,14 @@ impl FieldGroup for SubmitOptions {
     }
 }
 
-impl<'de> Deserialize<'de> for SubmitJob {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (job, submit) = flat::deserialize(deserializer, "SubmitJob", SUBMIT_FIELDS)?;
-        Ok(Self { job, submit })
-    }
-}
-
-impl PartialSchema for SubmitJob {
-    fn schema() -> RefOr<Schema> {
-        flat::schema::<JobSpec, SubmitOptions>("A job to submit.")
-    }
-}
-
-impl ToSchema for SubmitJob {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("SubmitJob")
-    }
-
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        JobSpec::schemas(schemas);
-        SubmitOptions::schemas(schemas);
-    }
-}
+flat::flat_body!(
+    SubmitJob {
+        job: JobSpec,
+        submit: SubmitOptions
+    },
+    SUBMIT_FIELDS,
+    "A job to submit."
+);
 
 /// Many jobs at once, stored in one transaction.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

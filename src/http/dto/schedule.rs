@@ -1,14 +1,10 @@
 //! Schedule shapes: what creating or updating a schedule sends (its job is a `JobSpec`), a
 //! schedule as the API shows it (with its last job), and a preview of fire times.
 
-use std::borrow::Cow;
-
-use serde::de::{Deserializer, MapAccess};
+use serde::de::MapAccess;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use utoipa::openapi::RefOr;
-use utoipa::openapi::schema::Schema;
-use utoipa::{PartialSchema, ToSchema};
+use utoipa::ToSchema;
 
 use super::flat::{self, FieldGroup};
 use super::{JobDto, JobSpec, encode_bytes, time};
@@ -103,32 +99,15 @@ impl FieldGroup for ScheduleOptions {
     }
 }
 
-impl<'de> Deserialize<'de> for ScheduleInput {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let (schedule, job) = flat::deserialize(deserializer, "ScheduleInput", SCHEDULE_FIELDS)?;
-        Ok(Self { schedule, job })
-    }
-}
-
-impl PartialSchema for ScheduleInput {
-    fn schema() -> RefOr<Schema> {
-        flat::schema::<ScheduleOptions, JobSpec>(
-            "A schedule to create or update: the spec (exactly one of `cron` (+ `tz`), the \
-             field sets,\n`delay_seconds`), the job each fire submits, and the policies.",
-        )
-    }
-}
-
-impl ToSchema for ScheduleInput {
-    fn name() -> Cow<'static, str> {
-        Cow::Borrowed("ScheduleInput")
-    }
-
-    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
-        ScheduleOptions::schemas(schemas);
-        JobSpec::schemas(schemas);
-    }
-}
+flat::flat_body!(
+    ScheduleInput {
+        schedule: ScheduleOptions,
+        job: JobSpec
+    },
+    SCHEDULE_FIELDS,
+    "A schedule to create or update: the spec (exactly one of `cron` (+ `tz`), the \
+             field sets,\n`delay_seconds`), the job each fire submits, and the policies."
+);
 
 /// A schedule as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
