@@ -72,32 +72,44 @@ pub(super) fn ensure_queue(conn: &Connection, name: &QueueName) -> StoreResult<(
     Ok(())
 }
 
+/// A queue's settings and pause state as stored, not decoded yet.
+type QueueRow = (String, u32, String, String, bool);
+
+fn queue_row(r: &Row<'_>) -> rusqlite::Result<QueueRow> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+}
+
+fn decode_queue(row: QueueRow) -> StoreResult<(QueueConfig, bool)> {
+    let (name, concurrency, default_limits, caps, paused) = row;
+    let config = QueueConfig {
+        name: name.parse().map_err(|e| corrupt("queues", e))?,
+        concurrency,
+        default_limits: parse_json("queues", &default_limits)?,
+        caps: parse_json("queues", &caps)?,
+    };
+    Ok((config, paused))
+}
+
+/// A queue's settings, pause state and job counts per state.
 pub(super) fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> {
     let row = conn
         .prepare_cached(
             "SELECT name, concurrency, default_limits, caps, paused FROM queues WHERE name = ?1",
         )
         .map_err(db)?
-        .query_row([name], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, bool>(4)?,
-            ))
-        })
+        .query_row([name], queue_row)
         .optional()
         .map_err(db)?;
-    let Some((name, concurrency, default_limits, caps, paused)) = row else {
+    let Some(row) = row else {
         return Ok(None);
     };
+    let (config, paused) = decode_queue(row)?;
     let mut counts: BTreeMap<JobState, u64> = JobState::ALL.into_iter().map(|s| (s, 0)).collect();
     let mut stmt = conn
         .prepare_cached("SELECT state, n FROM job_counts WHERE queue = ?1")
         .map_err(db)?;
     let rows = stmt
-        .query_map([&name], |r| {
+        .query_map([config.name.as_str()], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
         })
         .map_err(db)?;
@@ -107,12 +119,7 @@ pub(super) fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<Qu
         counts.insert(state, n.max(0) as u64);
     }
     Ok(Some(QueueStats {
-        config: QueueConfig {
-            name: name.parse().map_err(|e| corrupt("queues", e))?,
-            concurrency,
-            default_limits: parse_json("queues", &default_limits)?,
-            caps: parse_json("queues", &caps)?,
-        },
+        config,
         paused,
         counts,
     }))
@@ -259,29 +266,8 @@ pub(super) fn queue_configs(conn: &Connection) -> StoreResult<Vec<(QueueConfig, 
             "SELECT name, concurrency, default_limits, caps, paused FROM queues ORDER BY name",
         )
         .map_err(db)?;
-    let rows = stmt
-        .query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, bool>(4)?,
-            ))
-        })
-        .map_err(db)?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (name, concurrency, default_limits, caps, paused) = row.map_err(db)?;
-        let config = QueueConfig {
-            name: name.parse().map_err(|e| corrupt("queues", e))?,
-            concurrency,
-            default_limits: parse_json("queues", &default_limits)?,
-            caps: parse_json("queues", &caps)?,
-        };
-        out.push((config, paused));
-    }
-    Ok(out)
+    let rows = stmt.query_map([], queue_row).map_err(db)?;
+    rows.map(|row| decode_queue(row.map_err(db)?)).collect()
 }
 
 /// Pauses or resumes a queue; false if unknown.
