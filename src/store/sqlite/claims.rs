@@ -79,12 +79,11 @@ impl RawClaim {
     }
 }
 
-/// One claim's parameters: up to `max` jobs of `queue` for `worker`, under the lease `token`.
+/// One claim's parameters: up to `max` jobs of `queue` for `worker`.
 #[derive(Clone, Copy)]
 pub(super) struct ClaimOf<'a> {
     pub(super) queue: &'a QueueName,
     pub(super) worker: &'a str,
-    pub(super) token: i64,
     pub(super) max: u32,
     pub(super) lease_ttl_ms: i64,
     pub(super) now: Timestamp,
@@ -114,8 +113,9 @@ pub(super) fn claim_in(conn: &Connection, claim: ClaimOf<'_>) -> StoreResult<Raw
     })
 }
 
-/// Takes up to `max` queued jobs of `queue` under the lease `token`, within the queue's
-/// concurrency; says whether that concurrency stopped it.
+/// Takes up to `max` queued jobs of `queue` under a new lease, within the queue's
+/// concurrency; says whether that concurrency stopped it. The lease's token is the store's
+/// lease counter raised by one (only when jobs are taken), so tokens only grow.
 pub(super) fn take_queued(
     conn: &Connection,
     claim: ClaimOf<'_>,
@@ -123,7 +123,6 @@ pub(super) fn take_queued(
     let ClaimOf {
         queue,
         worker,
-        token,
         max,
         lease_ttl_ms,
         now,
@@ -141,7 +140,7 @@ pub(super) fn take_queued(
         .optional()
         .map_err(db)?;
     let none = Lease {
-        token,
+        token: 0,
         expires_at: Timestamp(0),
     };
     let Some((concurrency, paused, running)) = settings else {
@@ -156,6 +155,11 @@ pub(super) fn take_queued(
         return Ok((Vec::new(), none, limited));
     }
     let expires = now.0 + lease_ttl_ms;
+    let token = conn
+        .prepare_cached("SELECT n + 1 FROM counters WHERE name = 'lease'")
+        .map_err(db)?
+        .query_row([], |r| r.get::<_, i64>(0))
+        .map_err(db)?;
     static CLAIM: Sql = Sql::new(|| {
         format!(
             "UPDATE jobs SET state = '{}', lease = ?1, lease_expires = ?2, worker = ?3, \
@@ -172,8 +176,14 @@ pub(super) fn take_queued(
         conn,
         CLAIM.get(),
         &[&token, &expires, &worker, &now.0, &queue.as_str(), &room],
-        |row| JobRow::claimed(row, &claim, expires),
+        |row| JobRow::claimed(row, &claim, token, expires),
     )?;
+    if !rows.is_empty() {
+        conn.prepare_cached("UPDATE counters SET n = ?1 WHERE name = 'lease'")
+            .map_err(db)?
+            .execute([token])
+            .map_err(db)?;
+    }
     let at_concurrency = limited && rows.len() as i64 == room;
     Ok((
         rows,

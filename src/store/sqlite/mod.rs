@@ -69,7 +69,6 @@ mod syncer;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
@@ -100,7 +99,6 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     readers: Mutex<Vec<Connection>>,
-    lease_seq: AtomicI64,
     parking: Arc<Parking>,
 }
 
@@ -209,15 +207,11 @@ impl SqliteStore {
             let checkpoints = Checkpointing::new(&log, wake_checkpointer);
             writer_loop(writer_conn, rx, checkpoints, &riders, to_sync)
         })?;
-        let seed =
-            std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id())
-                as i64;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(readers),
-                lease_seq: AtomicI64::new(seed & 0x3fff_ffff_0000_0000),
                 parking,
             }),
         })
@@ -299,11 +293,6 @@ impl SqliteStore {
     /// thread and back costs more than the read itself (its pages are mostly cached).
     fn read_point<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
         self.inner.with_reader(f)
-    }
-
-    /// A lease token no claim of this store has used.
-    fn next_lease_token(&self) -> i64 {
-        self.inner.lease_seq.fetch_add(1, Ordering::Relaxed)
     }
 }
 

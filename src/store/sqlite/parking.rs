@@ -27,7 +27,6 @@ impl SqliteStore {
         parking.lock().push(Parked {
             ticket,
             claim,
-            token: self.next_lease_token(),
             reply,
         });
         let unpark = Unpark { parking, ticket };
@@ -56,7 +55,6 @@ pub(super) struct Parking {
 pub(super) struct Parked {
     ticket: u64,
     claim: StandingClaim,
-    token: i64,
     reply: tokio::sync::oneshot::Sender<StoreResult<Vec<(QueueName, RawClaim)>>>,
 }
 
@@ -114,7 +112,6 @@ impl Drop for Unpark {
 pub(super) fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Completion {
     let Parked {
         claim,
-        token,
         reply,
         ..
     } = parked;
@@ -134,7 +131,6 @@ pub(super) fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Comple
                 ClaimOf {
                     queue,
                     worker: &claim.worker,
-                    token,
                     max: left,
                     lease_ttl_ms: claim.lease_ttl_ms,
                     now,

@@ -83,7 +83,12 @@ impl JobRow {
 
     /// Reads a row of `CLAIMED_COLUMNS` of a job that `claim` just took, `expires` its lease's
     /// end.
-    pub(super) fn claimed(row: &Row<'_>, claim: &ClaimOf<'_>, expires: i64) -> StoreResult<Self> {
+    pub(super) fn claimed(
+        row: &Row<'_>,
+        claim: &ClaimOf<'_>,
+        token: i64,
+        expires: i64,
+    ) -> StoreResult<Self> {
         let s = |i: usize| -> StoreResult<String> { row.get::<_, String>(i).map_err(db) };
         Ok(Self {
             text: [
@@ -110,7 +115,7 @@ impl JobRow {
                 Some(claim.now.0),
                 row.get(18).map_err(db)?,
             ),
-            lease: (Some(claim.token), Some(expires)),
+            lease: (Some(token), Some(expires)),
         })
     }
 

@@ -108,13 +108,11 @@ impl Store for SqliteStore {
     ) -> StoreResult<Claims> {
         let queue = queue.clone();
         let worker = worker.to_owned();
-        let token = self.next_lease_token();
         let raw = self
             .write_volatile(move |conn| {
                 let claim = claims::ClaimOf {
                     queue: &queue,
                     worker: &worker,
-                    token,
                     max,
                     lease_ttl_ms,
                     now,

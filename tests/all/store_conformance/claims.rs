@@ -242,3 +242,31 @@ pub(super) async fn a_claimed_job_is_the_job_as_stored(store: impl Store) {
     assert_eq!(job.error.as_ref().map(|e| e.reason), Some(Reason::Deadline));
     assert_eq!(second[0].lease.expires_at, Timestamp(later.0 + 1000));
 }
+
+/// Fencing tokens come from the store and only grow: a later claim's lease is greater than
+/// every earlier one's, whatever queue it is of and whether the earlier job ended.
+pub(super) async fn lease_tokens_only_grow(store: impl Store) {
+    let mut last = i64::MIN;
+    for round in 0..3 {
+        for q in ["a", "b"] {
+            let claimed = insert_and_claim_in(&store, q, 2).await;
+            for c in &claimed {
+                assert!(c.lease.token > last, "round {round} queue {q}: {c:?}");
+            }
+            last = claimed.iter().map(|c| c.lease.token).max().unwrap();
+            let done = Finish::Completed { output: vec![] };
+            assert!(store.finish(&claimed[0], None, done, T0).await.unwrap());
+        }
+    }
+}
+
+/// Stores two jobs in `q` and claims them.
+async fn insert_and_claim_in(store: &impl Store, q: &str, n: usize) -> Vec<Claimed> {
+    let queue: QueueName = q.parse().unwrap();
+    set_concurrency(store, &queue, 100).await;
+    let jobs = (0..n).map(|_| new_job(q, 0, T0)).collect();
+    store.insert_jobs(jobs).await.unwrap();
+    let claimed = store.claim(&queue, "w", n as u32, 1000, T0).await.unwrap().jobs;
+    assert_eq!(claimed.len(), n);
+    claimed
+}

@@ -34,6 +34,7 @@ macro_rules! conformance {
             claims::a_parked_claim_runs_with_the_next_submit_to_its_queues,
             claims::scheduled_jobs_become_claimable_when_due,
             claims::a_claimed_job_is_the_job_as_stored,
+            claims::lease_tokens_only_grow,
             ends::a_stale_lease_cannot_write,
             ends::many_attempts_end_in_one_write_each_under_its_own_lease,
             ends::a_large_batch_of_completions_writes_each_under_its_own_lease,

@@ -137,3 +137,27 @@ async fn sqlite_starts_its_log_over_under_steady_writes() {
         mib(written)
     );
 }
+
+/// Two server processes on one database file (two stores here) and a restart: every lease
+/// token is greater than every token before it, whichever process claimed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_lease_tokens_grow_across_processes_and_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jobs.db");
+    let q: QueueName = "q".parse().unwrap();
+    let (one, two) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+    set_concurrency(&one, &q, 100).await;
+    let mut last = i64::MIN;
+    for round in 0..4 {
+        let store = if round % 2 == 0 { &one } else { &two };
+        store.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
+        let claimed = store.claim(&q, "w", 1, 1000, T0).await.unwrap().jobs;
+        assert!(claimed[0].lease.token > last, "round {round}");
+        last = claimed[0].lease.token;
+    }
+    drop((one, two));
+    let reopened = SqliteStore::open(&path).unwrap();
+    reopened.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
+    let claimed = reopened.claim(&q, "w", 1, 1000, T0).await.unwrap().jobs;
+    assert!(claimed[0].lease.token > last, "after a restart");
+}
