@@ -5,13 +5,14 @@
 //!
 //! ```toml
 //! data_dir = "remotask-data"
-//! worker_threads = 2
+//! worker_threads = 2              # 0: no guest runs here, only remote workers
 //! retention_seconds = 604800       # clean terminal jobs older than this; 0 keeps them
 //! lease_ttl_seconds = 30
 //! requeue_delay_seconds = 5
 //! shutdown_grace_seconds = 10
 //! log_format = "human"             # or "json": one JSON object per line
 //! log_level = "info"               # a tracing filter; RUST_LOG wins when set
+//! max_workers = 4                  # remote workers at once; absent: any number
 //!
 //! [[queues]]
 //! name = "default"
@@ -62,6 +63,8 @@ pub struct ConfigFile {
     pub max_input_bytes: Option<usize>,
     /// Most jobs in one batch submit.
     pub max_batch_jobs: Option<usize>,
+    /// At most this many remote workers at once (default: any number).
+    pub max_workers: Option<usize>,
     /// `human` (default) or `json`.
     pub log_format: Option<String>,
     /// A `tracing` filter (`info`, `remotask=debug`); `RUST_LOG` wins when set.
@@ -96,6 +99,8 @@ pub struct ServerConfig {
     /// The rescuer's and the cleaner's timing, the requeue delay, the retention period.
     pub maintenance: MaintenanceConfig,
     pub queues: Vec<QueueConfig>,
+    /// At most this many remote workers at once; `None` takes any number.
+    pub max_workers: Option<usize>,
     pub log_format: LogFormat,
     /// A `tracing` filter for the log, if configured (`RUST_LOG` wins when set).
     pub log_level: Option<String>,
@@ -153,6 +158,10 @@ impl ServerConfig {
             workers,
             maintenance,
             queues,
+            max_workers: match file.max_workers {
+                Some(0) => return Err("max_workers must be at least 1".to_owned()),
+                n => n,
+            },
             log_format,
             log_level: o.log_level.or(file.log_level),
         })
@@ -174,9 +183,10 @@ fn seconds(name: &str, v: Option<f64>, default: f64) -> Result<Duration, String>
 fn workers(file: &ConfigFile, o: &Overrides) -> Result<WorkerConfig, String> {
     let mut workers = WorkerConfig::default();
     if let Some(n) = o.worker_threads.or(file.worker_threads) {
-        if n == 0 || n > 1024 {
+        if n > 1024 {
             return Err(format!(
-                "worker_threads must be between 1 and 1024, got {n}"
+                "worker_threads must be between 0 (no guest runs here: remote workers only) \
+                 and 1024, got {n}"
             ));
         }
         workers.threads = n;
@@ -285,7 +295,17 @@ mod tests {
 
     #[test]
     fn mistakes_are_refused_with_the_offending_value() {
-        assert!(parse("worker_threads = 0").unwrap_err().contains("got 0"));
+        assert!(
+            parse("worker_threads = 1025")
+                .unwrap_err()
+                .contains("got 1025")
+        );
+        assert_eq!(parse("worker_threads = 0").unwrap().workers.threads, 0);
+        assert!(
+            parse("max_workers = 0")
+                .unwrap_err()
+                .contains("max_workers")
+        );
         assert!(
             parse("[[queues]]\nname = \"Bad Name\"")
                 .unwrap_err()

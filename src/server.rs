@@ -17,7 +17,10 @@ use crate::worker::WorkerPool;
 #[derive(Debug)]
 pub struct Server {
     pub service: Service,
-    pool: WorkerPool,
+    /// The in-process source: this server's pool and the lease API hand jobs out of it.
+    pub source: Arc<LocalSource>,
+    /// `None` with `worker_threads = 0`: remote workers run every job.
+    pool: Option<WorkerPool>,
     maintenance: Maintenance,
 }
 
@@ -63,11 +66,14 @@ impl Server {
         for queue in &config.queues {
             service.put_queue(queue.clone()).await?;
         }
+        service.set_max_workers(config.max_workers);
         let source = LocalSource::new(service.clone(), config.maintenance.requeue_delay);
-        let pool = WorkerPool::start(source, sandbox, config.workers.clone());
+        let pool = (config.workers.threads > 0)
+            .then(|| WorkerPool::start(source.clone(), sandbox, config.workers.clone()));
         let maintenance = Maintenance::start(service.clone(), config.maintenance);
         Ok(Self {
             service,
+            source,
             pool,
             maintenance,
         })
@@ -109,6 +115,8 @@ impl Server {
     /// requeue the rest unspent.
     pub async fn shutdown(self) {
         self.maintenance.stop();
-        self.pool.shutdown().await;
+        if let Some(pool) = self.pool {
+            pool.shutdown().await;
+        }
     }
 }

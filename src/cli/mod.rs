@@ -6,6 +6,7 @@ mod guest;
 mod remote;
 mod run;
 mod serve;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ pub use remote::{
 };
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
+pub use worker::{RunWorker, WorkerArgs, WorkerCommand};
 
 /// Exit code when remotask itself could not do what was asked (bad flags, refused module,
 /// unreadable file, host error).
@@ -38,6 +40,8 @@ pub enum Command {
     Run(RunArgs),
     /// Start the engine on an embedded SQLite file in a data directory.
     Serve(ServeArgs),
+    /// Run jobs of a server on this machine (`remotask worker list`: the server's workers).
+    Worker(WorkerArgs),
     /// Check a module as an upload would and print its admission report.
     Inspect {
         /// The module (.wasm binary).
@@ -96,6 +100,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(args) => run::run(args),
         Command::Serve(args) => serve::serve(args),
+        Command::Worker(args) => worker::worker(args),
         Command::Inspect { module, json } => run::inspect(&module, json),
         Command::Task {
             command,

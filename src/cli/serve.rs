@@ -15,6 +15,7 @@ use crate::config::{Overrides, ServerConfig};
 use crate::http::{self, AppState};
 use crate::server::Server;
 use crate::telemetry::{self, notice};
+use crate::worker::Stop;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
@@ -24,7 +25,7 @@ pub struct ServeArgs {
     /// The data directory: SQLite file, module blobs, compiled cache. Created on first run.
     #[arg(long, env = "REMOTASK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Threads that run guests.
+    /// Threads that run guests; 0 runs none here (remote workers run every job).
     #[arg(long, env = "REMOTASK_WORKERS")]
     pub workers: Option<usize>,
     /// Lease of a claimed job, in seconds.
@@ -84,7 +85,9 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let addr = listener.local_addr().context("no local address")?;
-        let state = AppState::new(server.service.clone(), config.http);
+        let (stop_leases, leases_stopped) = Stop::new();
+        let state = AppState::new(server.service.clone(), config.http)
+            .with_leases(server.source.clone(), leases_stopped);
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
         let mut api = tokio::spawn(http::serve(listener, state, async move {
@@ -107,6 +110,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         // Stop taking requests, then let the workers finish; open long-polls and event
         // streams get a moment to end before they are dropped.
         stop.notify_one();
+        stop_leases.raise();
         server.shutdown().await;
         if tokio::time::timeout(Duration::from_secs(2), &mut api)
             .await
@@ -119,7 +123,8 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// Resolves at SIGINT or SIGTERM.
+pub(super) async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     tokio::select! {

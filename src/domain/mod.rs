@@ -25,7 +25,7 @@ pub use lifecycle::{
     after_attempt,
 };
 pub use limits::{Limits, LimitsError, LimitsOverride};
-pub use names::{NameError, QueueName, Role, ScheduleName, TaskName};
+pub use names::{NameError, QueueName, Role, ScheduleName, TaskName, WorkerName};
 pub use queue::{QueueConfig, QueuePosition, QueueStats};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobFilter, NewJob, Start, Timestamp};

@@ -1,4 +1,4 @@
-//! Validated names: `TaskName` and `QueueName`. Lowercase letters, digits, `-`, `_` and `.`,
+//! Validated names: `TaskName`, `QueueName`, `ScheduleName` and `WorkerName`. Lowercase letters, digits, `-`, `_` and `.`,
 //! starting with a letter or digit, at most 64 characters; they appear in URLs, metrics labels
 //! and file names, so nothing else is allowed.
 
@@ -91,6 +91,12 @@ name_type!(
     /// A schedule's name; its fires' unique keys are `schedule:<name>:<fire time>`.
     ScheduleName,
     "schedule"
+);
+
+name_type!(
+    /// A worker's name, in leases, attempt records and the list of workers.
+    WorkerName,
+    "worker"
 );
 
 impl QueueName {

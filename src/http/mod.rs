@@ -4,8 +4,8 @@
 //! document is generated from the handlers' annotations, so it cannot drift from the routes.
 //!
 //! Roles: `read` reads everything but tokens; `submit` also submits and manages jobs;
-//! `worker` also fetches modules (and, later, leases); `admin` does everything (tasks,
-//! queues, tokens, schedules).
+//! `worker` also leases jobs, reports them and fetches modules; `admin` does everything
+//! (tasks, queues, tokens, schedules).
 
 mod auth;
 mod body;
@@ -13,6 +13,7 @@ pub mod dto;
 mod error;
 mod events;
 mod jobs;
+mod leases;
 mod ops;
 mod queues;
 mod schedules;
@@ -30,8 +31,11 @@ use utoipa_axum::routes;
 pub use auth::{Auth, Caller};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
 
+use std::sync::Arc;
+
 use crate::domain::Role;
-use crate::service::{Service, ServiceError};
+use crate::service::{LocalSource, Service, ServiceError};
+use crate::worker::{Stop, StopHandle};
 
 /// Size caps of what clients send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,14 +67,35 @@ pub struct AppState {
     pub service: Service,
     pub auth: Auth,
     pub caps: HttpCaps,
+    /// The source that the lease API hands remote workers' jobs out of.
+    pub leases: Arc<LocalSource>,
+    /// Raised at shutdown: lease calls waiting for jobs return.
+    stop: Stop,
+    _stop: Arc<StopHandle>,
 }
 
 impl AppState {
+    /// The API of `service`, with a lease source of its own.
     pub fn new(service: Service, caps: HttpCaps) -> Self {
+        let leases = LocalSource::new(service.clone(), LocalSource::REQUEUE_DELAY);
+        let (handle, stop) = Stop::new();
         Self {
             service,
             auth: Auth::default(),
             caps,
+            leases,
+            stop,
+            _stop: Arc::new(handle),
+        }
+    }
+
+    /// The lease API on `leases` (the source the server's own pool uses), its long polls
+    /// ended when `stop` is raised.
+    pub fn with_leases(self, leases: Arc<LocalSource>, stop: Stop) -> Self {
+        Self {
+            leases,
+            stop,
+            ..self
         }
     }
 }
@@ -91,6 +116,7 @@ impl AppState {
         (name = "schedules", description = "Cron and delayed schedules that submit jobs"),
         (name = "events", description = "Server-sent events of job state changes"),
         (name = "tokens", description = "API tokens (admin)"),
+        (name = "leases", description = "Remote workers: leases, heartbeats, reports, pushed cancels"),
         (name = "ops", description = "Health and metrics")
     )
 )]
@@ -149,6 +175,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(events::events))
         .routes(routes!(tokens::create_token, tokens::list_tokens))
         .routes(routes!(tokens::revoke_token))
+        .routes(routes!(leases::lease))
+        .routes(routes!(leases::heartbeat))
+        .routes(routes!(leases::report))
+        .routes(routes!(leases::cancels))
+        .routes(routes!(leases::workers))
 }
 
 /// The OpenAPI document of every route.
@@ -173,7 +204,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 use wasmtime::{Engine, InstancePre, Linker, Module};
 
@@ -90,7 +90,7 @@ pub enum SandboxError {
 }
 
 /// Where a module's compiled code came from for one lookup; recorded in every receipt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CacheStatus {
     /// Already compiled in this process.

@@ -9,6 +9,7 @@ mod schedules;
 mod source;
 mod submit;
 mod tokens;
+mod workers;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +25,7 @@ pub use schedules::{ScheduleRequest, ScheduleView};
 pub use source::LocalSource;
 pub use submit::SubmitRequest;
 pub use tokens::{NewToken, hash_secret};
+pub use workers::{WorkerHello, WorkerView};
 
 use crate::domain::{
     AttemptRecord, CancelOutcome, Clock, Job, JobFilter, JobId, JobState, ModuleDigest, NewJob,
@@ -31,6 +33,7 @@ use crate::domain::{
 };
 use crate::sandbox::{AdmissionError, AdmissionReport, Sandbox};
 use crate::store::{BlobError, BlobStore, Inserted, Store, StoreError};
+use crate::worker::Cancel;
 
 /// Why a use-case could not be carried out.
 #[derive(Debug, thiserror::Error)]
@@ -96,7 +99,9 @@ pub(crate) struct Shared {
     pub(crate) schedules: Notify,
     /// Cancels of running jobs, for the worker pools of this process (which keep the
     /// attempts in flight); pools elsewhere learn of them at their next heartbeat.
-    pub(crate) cancels: tokio::sync::broadcast::Sender<JobId>,
+    pub(crate) cancels: tokio::sync::broadcast::Sender<Cancel>,
+    /// The remote workers that called this process.
+    workers: workers::Workers,
     /// Jobs that a write of this process is making `queued` (a submit, a release, a retry)
     /// and that have not been announced `queued` yet. A worker can claim such a job before
     /// the write is acknowledged (a parked claim rides in the submit's own transaction, and
@@ -243,6 +248,7 @@ impl Service {
                 room_seq: AtomicU64::new(0),
                 schedules: Notify::new(),
                 cancels: tokio::sync::broadcast::channel(1024).0,
+                workers: workers::Workers::default(),
                 unannounced: Mutex::default(),
                 events: tokio::sync::broadcast::channel(4096).0,
                 metrics: Metrics::default(),
@@ -559,8 +565,10 @@ impl Service {
         match outcome {
             CancelOutcome::NotFound => return Err(ServiceError::JobNotFound(id)),
             CancelOutcome::Running => {
-                // To this process's pools; pools elsewhere see it at their next heartbeat.
-                let _ = self.shared.cancels.send(id);
+                // To the pools and workers attached to this process; others see it at their
+                // next heartbeat.
+                let worker = self.job(id).await.ok().and_then(|j| j.worker);
+                let _ = self.shared.cancels.send(Cancel { id, worker });
             }
             CancelOutcome::Cancelled => {
                 if let Ok(job) = self.job(id).await {

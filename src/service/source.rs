@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::store::{AttemptEnd, Claims, ParkedAnswer, StandingClaim, StoreError};
 use crate::worker::{
-    ClaimAsk, Cursor, Ended, Granted, LeaseState, Outcome, Progress, Source, SourceError,
+    Cancel, ClaimAsk, Cursor, Ended, Granted, LeaseState, Outcome, Progress, Source, SourceError,
     SourceResult, Stop, Work,
 };
 
@@ -46,6 +46,10 @@ struct Pass {
 }
 
 impl LocalSource {
+    /// The delay before a job whose lease was lost runs again, unless configured (the seed's
+    /// 5 s).
+    pub const REQUEUE_DELAY: Duration = Duration::from_secs(5);
+
     /// A source on `service`'s store; `requeue_delay` is how long a job whose lease was lost
     /// waits before it runs again.
     pub fn new(service: Service, requeue_delay: Duration) -> Arc<Self> {
@@ -378,10 +382,13 @@ impl Source for LocalSource {
                 continue;
             };
             let caps = super::config_of(&queues, &job.queue);
-            if let Outcome::Ran { report, .. } = &e.outcome {
-                let r = &report.receipt;
-                costs.push((report.reason, r.wall_us, r.fuel_consumed));
-            }
+            costs.push(match &e.outcome {
+                Outcome::Ran { report, .. } => {
+                    let r = &report.receipt;
+                    Some((report.reason, r.wall_us, r.fuel_consumed))
+                }
+                Outcome::Interrupted => None,
+            });
             answered.push(Some(ends.len()));
             ends.push(self.end_of(&job, e, caps));
             jobs.push(job);
@@ -399,12 +406,13 @@ impl Source for LocalSource {
                 return Err(failed(e));
             }
         };
-        for (reason, wall_us, fuel) in costs {
-            shared.metrics.record_attempt(reason, wall_us, fuel);
-        }
-        for ((job, state), applied) in jobs.iter().zip(states).zip(&written) {
-            if *applied {
-                self.service.publish(job, state);
+        for (((job, state), applied), cost) in jobs.iter().zip(states).zip(&written).zip(costs) {
+            if !*applied {
+                continue;
+            }
+            self.service.publish(job, state);
+            if let Some((reason, wall_us, fuel)) = cost {
+                shared.metrics.record_attempt(reason, wall_us, fuel);
             }
         }
         shared.wake_room();
@@ -427,7 +435,7 @@ impl Source for LocalSource {
         }
     }
 
-    fn cancels(&self) -> Option<tokio::sync::broadcast::Receiver<JobId>> {
+    fn cancels(&self) -> Option<tokio::sync::broadcast::Receiver<Cancel>> {
         Some(self.service.shared.cancels.subscribe())
     }
 }

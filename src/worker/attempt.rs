@@ -152,8 +152,10 @@ pub(crate) async fn reporter(
     }
 }
 
-/// Reports one batch, trying again a few times if the source fails; after that the leases
-/// expire and the source's rescuer takes over.
+/// Reports one batch, trying again with growing waits (up to 5 s) until the source answers:
+/// the attempts' results are kept while the source is away (a remote server restarting, a
+/// store refusing writes). A source that answers may refuse some (their leases expired and
+/// their jobs were taken again); that is final.
 async fn report_batch(source: &dyn Source, batch: &[Ran]) {
     let ended = |batch: &[Ran]| -> Vec<Ended> {
         batch
@@ -165,20 +167,18 @@ async fn report_batch(source: &dyn Source, batch: &[Ran]) {
             })
             .collect()
     };
-    for delay in [0u64, 50, 200, 1000] {
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
+    let mut wait = Duration::from_millis(50);
+    for tries in 1u32.. {
         match source.report(ended(batch)).await {
             Ok(_) => return,
-            Err(e) if delay == 1000 => {
-                background_error(
-                    Component::Reporter,
-                    "reporting ended attempts (their leases will expire)",
-                    &e,
-                );
+            Err(e) => {
+                if tries >= 3 {
+                    let doing = "reporting ended attempts (tried again until it answers)";
+                    background_error(Component::Reporter, doing, &e);
+                }
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
             }
-            Err(_) => {}
         }
     }
 }

@@ -74,10 +74,14 @@ pub(crate) struct Dispatcher {
 /// How long one claim waits for jobs at most before the dispatcher asks again.
 const CLAIM_WAIT: Duration = Duration::from_secs(1);
 
+/// The first wait after a failed claim; it doubles with each failure after it, up to 5 s.
+const FAILED_CLAIM_WAIT: Duration = Duration::from_millis(200);
+
 impl Dispatcher {
     /// Claims and hands out jobs until the pool stops.
     pub(crate) async fn run(self) {
         let mut cursor: Option<Cursor> = None;
+        let mut backoff = FAILED_CLAIM_WAIT;
         while let Some(slots) = self.slots_for_claim().await {
             let ask = ClaimAsk {
                 worker: self.config.worker_id.clone(),
@@ -93,12 +97,14 @@ impl Dispatcher {
                     background_error(Component::Dispatcher, "claiming jobs", &e);
                     drop(slots);
                     tokio::select! {
-                        () = tokio::time::sleep(Duration::from_millis(200)) => {}
+                        () = tokio::time::sleep(backoff) => {}
                         () = self.stop.raised() => return,
                     }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
                     continue;
                 }
             };
+            backoff = FAILED_CLAIM_WAIT;
             cursor = granted.cursor;
             if self.stop.is_raised() {
                 // No attempt starts once the pool stops: what the claim took goes back.

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::source::{LeaseState, Source, Stop};
+use super::source::{Cancel, LeaseState, Source, Stop};
 use crate::domain::{JobId, Lease};
 use crate::sandbox::CancelToken;
 use crate::telemetry::{Component, background_error};
@@ -156,16 +156,18 @@ pub(crate) async fn heartbeats(
     }
 }
 
-/// Applies the cancels a source pushes, until it stops pushing. A listener that falls
-/// behind misses some; heartbeats pass those on.
+/// Applies the cancels a source pushes for jobs `worker` may hold, until it stops pushing.
+/// A listener that falls behind misses some; heartbeats pass those on.
 pub(crate) async fn cancels(
-    mut pushed: tokio::sync::broadcast::Receiver<JobId>,
+    mut pushed: tokio::sync::broadcast::Receiver<Cancel>,
     flights: Arc<Flights>,
+    worker: String,
 ) {
     use tokio::sync::broadcast::error::RecvError;
     loop {
         match pushed.recv().await {
-            Ok(id) => flights.cancel(id),
+            Ok(c) if c.worker.as_ref().is_none_or(|w| *w == worker) => flights.cancel(c.id),
+            Ok(_) => {}
             Err(RecvError::Lagged(_)) => {}
             Err(RecvError::Closed) => return,
         }

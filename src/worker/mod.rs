@@ -39,7 +39,7 @@ use dispatch::{Dispatcher, Pace};
 use flight::Flights;
 
 pub use source::{
-    ClaimAsk, Cursor, Ended, Granted, LeaseState, Outcome, Progress, Source, SourceError,
+    Cancel, ClaimAsk, Cursor, Ended, Granted, LeaseState, Outcome, Progress, Source, SourceError,
     SourceResult, Stop, StopHandle, Work,
 };
 
@@ -155,7 +155,8 @@ impl WorkerPool {
             )),
         ];
         if let Some(pushed) = source.cancels() {
-            tasks.push(runtime.spawn(flight::cancels(pushed, flights.clone())));
+            let worker = config.worker_id.clone();
+            tasks.push(runtime.spawn(flight::cancels(pushed, flights.clone(), worker)));
         }
         Self {
             config,

@@ -41,7 +41,7 @@ pub trait Source: Send + Sync + 'static {
 
     /// Cancels of running jobs as they are asked for, if this source can push them; other
     /// sources pass cancels in heartbeat answers only.
-    fn cancels(&self) -> Option<tokio::sync::broadcast::Receiver<JobId>>;
+    fn cancels(&self) -> Option<tokio::sync::broadcast::Receiver<Cancel>>;
 }
 
 /// Why a source could not answer.
@@ -148,6 +148,14 @@ pub enum Outcome {
         started_at: Timestamp,
         finished_at: Timestamp,
     },
+}
+
+/// A cancel of a running job, pushed to the workers that may hold it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancel {
+    pub id: JobId,
+    /// The worker that holds the job, if known: other workers ignore it.
+    pub worker: Option<String>,
 }
 
 /// Raised once, when the worker stops: a source waiting in [`Source::claim`] returns.

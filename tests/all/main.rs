@@ -11,6 +11,7 @@ mod isolation;
 mod logs;
 mod outcomes;
 mod queue;
+mod remote;
 mod schedules;
 mod serve;
 mod store_conformance;

@@ -24,11 +24,12 @@ fn serve(data_dir: &Path, extra: &[&str]) -> Child {
     reason = "the child is returned to the caller, which waits on it"
 )]
 pub(crate) fn serve_http(data_dir: &Path, extra: &[&str]) -> (Child, String) {
-    let mut child = remotask()
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args(["--bind", "127.0.0.1:0"])
+    let mut command = remotask();
+    command.arg("serve").arg("--data-dir").arg(data_dir);
+    if !extra.contains(&"--bind") {
+        command.args(["--bind", "127.0.0.1:0"]);
+    }
+    let mut child = command
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()

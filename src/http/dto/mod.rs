@@ -6,6 +6,7 @@
 
 mod flat;
 mod job;
+mod lease;
 mod queue;
 mod schedule;
 mod spec;
@@ -28,6 +29,11 @@ use crate::domain::{Limits, LimitsOverride, Timestamp};
 pub use job::{
     AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto,
     JobDto, JobErrorDto, JobList, ProgressDto, SubmitBatch, SubmitJob, SubmitOptions,
+};
+pub use lease::{
+    CancelEventDto, CursorDto, EndedDto, HeartbeatAnswer, HeartbeatRequest, HeldLease, LeaseDto,
+    LeaseGrant, LeaseRequest, LeaseStateDto, LeasedJob, ReportAnswer, ReportDto, ReportRequest,
+    ReportResult, WorkerDto, WorkerList,
 };
 pub use queue::QueueDto;
 pub use schedule::{FireTimesDto, ScheduleDto, ScheduleInput, ScheduleOptions};

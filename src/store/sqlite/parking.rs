@@ -110,11 +110,7 @@ impl Drop for Unpark {
 /// Runs a parked claim inside the transaction of the submits that queued jobs in `queues`,
 /// in a savepoint of its own; answers it once the transaction has ended.
 pub(super) fn ride(conn: &Connection, parked: Parked, queues: &[&str]) -> Completion {
-    let Parked {
-        claim,
-        reply,
-        ..
-    } = parked;
+    let Parked { claim, reply, .. } = parked;
     let now = claim.clock.now();
     let result = in_savepoint(conn, |c| {
         let mut left = claim.max;

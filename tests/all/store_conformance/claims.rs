@@ -266,7 +266,11 @@ async fn insert_and_claim_in(store: &impl Store, q: &str, n: usize) -> Vec<Claim
     set_concurrency(store, &queue, 100).await;
     let jobs = (0..n).map(|_| new_job(q, 0, T0)).collect();
     store.insert_jobs(jobs).await.unwrap();
-    let claimed = store.claim(&queue, "w", n as u32, 1000, T0).await.unwrap().jobs;
+    let claimed = store
+        .claim(&queue, "w", n as u32, 1000, T0)
+        .await
+        .unwrap()
+        .jobs;
     assert_eq!(claimed.len(), n);
     claimed
 }

@@ -145,7 +145,10 @@ async fn sqlite_lease_tokens_grow_across_processes_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jobs.db");
     let q: QueueName = "q".parse().unwrap();
-    let (one, two) = (SqliteStore::open(&path).unwrap(), SqliteStore::open(&path).unwrap());
+    let (one, two) = (
+        SqliteStore::open(&path).unwrap(),
+        SqliteStore::open(&path).unwrap(),
+    );
     set_concurrency(&one, &q, 100).await;
     let mut last = i64::MIN;
     for round in 0..4 {
@@ -157,7 +160,10 @@ async fn sqlite_lease_tokens_grow_across_processes_and_restarts() {
     }
     drop((one, two));
     let reopened = SqliteStore::open(&path).unwrap();
-    reopened.insert_jobs(vec![new_job("q", 0, T0)]).await.unwrap();
+    reopened
+        .insert_jobs(vec![new_job("q", 0, T0)])
+        .await
+        .unwrap();
     let claimed = reopened.claim(&q, "w", 1, 1000, T0).await.unwrap().jobs;
     assert!(claimed[0].lease.token > last, "after a restart");
 }
