@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::error::{ApiError, ApiResult};
 use super::{AppState, Caller};
-use crate::domain::{JobState, Role};
+use crate::domain::{JobState, QueueStats, Role};
+use crate::service::{MetricsSnapshot, WorkerView};
 
 /// Liveness: the process answers and its store is readable.
 #[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
@@ -30,89 +31,144 @@ pub(super) async fn healthz(State(s): State<AppState>) -> Response {
 pub(super) async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiResult<Response> {
     caller.require(Role::Read)?;
     let queues = s.service.queues().await?;
-    let m = s.service.metrics();
-    let mut out = String::new();
-    let mut w = |line: String| {
-        out.push_str(&line);
-        out.push('\n');
-    };
-    w("# HELP remotask_jobs Jobs by queue and state.".into());
-    w("# TYPE remotask_jobs gauge".into());
-    for q in &queues {
-        for state in JobState::ALL {
-            let n = q.counts.get(&state).copied().unwrap_or(0);
-            w(format!(
-                "remotask_jobs{{queue=\"{}\",state=\"{state}\"}} {n}",
-                q.config.name
-            ));
-        }
-    }
-    w("# HELP remotask_queue_depth Jobs waiting to run (queued) per queue.".into());
-    w("# TYPE remotask_queue_depth gauge".into());
-    for q in &queues {
-        let n = q.counts.get(&JobState::Queued).copied().unwrap_or(0);
-        w(format!(
-            "remotask_queue_depth{{queue=\"{}\"}} {n}",
-            q.config.name
-        ));
-    }
-    w("# HELP remotask_queue_running Jobs running per queue.".into());
-    w("# TYPE remotask_queue_running gauge".into());
-    for q in &queues {
-        let n = q.counts.get(&JobState::Running).copied().unwrap_or(0);
-        w(format!(
-            "remotask_queue_running{{queue=\"{}\"}} {n}",
-            q.config.name
-        ));
-    }
-    w("# HELP remotask_queue_paused 1 if the queue is paused.".into());
-    w("# TYPE remotask_queue_paused gauge".into());
-    for q in &queues {
-        w(format!(
-            "remotask_queue_paused{{queue=\"{}\"}} {}",
-            q.config.name,
-            u8::from(q.paused)
-        ));
-    }
-    w("# HELP remotask_attempts_total Attempts ended in this process, by reason.".into());
-    w("# TYPE remotask_attempts_total counter".into());
-    for (reason, n) in &m.attempts_by_reason {
-        w(format!(
-            "remotask_attempts_total{{reason=\"{reason}\"}} {n}"
-        ));
-    }
-    w("# HELP remotask_attempt_duration_seconds Wall time of attempts.".into());
-    w("# TYPE remotask_attempt_duration_seconds histogram".into());
-    for (bound, n) in &m.duration_buckets {
-        w(format!(
-            "remotask_attempt_duration_seconds_bucket{{le=\"{bound}\"}} {n}"
-        ));
-    }
-    w(format!(
-        "remotask_attempt_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-        m.duration_count
-    ));
-    w(format!(
-        "remotask_attempt_duration_seconds_sum {}",
-        m.duration_sum_seconds
-    ));
-    w(format!(
-        "remotask_attempt_duration_seconds_count {}",
-        m.duration_count
-    ));
-    w("# HELP remotask_background_errors_total Failures of background work in this process, by component.".into());
-    w("# TYPE remotask_background_errors_total counter".into());
+    let mut out = Metrics::default();
+    queue_metrics(&mut out, &queues);
+    attempt_metrics(&mut out, &s.service.metrics());
+    worker_metrics(&mut out, &s.service.workers());
+    out.family(
+        "remotask_background_errors_total",
+        "counter",
+        "Failures of background work in this process, by component.",
+    );
     for (component, n) in crate::telemetry::background_errors() {
-        w(format!(
+        out.line(format_args!(
             "remotask_background_errors_total{{component=\"{component}\"}} {n}"
         ));
     }
-    w("# HELP remotask_fuel_consumed_total Fuel consumed by attempts in this process.".into());
-    w("# TYPE remotask_fuel_consumed_total counter".into());
-    let mut last = String::new();
-    let _ = write!(last, "remotask_fuel_consumed_total {}", m.fuel_consumed);
-    w(last);
-    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response())
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out.0).into_response())
+}
+
+/// The text of a metrics page.
+#[derive(Default)]
+struct Metrics(String);
+
+impl Metrics {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        self.line(format_args!("# HELP {name} {help}"));
+        self.line(format_args!("# TYPE {name} {kind}"));
+    }
+
+    fn line(&mut self, line: std::fmt::Arguments<'_>) {
+        let _ = self.0.write_fmt(line);
+        self.0.push('\n');
+    }
+}
+
+fn queue_metrics(out: &mut Metrics, queues: &[QueueStats]) {
+    let count = |q: &QueueStats, state| q.counts.get(&state).copied().unwrap_or(0);
+    out.family("remotask_jobs", "gauge", "Jobs by queue and state.");
+    for q in queues {
+        for state in JobState::ALL {
+            let (name, n) = (&q.config.name, count(q, state));
+            out.line(format_args!(
+                "remotask_jobs{{queue=\"{name}\",state=\"{state}\"}} {n}"
+            ));
+        }
+    }
+    let gauges: [(&str, &str, fn(&QueueStats) -> u64); 3] = [
+        (
+            "remotask_queue_depth",
+            "Jobs waiting to run (queued) per queue.",
+            |q| q.counts.get(&JobState::Queued).copied().unwrap_or(0),
+        ),
+        ("remotask_queue_running", "Jobs running per queue.", |q| {
+            q.counts.get(&JobState::Running).copied().unwrap_or(0)
+        }),
+        ("remotask_queue_paused", "1 if the queue is paused.", |q| {
+            u64::from(q.paused)
+        }),
+    ];
+    for (family, help, value) in gauges {
+        out.family(family, "gauge", help);
+        for q in queues {
+            let (name, v) = (&q.config.name, value(q));
+            out.line(format_args!("{family}{{queue=\"{name}\"}} {v}"));
+        }
+    }
+}
+
+fn attempt_metrics(out: &mut Metrics, m: &MetricsSnapshot) {
+    out.family(
+        "remotask_attempts_total",
+        "counter",
+        "Attempts ended in this process, by reason.",
+    );
+    for (reason, n) in &m.attempts_by_reason {
+        out.line(format_args!(
+            "remotask_attempts_total{{reason=\"{reason}\"}} {n}"
+        ));
+    }
+    let family = "remotask_attempt_duration_seconds";
+    out.family(family, "histogram", "Wall time of attempts.");
+    for (bound, n) in &m.duration_buckets {
+        out.line(format_args!("{family}_bucket{{le=\"{bound}\"}} {n}"));
+    }
+    let count = m.duration_count;
+    out.line(format_args!("{family}_bucket{{le=\"+Inf\"}} {count}"));
+    out.line(format_args!("{family}_sum {}", m.duration_sum_seconds));
+    out.line(format_args!("{family}_count {count}"));
+    out.family(
+        "remotask_fuel_consumed_total",
+        "counter",
+        "Fuel consumed by attempts in this process.",
+    );
+    out.line(format_args!(
+        "remotask_fuel_consumed_total {}",
+        m.fuel_consumed
+    ));
+}
+
+fn worker_metrics(out: &mut Metrics, workers: &[WorkerView]) {
+    type Value = fn(&WorkerView) -> String;
+    let families: [(&str, &str, &str, Value); 5] = [
+        (
+            "remotask_worker_up",
+            "gauge",
+            "1 if the remote worker was seen within its lease period.",
+            |w| u8::from(!w.gone).to_string(),
+        ),
+        (
+            "remotask_worker_running",
+            "gauge",
+            "Jobs a remote worker holds.",
+            |w| w.running.to_string(),
+        ),
+        (
+            "remotask_worker_leased_total",
+            "counter",
+            "Jobs this process leased to a remote worker.",
+            |w| w.leased_total.to_string(),
+        ),
+        (
+            "remotask_worker_reported_total",
+            "counter",
+            "Ended attempts a remote worker reported to this process.",
+            |w| w.reported_total.to_string(),
+        ),
+        (
+            "remotask_worker_last_seen_seconds",
+            "gauge",
+            "When a remote worker last called, in seconds since the Unix epoch.",
+            |w| (w.last_seen.0 as f64 / 1e3).to_string(),
+        ),
+    ];
+    for (family, kind, help, value) in families {
+        out.family(family, kind, help);
+        for worker in workers {
+            let (name, v) = (&worker.hello.name, value(worker));
+            out.line(format_args!("{family}{{worker=\"{name}\"}} {v}"));
+        }
+    }
 }
 
 /// This API's OpenAPI document.

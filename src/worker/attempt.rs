@@ -16,7 +16,7 @@ use super::flight::{Flight, Flights};
 use super::source::{Ended, Outcome, Progress, Source, Work};
 use crate::domain::{JobId, Reason, Timestamp};
 use crate::sandbox::{AttemptReport, AttemptRequest, CacheStatus, Sandbox};
-use crate::telemetry::{Component, background_error};
+use crate::telemetry::{Chain, Component, background_error};
 
 /// Work handed to a guest thread.
 pub(crate) struct Assignment {
@@ -95,7 +95,7 @@ impl GuestThread {
         let load = || {
             self.runtime
                 .block_on(self.source.module(digest))
-                .map_err(std::io::Error::other)
+                .map_err(|e| std::io::Error::other(Chain(&e).to_string()))
         };
         let module = match self.sandbox.module(digest, load) {
             Ok(module) => module,

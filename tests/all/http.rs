@@ -178,6 +178,11 @@ async fn every_route_is_in_the_openapi_document_and_answers() {
         "POST /v1/tokens",
         "GET /v1/tokens",
         "DELETE /v1/tokens/{id}",
+        "POST /v1/leases",
+        "POST /v1/leases/heartbeat",
+        "POST /v1/leases/report",
+        "GET /v1/leases/events",
+        "GET /v1/workers",
     ];
     let mut expected: Vec<String> = routes.iter().map(|r| r.to_string()).collect();
     expected.sort();
