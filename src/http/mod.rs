@@ -17,6 +17,7 @@ mod ops;
 mod queues;
 mod schedules;
 mod tasks;
+mod tls;
 mod tokens;
 
 use axum::Router;
@@ -29,6 +30,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Auth, Caller};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+pub use tls::{ServerTls, TlsError, TlsFiles, crypto_provider, read_certificates};
 
 use crate::domain::Role;
 use crate::service::{Service, ServiceError};
@@ -167,15 +169,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then lets open requests end.
+/// Serves [`router`] on `listener`, over HTTPS when `tls` is given, until `shutdown`
+/// resolves, then lets open requests end.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<ServerTls>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state);
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            axum::serve(tls::TlsListener::new(listener, tls), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// Where the first admin token is written in a data directory.

@@ -15,3 +15,4 @@ mod schedules;
 mod serve;
 mod store_conformance;
 mod support;
+mod tls;
