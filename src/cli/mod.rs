@@ -6,6 +6,7 @@ mod guest;
 mod remote;
 mod run;
 mod serve;
+mod tls;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +20,7 @@ pub use remote::{
 };
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
+pub use tls::install_default_provider;
 
 /// Exit code when remotask itself could not do what was asked (bad flags, refused module,
 /// unreadable file, host error).
@@ -92,6 +94,7 @@ pub enum Command {
 
 /// Parses the process's arguments and runs the command.
 pub fn main() -> anyhow::Result<ExitCode> {
+    install_default_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),

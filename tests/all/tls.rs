@@ -1,12 +1,14 @@
-//! HTTPS: a CA and a server certificate made here (rcgen), what `remotask serve` refuses of
-//! them, and its warning when it serves plain HTTP beyond this machine.
+//! HTTPS end to end: a CA and a server certificate made here (rcgen), a real `remotask serve
+//! --tls-cert --tls-key`, and the real CLI over `https://`, trusting the CA with `--ca-cert`
+//! and refusing the server without it. Also what `serve` refuses, and its warning when it
+//! serves plain HTTP beyond this machine.
 
 use std::path::{Path, PathBuf};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
-use crate::serve::{Reap, serve_at};
-use crate::support::remotask;
+use crate::serve::{Reap, cli, serve_at, serve_http};
+use crate::support::{guest, remotask};
 
 /// PEM files in a directory: a CA certificate, and a certificate for 127.0.0.1 and localhost
 /// that the CA signed, with its key.
@@ -57,6 +59,89 @@ impl Certificates {
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_end_to_end_with_a_self_signed_ca_made_in_the_test() {
+    let certs = Certificates::new();
+    let data = tempfile::tempdir().unwrap();
+    let d = data.path();
+    let mut flags = certs.serve_flags();
+    flags.extend(["--workers".to_owned(), "1".to_owned()]);
+    let (server, url) = serve_http(d, &strs(&flags));
+    let mut server = Reap(server);
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    let ca = certs.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+        out
+    };
+
+    let echo = guest("echo");
+    let out = ok(cli(
+        &url,
+        d,
+        &[
+            "task",
+            "upload",
+            "echo",
+            echo.to_str().unwrap(),
+            "--ca-cert",
+            ca,
+        ],
+    ));
+    assert!(out.starts_with("uploaded echo version "), "{out}");
+    let out = ok(cli(
+        &url,
+        d,
+        &[
+            "job",
+            "submit",
+            "echo",
+            "--input",
+            r#"{"over": "tls"}"#,
+            "--wait",
+            "--ca-cert",
+            ca,
+        ],
+    ));
+    assert_eq!(out, r#"{"over":"tls"}"#);
+
+    // Without the CA, the server's certificate is not trusted, and the error says so.
+    let (code, _, err) = cli(&url, d, &["task", "list"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("has a TLS certificate this client does not trust")
+            && err.contains("UnknownIssuer")
+            && err.contains("--ca-cert"),
+        "{err}"
+    );
+    // Plain HTTP to the HTTPS port gets no answer.
+    let plain = url.replacen("https://", "http://", 1);
+    let (code, _, err) = cli(&plain, d, &["task", "list"]);
+    assert_eq!(code, 2, "{err}");
+
+    // The CA from the environment, and the graceful stop, as over HTTP.
+    let out = remotask()
+        .args(["task", "list", "--server", &url, "--data-dir"])
+        .arg(d)
+        .env("XDG_CONFIG_HOME", d)
+        .env("REMOTASK_CA_CERT", ca)
+        .env_remove("REMOTASK_TOKEN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("\necho "),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::process::Command::new("kill")
+        .arg(server.0.id().to_string())
+        .status()
+        .unwrap();
+    assert!(server.0.wait().unwrap().success());
 }
 
 /// `remotask serve` with `args`, expected to refuse to start: its stderr.
