@@ -264,6 +264,8 @@ async fn latency() {
 
 /// The engine behind the HTTP API on a free loopback port: base URL and an admin token.
 async fn http_engine(dir: &std::path::Path) -> (Service, WorkerPool, String, String) {
+    // `reqwest::Client::new()` needs a process-wide rustls provider.
+    remotask::cli::install_default_provider();
     let (service, pool) = engine(dir, 2).await;
     let token = service
         .create_token(remotask::domain::Role::Admin, "bench")

@@ -13,6 +13,9 @@
 //! log_format = "human"             # or "json": one JSON object per line
 //! log_level = "info"               # a tracing filter; RUST_LOG wins when set
 //! max_workers = 4                  # remote workers at once; absent: any number
+//! bind = "0.0.0.0:7443"            # default 127.0.0.1:7070, this machine only
+//! tls_cert = "server.pem"          # serve HTTPS: the certificate chain and its key (PEM),
+//! tls_key = "server.key"           # both or neither
 //!
 //! [[queues]]
 //! name = "default"
@@ -28,7 +31,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::domain::{LimitsOverride, QueueConfig, QueueName};
-use crate::http::HttpCaps;
+use crate::http::{HttpCaps, TlsFiles};
 use crate::service::MaintenanceConfig;
 use crate::telemetry::LogFormat;
 use crate::worker::WorkerConfig;
@@ -57,6 +60,10 @@ pub struct ConfigFile {
     pub shutdown_grace_seconds: Option<f64>,
     /// Address the HTTP API listens on (default 127.0.0.1:7070).
     pub bind: Option<String>,
+    /// The server's certificate chain (PEM), to serve HTTPS; needs `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
     /// Largest module upload, in bytes.
     pub max_module_bytes: Option<usize>,
     /// Largest job input, in bytes.
@@ -84,6 +91,8 @@ pub struct Overrides {
     pub lease_ttl_seconds: Option<f64>,
     pub requeue_delay_seconds: Option<f64>,
     pub bind: Option<String>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     pub log_format: Option<String>,
     pub log_level: Option<String>,
 }
@@ -94,6 +103,9 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// Where the HTTP API listens; loopback unless configured otherwise.
     pub bind: SocketAddr,
+    /// The certificate and key files when the API is served over HTTPS (not read yet: see
+    /// [`TlsFiles::load`]).
+    pub tls: Option<TlsFiles>,
     pub http: HttpCaps,
     pub workers: WorkerConfig,
     /// The rescuer's and the cleaner's timing, the requeue delay, the retention period.
@@ -143,6 +155,25 @@ impl ServerConfig {
         let bind: SocketAddr = bind_text.parse().map_err(|_| {
             format!("bind must be an address with a port, like 127.0.0.1:7070, got {bind_text:?}")
         })?;
+        let tls = match (
+            o.tls_cert.or(file.tls_cert.clone()),
+            o.tls_key.or(file.tls_key.clone()),
+        ) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(cert), None) => {
+                return Err(format!(
+                    "tls_cert (--tls-cert) is {} but no tls_key (--tls-key) is given: HTTPS takes both",
+                    cert.display()
+                ));
+            }
+            (None, Some(key)) => {
+                return Err(format!(
+                    "tls_key (--tls-key) is {} but no tls_cert (--tls-cert) is given: HTTPS takes both",
+                    key.display()
+                ));
+            }
+        };
         let http = http_caps(&file)?;
         let log_format = match o.log_format.or(file.log_format) {
             Some(f) => f.parse()?,
@@ -154,6 +185,7 @@ impl ServerConfig {
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("remotask-data")),
             bind,
+            tls,
             http,
             workers,
             maintenance,
@@ -294,6 +326,26 @@ mod tests {
     }
 
     #[test]
+    fn tls_takes_a_certificate_and_its_key_from_the_file_or_the_flags() {
+        assert_eq!(parse("").unwrap().tls, None);
+        let file = parse("tls_cert = \"a.pem\"\ntls_key = \"a.key\"").unwrap();
+        let files = TlsFiles {
+            cert: PathBuf::from("a.pem"),
+            key: PathBuf::from("a.key"),
+        };
+        assert_eq!(file.tls, Some(files));
+        let flags = ServerConfig::from_file(
+            toml::from_str("tls_cert = \"a.pem\"").unwrap(),
+            Overrides {
+                tls_key: Some(PathBuf::from("b.key")),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(flags.tls.unwrap().key, PathBuf::from("b.key"));
+    }
+
+    #[test]
     fn mistakes_are_refused_with_the_offending_value() {
         assert!(
             parse("worker_threads = 1025")
@@ -330,6 +382,16 @@ mod tests {
             parse("log_format = \"xml\"")
                 .unwrap_err()
                 .contains("\"xml\"")
+        );
+        assert!(
+            parse("tls_cert = \"server.pem\"")
+                .unwrap_err()
+                .contains("tls_cert (--tls-cert) is server.pem but no tls_key")
+        );
+        assert!(
+            parse("tls_key = \"server.key\"")
+                .unwrap_err()
+                .contains("no tls_cert")
         );
         let json = parse("log_format = \"json\"\nlog_level = \"debug\"").unwrap();
         assert_eq!(

@@ -1,5 +1,6 @@
-//! The HTTP client the CLI uses: where the server is, which token to send, and turning error
-//! answers (`{"error": {"code", "message"}}`) into readable errors. It speaks the wire types of
+//! The HTTP client the CLI uses: where the server is (`http://` or `https://`), which token to
+//! send, which CA to trust besides the platform's, and turning error answers
+//! (`{"error": {"code", "message"}}`) into readable errors. It speaks the wire types of
 //! `crate::http::dto`, the same the server uses.
 
 use std::path::{Path, PathBuf};
@@ -11,6 +12,7 @@ use reqwest::{Method, RequestBuilder, Response, StatusCode};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use super::tls;
 use crate::config::DEFAULT_BIND;
 use crate::http::{ErrorBody, admin_token_path};
 
@@ -28,7 +30,11 @@ pub struct Connection {
     /// The local server's data directory, to find its admin token [default: remotask-data].
     #[arg(long, env = "REMOTASK_DATA_DIR", global = true)]
     pub data_dir: Option<PathBuf>,
-    /// A client config file (TOML: `server`, `token`) [default:
+    /// A CA certificate (PEM) to trust for an https:// server, besides the platform's roots:
+    /// for a server whose certificate a private CA signed.
+    #[arg(long, env = "REMOTASK_CA_CERT", global = true, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// A client config file (TOML: `server`, `token`, `ca_cert`) [default:
     /// $XDG_CONFIG_HOME/remotask/client.toml].
     #[arg(long, env = "REMOTASK_CLIENT_CONFIG", global = true)]
     pub client_config: Option<PathBuf>,
@@ -42,6 +48,7 @@ pub struct Connection {
 struct ClientFile {
     server: Option<String>,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
 }
 
 impl Connection {
@@ -79,11 +86,13 @@ impl Connection {
             .unwrap_or_else(|| format!("http://{DEFAULT_BIND}"));
         let base = reqwest::Url::parse(server.trim_end_matches('/'))
             .with_context(|| format!("the server URL {server:?} is not a URL"))?;
-        if !matches!(base.scheme(), "http") {
+        if !matches!(base.scheme(), "http" | "https") {
             bail!(
-                "the server URL must be http:// (this client has no TLS; use a local proxy for https)"
+                "the server URL must be http:// or https://, got {}://",
+                base.scheme()
             );
         }
+        let ca_cert = self.ca_cert.clone().or(file.ca_cert);
         let token = match self.token.clone().or(file.token) {
             Some(t) => Some(t),
             None if is_loopback(&base) => {
@@ -99,6 +108,7 @@ impl Connection {
         };
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(5))
+            .tls_backend_preconfigured(tls::client_config(ca_cert.as_deref())?)
             .build()
             .context("cannot build the HTTP client")?;
         Ok(Client {
@@ -119,6 +129,26 @@ fn is_loopback(url: &reqwest::Url) -> bool {
             .is_ok_and(|ip| ip.is_loopback())
 }
 
+/// The rustls error in `e`'s chain, if TLS is what failed (an io::Error hides the error it
+/// wraps from `source()`, so those are opened too).
+fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .and_then(|inner| tls_error(inner))
+        {
+            return Some(inner);
+        }
+        next = e.source();
+    }
+    None
+}
+
 /// Talks to one server with one token.
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -128,8 +158,14 @@ pub struct Client {
 }
 
 impl Client {
-    /// The server's base URL.
-    pub fn base(&self) -> &str {
+    /// The configured HTTP client (timeouts, TLS roots), for requests this type does not
+    /// make itself.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The server's base URL, without a trailing `/`.
+    pub fn base_url(&self) -> &str {
         &self.base
     }
 
@@ -144,7 +180,18 @@ impl Client {
     /// Sends `request`; a non-2xx answer becomes an error with the server's message.
     pub async fn send(&self, request: RequestBuilder) -> anyhow::Result<Response> {
         let response = request.send().await.map_err(|e| {
-            if e.is_connect() {
+            if let Some(tls) = tls_error(&e) {
+                if matches!(tls, rustls::Error::InvalidCertificate(_)) {
+                    anyhow!(
+                        "the server at {} has a TLS certificate this client does not trust: {tls} \
+                         (if a private CA signed it, give its certificate with --ca-cert or \
+                         REMOTASK_CA_CERT)",
+                        self.base
+                    )
+                } else {
+                    anyhow!("TLS with the server at {} failed: {tls}", self.base)
+                }
+            } else if e.is_connect() {
                 anyhow!(
                     "cannot reach the server at {} (is `remotask serve` running?): {e}",
                     self.base

@@ -6,6 +6,7 @@ mod guest;
 mod remote;
 mod run;
 mod serve;
+mod tls;
 mod worker;
 
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ pub use remote::{
 };
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
+pub use tls::install_default_provider;
 pub use worker::{RunWorker, WorkerArgs, WorkerCommand};
 
 /// Exit code when remotask itself could not do what was asked (bad flags, refused module,
@@ -96,6 +98,7 @@ pub enum Command {
 
 /// Parses the process's arguments and runs the command.
 pub fn main() -> anyhow::Result<ExitCode> {
+    install_default_provider();
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),

@@ -1,5 +1,6 @@
 //! `remotask serve`: the engine on an embedded SQLite file in a data directory and the HTTP
-//! API on a loopback port, until SIGINT or SIGTERM, then a graceful shutdown. Flags and
+//! API on a loopback port (or where `--bind` says, over HTTPS with `--tls-cert` and
+//! `--tls-key`), until SIGINT or SIGTERM, then a graceful shutdown. Flags and
 //! `REMOTASK_*` environment variables are read here (by clap) and nowhere else; they win over
 //! the config file.
 
@@ -12,7 +13,7 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::config::{Overrides, ServerConfig};
-use crate::http::{self, AppState};
+use crate::http::{self, AppState, TlsFiles};
 use crate::server::Server;
 use crate::telemetry::{self, notice};
 use crate::worker::Stop;
@@ -37,6 +38,12 @@ pub struct ServeArgs {
     /// Address of the HTTP API (default 127.0.0.1:7070; port 0 picks a free port).
     #[arg(long, env = "REMOTASK_BIND", value_name = "ADDR")]
     pub bind: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "REMOTASK_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, env = "REMOTASK_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
     /// Register every .wasm file in DIR as a task named after the file (repeatable), e.g.
     /// the built examples: `--register-dir target/wasm32-wasip1/release`.
     #[arg(long, value_name = "DIR")]
@@ -57,11 +64,14 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         lease_ttl_seconds: args.lease_ttl,
         requeue_delay_seconds: args.requeue_delay,
         bind: args.bind,
+        tls_cert: args.tls_cert,
+        tls_key: args.tls_key,
         log_format: args.log_format,
         log_level: args.log_level,
     };
     let config =
         ServerConfig::load(args.config.as_deref(), overrides).map_err(anyhow::Error::msg)?;
+    let tls = config.tls.as_ref().map(TlsFiles::load).transpose()?;
     telemetry::init(config.log_format, config.log_level.as_deref()).map_err(anyhow::Error::msg)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -85,12 +95,20 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             .await
             .with_context(|| format!("cannot listen on {}", config.bind))?;
         let addr = listener.local_addr().context("no local address")?;
+        if tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "the API is served in plain HTTP on {addr}, not only to this machine: tokens \
+                 and jobs cross the network unencrypted; give --tls-cert and --tls-key \
+                 (tls_cert and tls_key in the config) to serve HTTPS"
+            );
+        }
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let (stop_leases, leases_stopped) = Stop::new();
         let state = AppState::new(server.service.clone(), config.http)
             .with_leases(server.source.clone(), leases_stopped);
         let stop = Arc::new(tokio::sync::Notify::new());
         let stopped = stop.clone();
-        let mut api = tokio::spawn(http::serve(listener, state, async move {
+        let mut api = tokio::spawn(http::serve(listener, tls, state, async move {
             stopped.notified().await
         }));
         notice(format_args!(
@@ -98,7 +116,7 @@ pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
             config.data_dir.display(),
             config.workers.threads
         ));
-        notice(format_args!("listening on http://{addr}"));
+        notice(format_args!("listening on {scheme}://{addr}"));
         notice(format_args!("ready"));
         tokio::select! {
             r = wait_for_signal() => r?,

@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::serve::IncomingStream;
 use futures_util::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -35,7 +37,24 @@ use crate::domain::{JobId, Lease, QueueName, Role, Timestamp, WorkerName};
 use crate::service::WorkerHello;
 use crate::worker::{ClaimAsk, LeaseState, Progress, Source};
 
-/// The address a request came from, when the server knows it.
+/// The address a connection came from, over plain HTTP or TLS (`serve` records it).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct PeerAddr(SocketAddr);
+
+impl Connected<IncomingStream<'_, tokio::net::TcpListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, tokio::net::TcpListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+impl Connected<IncomingStream<'_, super::tls::TlsListener>> for PeerAddr {
+    fn connect_info(stream: IncomingStream<'_, super::tls::TlsListener>) -> Self {
+        PeerAddr(*stream.remote_addr())
+    }
+}
+
+/// The address a request came from, when the server knows it (not in tests that call the
+/// router directly).
 pub(super) struct Peer(Option<SocketAddr>);
 
 impl<S: Send + Sync> FromRequestParts<S> for Peer {
@@ -44,8 +63,8 @@ impl<S: Send + Sync> FromRequestParts<S> for Peer {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let addr = parts
             .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0);
+            .get::<ConnectInfo<PeerAddr>>()
+            .map(|c| c.0.0);
         Ok(Peer(addr))
     }
 }

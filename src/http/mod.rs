@@ -18,6 +18,7 @@ mod ops;
 mod queues;
 mod schedules;
 mod tasks;
+mod tls;
 mod tokens;
 
 use axum::Router;
@@ -30,6 +31,7 @@ use utoipa_axum::routes;
 
 pub use auth::{Auth, Caller};
 pub use error::{ApiError, ApiResult, ErrorBody, ErrorDetail};
+pub use tls::{ServerTls, TlsError, TlsFiles, crypto_provider, read_certificates};
 
 use std::sync::Arc;
 
@@ -198,16 +200,27 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves [`router`] on `listener` until `shutdown` resolves, then lets open requests end.
+/// Serves [`router`] on `listener`, over HTTPS when `tls` is given, until `shutdown`
+/// resolves, then lets open requests end.
 pub async fn serve(
     listener: tokio::net::TcpListener,
+    tls: Option<ServerTls>,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let app = router(state).into_make_service_with_connect_info::<leases::PeerAddr>();
+    match tls {
+        None => {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        Some(tls) => {
+            axum::serve(tls::TlsListener::new(listener, tls), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 /// Where the first admin token is written in a data directory.

@@ -75,7 +75,8 @@ fn queue_metrics(out: &mut Metrics, queues: &[QueueStats]) {
             ));
         }
     }
-    let gauges: [(&str, &str, fn(&QueueStats) -> u64); 3] = [
+    type Gauge = (&'static str, &'static str, fn(&QueueStats) -> u64);
+    let gauges: [Gauge; 3] = [
         (
             "remotask_queue_depth",
             "Jobs waiting to run (queued) per queue.",

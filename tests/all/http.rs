@@ -802,8 +802,10 @@ async fn post_json(http: &reqwest::Client, url: String, token: &str, body: &Valu
     response.json().await.unwrap()
 }
 
-/// Serves the router on 127.0.0.1 (a free port); returns the base URL.
+/// Serves the router on 127.0.0.1 (a free port); returns the base URL. Also makes ring the
+/// process's rustls provider, which the tests' `reqwest::Client::new()` needs.
 async fn listen(state: AppState) -> String {
+    remotask::cli::install_default_provider();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });

@@ -16,3 +16,4 @@ mod schedules;
 mod serve;
 mod store_conformance;
 mod support;
+mod tls;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::serve::{cli, serve_http};
+use crate::serve::{cli, serve_at, serve_http};
 use crate::support::{guest, remotask};
 
 /// A child process killed when dropped.
@@ -101,7 +101,10 @@ impl Cluster {
             port: free_port(),
             url: String::new(),
             admin: String::new(),
-            http: reqwest::Client::new(),
+            http: {
+                remotask::cli::install_default_provider();
+                reqwest::Client::new()
+            },
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
         };
         cluster.start_server();
@@ -114,10 +117,10 @@ impl Cluster {
 
     fn start_server(&mut self) {
         let bind = format!("127.0.0.1:{}", self.port);
-        let mut args = vec!["--workers", "0", "--bind", &bind, "--register-dir"];
+        let mut args = vec!["--workers", "0", "--register-dir"];
         args.push(self.modules.path().to_str().unwrap());
         args.extend(self.server_args.iter().map(String::as_str));
-        let (child, url) = serve_http(self.data.path(), &args);
+        let (child, url, _) = serve_at(self.data.path(), &bind, &args);
         self.server = Some(Proc(child));
         self.url = url;
     }

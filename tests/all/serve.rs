@@ -19,17 +19,26 @@ fn serve(data_dir: &Path, extra: &[&str]) -> Child {
 }
 
 /// [`serve`], also returning the API's base URL.
+pub(crate) fn serve_http(data_dir: &Path, extra: &[&str]) -> (Child, String) {
+    let (child, url, _) = serve_at(data_dir, "127.0.0.1:0", extra);
+    (child, url)
+}
+
+/// [`serve_http`] on `bind`, also returning the lines it wrote on stderr until it was ready.
 #[expect(
     clippy::zombie_processes,
     reason = "the child is returned to the caller, which waits on it"
 )]
-pub(crate) fn serve_http(data_dir: &Path, extra: &[&str]) -> (Child, String) {
-    let mut command = remotask();
-    command.arg("serve").arg("--data-dir").arg(data_dir);
-    if !extra.contains(&"--bind") {
-        command.args(["--bind", "127.0.0.1:0"]);
-    }
-    let mut child = command
+pub(crate) fn serve_at(
+    data_dir: &Path,
+    bind: &str,
+    extra: &[&str],
+) -> (Child, String, Vec<String>) {
+    let mut child = remotask()
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["--bind", bind])
         .args(extra)
         .stderr(Stdio::piped())
         .spawn()
@@ -43,6 +52,7 @@ pub(crate) fn serve_http(data_dir: &Path, extra: &[&str]) -> (Child, String) {
     });
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut url = None;
+    let mut lines = Vec::new();
     loop {
         let line = rx
             .recv_timeout(deadline.saturating_duration_since(Instant::now()))
@@ -51,8 +61,9 @@ pub(crate) fn serve_http(data_dir: &Path, extra: &[&str]) -> (Child, String) {
             url = Some(u.to_owned());
         }
         if line == "remotask: ready" {
-            return (child, url.expect("serve said where it listens"));
+            return (child, url.expect("serve said where it listens"), lines);
         }
+        lines.push(line);
     }
 }
 
@@ -458,7 +469,7 @@ async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
 
 /// A child process killed when the test ends, also when it fails: a child left running would
 /// hold the test's output pipes open.
-struct Reap(Child);
+pub(crate) struct Reap(pub(crate) Child);
 
 impl Drop for Reap {
     fn drop(&mut self) {

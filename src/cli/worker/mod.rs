@@ -229,7 +229,7 @@ fn run(args: RunWorker, connection: &Connection) -> anyhow::Result<ExitCode> {
         notice(format_args!(
             "worker {} leasing from {} with {} threads",
             settings.name,
-            client.base(),
+            client.base_url(),
             settings.threads
         ));
         notice(format_args!("ready"));
