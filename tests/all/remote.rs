@@ -226,7 +226,8 @@ impl Cluster {
     }
 }
 
-fn wait_ready(child: &mut Child) {
+/// Waits until a `remotask worker` says it is ready, and keeps reading its stderr.
+pub(crate) fn wait_ready(child: &mut Child) {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -508,4 +509,138 @@ async fn only_worker_tokens_lease_and_a_stale_or_forged_token_is_refused() {
     // The same report again: its lease is gone now.
     let r = post("/v1/leases/report", report(token)).await.unwrap();
     assert_eq!(r.status(), 409);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_worker_hands_back_what_it_could_not_finish_and_exits_0() {
+    let cluster = Cluster::start(&[]);
+    let token = cluster.token("worker");
+    let worker = cluster.worker("w", &token, &["--shutdown-grace", "1"]);
+    let ids = cluster.submit(vec![sleeper("0.2"), sleeper("60")]).await;
+    for id in &ids {
+        cluster.running_on(id).await;
+    }
+    worker.signal("-TERM");
+    let mut worker = worker;
+    let status = worker.0.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let quick = cluster.job(&ids[0]).await;
+    assert_eq!(
+        quick["state"], "completed",
+        "finished within the grace: {quick}"
+    );
+    let slow = cluster.job(&ids[1]).await;
+    assert_eq!(
+        (&slow["state"], &slow["attempts"]),
+        (&json!("queued"), &json!(0)),
+        "handed back, no attempt spent: {slow}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_workers_refuses_one_worker_more_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("remotask.toml");
+    std::fs::write(&config, "max_workers = 1\n").unwrap();
+    let cluster = Cluster::start(&["--config", config.to_str().unwrap()]);
+    let token = cluster.token("worker");
+    let _first = cluster.worker("first", &token, &[]);
+    let r = cluster
+        .http
+        .post(format!("{}/v1/leases", cluster.url))
+        .bearer_auth(&token)
+        .json(&json!({"worker": "second", "max": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("at most 1 workers") && message.contains("first"),
+        "{message}"
+    );
+}
+
+/// A server that leases one job whose module digest the bytes it serves do not have, and
+/// keeps what the worker reports.
+async fn lying_server(reports: tokio::sync::mpsc::UnboundedSender<Value>) -> String {
+    use axum::routing::{get, post};
+    let claimed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let digest = remotask::domain::ModuleDigest::of(b"the module the job names");
+    let job = json!({"id": remotask::domain::JobId::generate().to_string(), "task": "echo",
+        "digest": digest.to_hex(), "queue": "default", "input_base64": "", "args": [],
+        "env": {}, "limits": {"fuel": 1_000_000, "max_seconds": 5.0,
+            "memory_bytes": 16_777_216, "stdout_bytes": 1024, "stderr_bytes": 1024},
+        "attempt": 1, "lease": {"token": 7, "expires_at_ms": i64::MAX}});
+    let app = axum::Router::new()
+        .route(
+            "/v1/leases",
+            post(move || {
+                let first = !claimed.swap(true, std::sync::atomic::Ordering::SeqCst);
+                let jobs = if first { vec![job.clone()] } else { vec![] };
+                async move {
+                    if !first {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    axum::Json(json!({"jobs": jobs, "cursor": null}))
+                }
+            }),
+        )
+        .route(
+            "/v1/modules/{digest}",
+            get(|| async { std::fs::read(guest("echo")).unwrap() }),
+        )
+        .route(
+            "/v1/leases/report",
+            post(move |axum::Json(body): axum::Json<Value>| {
+                let _ = reports.send(body);
+                async { axum::Json(json!({"results": [{"id": "x", "status": "applied"}]})) }
+            }),
+        )
+        .route(
+            "/v1/leases/heartbeat",
+            post(|| async { axum::Json(json!({"leases": []})) }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    url
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_refuses_a_module_whose_bytes_are_not_its_digest() {
+    let (tx, mut reports) = tokio::sync::mpsc::unbounded_channel();
+    let url = lying_server(tx).await;
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = remotask()
+        .args([
+            "worker", "--server", &url, "--token", "rt_any", "--name", "w",
+        ])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env_remove("REMOTASK_TOKEN")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_ready(&mut child);
+    let _worker = Proc(child);
+    let report = tokio::time::timeout(Duration::from_secs(60), reports.recv())
+        .await
+        .expect("a report in time")
+        .unwrap();
+    let ended = &report["ended"][0]["report"];
+    assert_eq!(ended["reason"], "host_error", "{report}");
+    let message = ended["message"].as_str().unwrap();
+    assert!(
+        message.contains("is not that module") && message.contains("its bytes hash to"),
+        "{message}"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.path().join("modules"))
+            .unwrap()
+            .count(),
+        0,
+        "the wrong bytes are not kept"
+    );
 }

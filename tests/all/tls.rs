@@ -238,3 +238,68 @@ async fn serve_warns_when_it_serves_plain_http_beyond_this_machine() {
     assert!(url.starts_with("https://0.0.0.0:"), "{url}");
     assert!(!lines.iter().any(|l| l.contains("plain HTTP")), "{lines:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_worker_leases_and_reports_over_https_with_a_private_ca() {
+    let certs = Certificates::new();
+    let data = tempfile::tempdir().unwrap();
+    let modules = tempfile::tempdir().unwrap();
+    std::fs::copy(guest("echo"), modules.path().join("echo.wasm")).unwrap();
+    let d = data.path();
+    let mut flags = certs.serve_flags();
+    flags.extend(["--workers", "0", "--register-dir"].map(str::to_owned));
+    flags.push(modules.path().display().to_string());
+    let (server, url) = serve_http(d, &strs(&flags));
+    let _server = Reap(server);
+    let ca = certs.path("ca.pem");
+    let ca = ca.to_str().unwrap();
+    let (code, token, err) = cli(
+        &url,
+        d,
+        &[
+            "token",
+            "create",
+            "--role",
+            "worker",
+            "--name",
+            "w",
+            "--ca-cert",
+            ca,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let cache = tempfile::tempdir().unwrap();
+    let mut worker = remotask()
+        .args([
+            "worker",
+            "--server",
+            &url,
+            "--token",
+            token.trim(),
+            "--ca-cert",
+            ca,
+        ])
+        .arg("--cache-dir")
+        .arg(cache.path())
+        .env_remove("REMOTASK_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    crate::remote::wait_ready(&mut worker);
+    let _worker = Reap(worker);
+    let (code, out, err) = cli(
+        &url,
+        d,
+        &[
+            "job",
+            "submit",
+            "echo",
+            "--input",
+            "[1, 2]",
+            "--wait",
+            "--ca-cert",
+            ca,
+        ],
+    );
+    assert_eq!((code, out.as_str()), (0, "[1,2]"), "{err}");
+}
