@@ -89,21 +89,37 @@ fn list(connection: &Connection) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<24} {:<22} {:>7} {:>7} {:<24} STATE",
-        "NAME", "ADDRESS", "THREADS", "RUNNING", "LAST SEEN"
-    );
-    for w in &list.workers {
-        println!(
-            "{:<24} {:<22} {:>7} {:>7} {:<24} {}",
-            w.name,
-            w.address,
-            w.threads.map_or_else(|| "-".to_owned(), |t| t.to_string()),
-            w.running,
-            w.last_seen,
-            if w.gone { "gone" } else { "up" }
-        );
-    }
+    let rows: Vec<Vec<String>> = list
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.name.clone(),
+                w.address.clone(),
+                w.version.clone().unwrap_or_else(|| "-".to_owned()),
+                if w.queues.is_empty() {
+                    "*".to_owned()
+                } else {
+                    w.queues.join(",")
+                },
+                w.threads.map_or_else(|| "-".to_owned(), |t| t.to_string()),
+                w.running.to_string(),
+                w.last_seen.clone(),
+                if w.gone { "gone" } else { "up" }.to_owned(),
+            ]
+        })
+        .collect();
+    let headers = [
+        "NAME",
+        "ADDRESS",
+        "VERSION",
+        "QUEUES",
+        "THREADS",
+        "RUNNING",
+        "LAST SEEN",
+        "STATE",
+    ];
+    print!("{}", super::remote::table(&headers, &rows));
     Ok(ExitCode::SUCCESS)
 }
 
