@@ -88,12 +88,14 @@ impl Proc {
 
 /// Starts `remotask` with `args` and waits for `remotask: ready`; the lines before it.
 fn start(args: &[&str]) -> (Proc, Vec<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_remotask"))
+    let child = Command::new(env!("CARGO_BIN_EXE_remotask"))
         .args(args)
         .stderr(Stdio::piped())
         .spawn()
         .expect("remotask starts");
-    let stderr = child.stderr.take().expect("stderr");
+    // Killed and waited for when the `Proc` is dropped.
+    let mut child = Proc(child);
+    let stderr = child.0.stderr.take().expect("stderr");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -106,7 +108,7 @@ fn start(args: &[&str]) -> (Proc, Vec<String>) {
             .recv_timeout(Duration::from_secs(120))
             .expect("ready in time");
         if line == "remotask: ready" {
-            return (Proc(child), lines);
+            return (child, lines);
         }
         lines.push(line);
     }
