@@ -22,7 +22,7 @@ use remotask::domain::{
 };
 use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{LocalSource, Service, SubmitRequest};
-use remotask::store::{AttemptEnd, BlobStore, SqliteStore, Store};
+use remotask::store::{AttemptEnd, SqliteStore, Store};
 use remotask::worker::{WorkerConfig, WorkerPool};
 
 fn main() {
@@ -88,13 +88,7 @@ fn echo_module() -> Vec<u8> {
 
 async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) {
     let store = SqliteStore::open(dir.join("remotask.db")).expect("store");
-    let blobs = BlobStore::open(dir.join("modules")).expect("blobs");
-    let service = Service::new(
-        Arc::new(store),
-        blobs,
-        sandbox().clone(),
-        Arc::new(SystemClock),
-    );
+    let service = Service::new(Arc::new(store), sandbox().clone(), Arc::new(SystemClock));
     service
         .register_task(&"echo".parse().unwrap(), echo_module(), None)
         .await

@@ -10,7 +10,7 @@ use crate::config::ServerConfig;
 use crate::domain::{SystemClock, TaskName};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::service::{LocalSource, Maintenance, Service, ServiceError};
-use crate::store::{BlobStore, SqliteStore};
+use crate::store::SqliteStore;
 use crate::worker::WorkerPool;
 
 /// A running engine.
@@ -35,8 +35,6 @@ pub enum ServerError {
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
-    Blob(#[from] crate::store::BlobError),
-    #[error(transparent)]
     Sandbox(#[from] crate::sandbox::SandboxError),
     #[error(transparent)]
     Service(#[from] ServiceError),
@@ -51,18 +49,12 @@ impl Server {
             source,
         })?;
         let store = SqliteStore::open(dir.join("remotask.db"))?;
-        let blobs = BlobStore::open(dir.join("modules"))?;
         let sandbox = Sandbox::new(SandboxConfig {
             cache_dir: Some(dir.join("cache")),
             pool_slots: (config.workers.threads as u32 * 2).max(8),
             ..SandboxConfig::default()
         })?;
-        let service = Service::new(
-            Arc::new(store),
-            blobs,
-            sandbox.clone(),
-            Arc::new(SystemClock),
-        );
+        let service = Service::new(Arc::new(store), sandbox.clone(), Arc::new(SystemClock));
         for queue in &config.queues {
             service.put_queue(queue.clone()).await?;
         }

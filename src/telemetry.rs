@@ -41,10 +41,12 @@ pub enum Component {
     Store,
     /// Graceful shutdown's requeue of what it interrupted.
     Shutdown,
+    /// What the nodes of one store tell each other.
+    Signals,
 }
 
 impl Component {
-    pub const ALL: [Component; 9] = [
+    pub const ALL: [Component; 10] = [
         Component::Dispatcher,
         Component::Reporter,
         Component::Heartbeats,
@@ -54,6 +56,7 @@ impl Component {
         Component::Cleaner,
         Component::Store,
         Component::Shutdown,
+        Component::Signals,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl Component {
             Component::Cleaner => "cleaner",
             Component::Store => "store",
             Component::Shutdown => "shutdown",
+            Component::Signals => "signals",
         }
     }
 }

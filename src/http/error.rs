@@ -102,7 +102,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Refused(_) => ApiError::unprocessable("module_refused", message),
             ServiceError::Invalid(_) => ApiError::unprocessable("invalid", message),
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
-            ServiceError::Store(_) | ServiceError::Blob(_) => ApiError::internal(Chain(&e)),
+            ServiceError::Store(_) => ApiError::internal(Chain(&e)),
         }
     }
 }

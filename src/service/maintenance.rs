@@ -4,7 +4,9 @@
 //! same guarded write and the same decision as any attempt, so it cannot overwrite a worker
 //! that reported in the meantime. The scheduler fires due schedules. The cleaner removes
 //! ended jobs past the retention period. Each failure is logged and counted, and the task
-//! goes on at its next turn.
+//! goes on at its next turn. With several server nodes on one store, only the node the store
+//! says leads does this work; each asks again before every round, so another takes over when
+//! the leader dies.
 
 use std::time::Duration;
 
@@ -72,10 +74,23 @@ impl Maintenance {
     }
 }
 
+/// Whether this node leads the store's maintenance now (logged if the store cannot say).
+async fn leading(service: &Service, component: Component) -> bool {
+    match service.store().lead().await {
+        Ok(lead) => lead,
+        Err(e) => {
+            background_error(component, "asking whether this node leads", &e);
+            false
+        }
+    }
+}
+
 async fn rescuer(service: Service, config: MaintenanceConfig) {
     loop {
         let now = service.now();
-        if let Err(e) = service.rescue_expired(now, config.requeue_delay).await {
+        if leading(&service, Component::Rescuer).await
+            && let Err(e) = service.rescue_expired(now, config.requeue_delay).await
+        {
             background_error(
                 Component::Rescuer,
                 "requeueing jobs whose lease expired",
@@ -93,7 +108,9 @@ async fn scheduler(service: Service) {
         let changed = service.shared.schedules.notified();
         tokio::pin!(changed);
         changed.as_mut().enable();
-        if let Err(e) = service.fire_due().await {
+        if leading(&service, Component::Scheduler).await
+            && let Err(e) = service.fire_due().await
+        {
             background_error(Component::Scheduler, "firing due schedules", &e);
         }
         let sleep = match service.store().next_schedule_fire().await {
@@ -113,7 +130,9 @@ async fn scheduler(service: Service) {
 
 async fn cleaner(service: Service, keep: Duration) {
     loop {
-        if let Err(e) = service.clean(Some(keep)).await {
+        if leading(&service, Component::Cleaner).await
+            && let Err(e) = service.clean(Some(keep)).await
+        {
             background_error(Component::Cleaner, "removing ended jobs", &e);
         }
         tokio::time::sleep(CLEAN_INTERVAL).await;

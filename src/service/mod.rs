@@ -6,6 +6,7 @@ mod events;
 mod explain;
 mod maintenance;
 mod schedules;
+mod signals;
 mod source;
 mod submit;
 mod tokens;
@@ -32,7 +33,7 @@ use crate::domain::{
     QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp,
 };
 use crate::sandbox::{AdmissionError, AdmissionReport, Sandbox};
-use crate::store::{BlobError, BlobStore, Inserted, Store, StoreError};
+use crate::store::{Inserted, Signal, Store, StoreError};
 use crate::worker::Cancel;
 
 /// Why a use-case could not be carried out.
@@ -60,8 +61,6 @@ pub enum ServiceError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error(transparent)]
-    Blob(#[from] BlobError),
 }
 
 pub type ServiceResult<T> = Result<T, ServiceError>;
@@ -82,7 +81,6 @@ pub struct Service {
 
 pub(crate) struct Shared {
     pub(crate) store: Arc<dyn Store>,
-    pub(crate) blobs: BlobStore,
     pub(crate) sandbox: Sandbox,
     pub(crate) clock: Arc<dyn Clock>,
     /// Wakes waiting claims: something was submitted, released or retried, or a queue
@@ -102,6 +100,8 @@ pub(crate) struct Shared {
     pub(crate) cancels: tokio::sync::broadcast::Sender<Cancel>,
     /// The remote workers that called this process.
     workers: workers::Workers,
+    /// What the other nodes on the store must hear of; `None` when nobody else is on it.
+    outbox: Option<tokio::sync::mpsc::UnboundedSender<crate::store::Signal>>,
     /// Jobs that a write of this process is making `queued` (a submit, a release, a retry)
     /// and that have not been announced `queued` yet. A worker can claim such a job before
     /// the write is acknowledged (a parked claim rides in the submit's own transaction, and
@@ -147,16 +147,41 @@ struct CachedQueues {
 }
 
 impl Shared {
-    /// Wakes waiting claims: there may be work.
+    /// Wakes waiting claims, here and on the other nodes: there may be work.
     pub(crate) fn wake_work(&self) {
+        self.woken_for_work();
+        self.tell(Signal::Work);
+    }
+
+    /// Wakes claims waiting for room, here and on the other nodes: attempts ended.
+    pub(crate) fn wake_room(&self) {
+        self.woken_for_room();
+        self.tell(Signal::Room);
+    }
+
+    /// Wakes this node's waiting claims.
+    pub(crate) fn woken_for_work(&self) {
         self.work_seq.fetch_add(1, Ordering::SeqCst);
         self.work.notify_waiters();
     }
 
-    /// Wakes claims waiting for room: a running job ended.
-    pub(crate) fn wake_room(&self) {
+    /// Wakes this node's claims waiting for room.
+    pub(crate) fn woken_for_room(&self) {
         self.room_seq.fetch_add(1, Ordering::SeqCst);
         self.room.notify_waiters();
+    }
+
+    /// Wakes the scheduler, here and on the other nodes: a schedule changed.
+    pub(crate) fn schedules_changed(&self) {
+        self.schedules.notify_waiters();
+        self.tell(Signal::SchedulesChanged);
+    }
+
+    /// Tells the other nodes on the store, if there are any.
+    pub(crate) fn tell(&self, signal: Signal) {
+        if let Some(outbox) = &self.outbox {
+            let _ = outbox.send(signal);
+        }
     }
 
     /// How often work and room were signalled so far.
@@ -230,32 +255,26 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Service {
-    pub fn new(
-        store: Arc<dyn Store>,
-        blobs: BlobStore,
-        sandbox: Sandbox,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Self {
-            shared: Arc::new(Shared {
-                store,
-                blobs,
-                sandbox,
-                clock,
-                work: Notify::new(),
-                room: Notify::new(),
-                work_seq: AtomicU64::new(0),
-                room_seq: AtomicU64::new(0),
-                schedules: Notify::new(),
-                cancels: tokio::sync::broadcast::channel(1024).0,
-                workers: workers::Workers::default(),
-                unannounced: Mutex::default(),
-                events: tokio::sync::broadcast::channel(4096).0,
-                metrics: Metrics::default(),
-                queues_changed: std::sync::atomic::AtomicU64::new(0),
-                queue_settings: Mutex::default(),
-            }),
-        }
+    pub fn new(store: Arc<dyn Store>, sandbox: Sandbox, clock: Arc<dyn Clock>) -> Self {
+        let shared = Arc::new_cyclic(|weak| Shared {
+            outbox: signals::start(&store, weak.clone()),
+            store,
+            sandbox,
+            clock,
+            work: Notify::new(),
+            room: Notify::new(),
+            work_seq: AtomicU64::new(0),
+            room_seq: AtomicU64::new(0),
+            schedules: Notify::new(),
+            cancels: tokio::sync::broadcast::channel(1024).0,
+            workers: workers::Workers::default(),
+            unannounced: Mutex::default(),
+            events: tokio::sync::broadcast::channel(4096).0,
+            metrics: Metrics::default(),
+            queues_changed: std::sync::atomic::AtomicU64::new(0),
+            queue_settings: Mutex::default(),
+        });
+        Self { shared }
     }
 
     pub fn now(&self) -> Timestamp {
@@ -297,12 +316,22 @@ impl Service {
         state: JobState,
     ) {
         tracing::debug!(job = %id, task = %task, queue = %queue, state = %state, "job {state}");
+        let at = self.now();
+        if self.shared.outbox.is_some() {
+            self.shared.tell(Signal::Job {
+                id,
+                task: task.clone(),
+                queue: queue.clone(),
+                state,
+                at,
+            });
+        }
         let event = JobEvent {
             id,
             task,
             queue,
             state,
-            at: self.now(),
+            at,
         };
         let _ = self.shared.events.send(event);
     }
@@ -319,15 +348,15 @@ impl Service {
             r.validate().map_err(ServiceError::Invalid)?;
         }
         let sandbox = self.shared.sandbox.clone();
-        let blobs = self.shared.blobs.clone();
-        let (report, size) =
-            tokio::task::spawn_blocking(move || -> ServiceResult<(AdmissionReport, u64)> {
-                let module_handle = sandbox.admit(&module)?;
-                blobs.put(&module)?;
-                Ok((module_handle.report().clone(), module.len() as u64))
+        let (report, module) =
+            tokio::task::spawn_blocking(move || -> ServiceResult<(AdmissionReport, Vec<u8>)> {
+                let admitted = sandbox.admit(&module)?;
+                Ok((admitted.report().clone(), module))
             })
             .await
             .map_err(|e| ServiceError::Invalid(format!("admission did not finish: {e}")))??;
+        let size = module.len() as u64;
+        self.shared.store.put_module(module).await?;
         let task = self
             .shared
             .store
@@ -388,9 +417,8 @@ impl Service {
                 digest: digest.to_hex(),
             })?;
         let sandbox = self.shared.sandbox.clone();
-        let blobs = self.shared.blobs.clone();
+        let bytes = self.module(digest).await?;
         let report = tokio::task::spawn_blocking(move || -> ServiceResult<AdmissionReport> {
-            let bytes = blobs.get(&digest)?;
             Ok(sandbox.admit(&bytes)?.report().clone())
         })
         .await
@@ -398,16 +426,13 @@ impl Service {
         Ok((version, report))
     }
 
-    /// The bytes of a registered module (blake3-verified on read).
+    /// The bytes of a registered module (checked against their digest on read).
     pub async fn module(&self, digest: ModuleDigest) -> ServiceResult<Vec<u8>> {
-        if !self.shared.blobs.contains(&digest) {
-            return Err(ServiceError::ModuleNotFound(digest.to_hex()));
-        }
-        let blobs = self.shared.blobs.clone();
-        tokio::task::spawn_blocking(move || blobs.get(&digest))
-            .await
-            .map_err(|e| ServiceError::Invalid(format!("read did not finish: {e}")))?
-            .map_err(ServiceError::from)
+        self.shared
+            .store
+            .get_module(digest)
+            .await?
+            .ok_or_else(|| ServiceError::ModuleNotFound(digest.to_hex()))
     }
 
     /// Turns requests into jobs: the task's digest pinned, defaults filled in, caps checked.
@@ -568,7 +593,11 @@ impl Service {
                 // To the pools and workers attached to this process; others see it at their
                 // next heartbeat.
                 let worker = self.job(id).await.ok().and_then(|j| j.worker);
-                let _ = self.shared.cancels.send(Cancel { id, worker });
+                let _ = self.shared.cancels.send(Cancel {
+                    id,
+                    worker: worker.clone(),
+                });
+                self.shared.tell(Signal::Cancel { id, worker });
             }
             CancelOutcome::Cancelled => {
                 if let Ok(job) = self.job(id).await {
@@ -701,6 +730,7 @@ impl Service {
 
     fn queues_changed(&self) {
         self.shared.queues_changed.fetch_add(1, Ordering::SeqCst);
+        self.shared.tell(Signal::QueuesChanged);
         self.shared.wake_work();
     }
 

@@ -91,7 +91,7 @@ impl Service {
             updated_at: now,
         };
         self.shared.store.put_schedule(&record).await?;
-        self.shared.schedules.notify_waiters();
+        self.shared.schedules_changed();
         Ok(record)
     }
 
@@ -120,7 +120,7 @@ impl Service {
             ..old
         };
         self.shared.store.put_schedule(&record).await?;
-        self.shared.schedules.notify_waiters();
+        self.shared.schedules_changed();
         Ok(record)
     }
 
@@ -174,7 +174,7 @@ impl Service {
         r.paused = paused;
         r.updated_at = now;
         self.shared.store.put_schedule(&r).await?;
-        self.shared.schedules.notify_waiters();
+        self.shared.schedules_changed();
         Ok(r)
     }
 

@@ -4,15 +4,17 @@
 //! and reads no clock (every method that needs time takes `now`).
 
 mod blobs;
+pub(crate) mod columns;
+pub(crate) mod guards;
 mod sqlite;
 
 pub use blobs::{BlobError, BlobStore};
 pub use sqlite::SqliteStore;
 
 use crate::domain::{
-    AttemptRecord, CancelOutcome, Finish, Job, JobFilter, JobId, Lease, ModuleDigest, NewJob,
-    QueueConfig, QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, TaskDefaults,
-    TaskName, TaskRecord, Timestamp, TokenRecord,
+    AttemptRecord, CancelOutcome, Finish, Job, JobFilter, JobId, JobState, Lease, ModuleDigest,
+    NewJob, QueueConfig, QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord,
+    TaskDefaults, TaskName, TaskRecord, Timestamp, TokenRecord,
 };
 
 /// A fault of the store; bad requests are answered with values, not errors. Cloneable, with
@@ -163,6 +165,30 @@ pub struct Firing {
     pub error: Option<String>,
 }
 
+/// What a node of a store tells the other nodes on it (a store several server processes
+/// share); a store that only one process uses has nobody to tell.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Signal {
+    /// There may be work: jobs were submitted, released, retried or scheduled.
+    Work,
+    /// Attempts ended: queues at their concurrency may have room.
+    Room,
+    /// A job entered `state`.
+    Job {
+        id: JobId,
+        task: TaskName,
+        queue: QueueName,
+        state: JobState,
+        at: Timestamp,
+    },
+    /// A cancel of a running job: the worker that holds it stops it.
+    Cancel { id: JobId, worker: Option<String> },
+    /// A queue's settings or pause state changed.
+    QueuesChanged,
+    /// A schedule was created, changed or resumed.
+    SchedulesChanged,
+}
+
 /// The job store. One conformance suite (tests/all/store_conformance.rs) runs against every
 /// backend.
 #[async_trait::async_trait]
@@ -187,6 +213,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Option<TaskRecord>>;
     /// Removes the name (its versions' jobs keep their pinned digests). False if unknown.
     async fn delete_task(&self, name: &TaskName) -> StoreResult<bool>;
+
+    /// Stores a module's bytes under their digest; storing the same bytes again changes
+    /// nothing. Every node and worker of the store can read them back.
+    async fn put_module(&self, bytes: Vec<u8>) -> StoreResult<ModuleDigest>;
+    /// A module's bytes, checked against their digest; `None` if not stored.
+    async fn get_module(&self, digest: ModuleDigest) -> StoreResult<Option<Vec<u8>>>;
 
     /// Creates or updates a queue's settings; the pause state is kept.
     async fn put_queue(&self, config: &QueueConfig) -> StoreResult<()>;
@@ -311,4 +343,21 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
     /// The unrevoked token whose secret hashes to `hash`.
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// What the other nodes on this store signal, as it comes; `None` for a store that only
+    /// this process uses.
+    fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        None
+    }
+    /// Tells the other nodes on this store; nothing to do for a store only this process uses.
+    async fn signal(&self, signals: Vec<Signal>) -> StoreResult<()> {
+        let _ = signals;
+        Ok(())
+    }
+    /// Whether this process runs the store's maintenance now (the rescuer, the scheduler's
+    /// fires, the retention cleaner): one node at a time, another when it dies. Asked again
+    /// before each round. A store only one process uses always says yes.
+    async fn lead(&self) -> StoreResult<bool> {
+        Ok(true)
+    }
 }

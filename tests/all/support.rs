@@ -165,8 +165,7 @@ impl Engine {
         clock: std::sync::Arc<dyn remotask::domain::Clock>,
     ) -> remotask::service::Service {
         let store = remotask::store::SqliteStore::open(dir.join("remotask.db")).unwrap();
-        let blobs = remotask::store::BlobStore::open(dir.join("modules")).unwrap();
-        remotask::service::Service::new(std::sync::Arc::new(store), blobs, sandbox().clone(), clock)
+        remotask::service::Service::new(std::sync::Arc::new(store), sandbox().clone(), clock)
     }
 
     pub(crate) fn start_workers(&mut self, threads: usize) {

@@ -5,10 +5,10 @@
 use rusqlite::{Connection, OptionalExtension};
 
 use super::counts::StateCounts;
-use super::guards::{Sql, guard, target};
 use super::rows::{CLAIMED_COLUMNS, JobRow, Parsed, query_rows};
 use super::{corrupt, db};
 use crate::domain::{Event, JobState, Lease, QueueName, Timestamp};
+use crate::store::guards::{Sql, guard, target};
 use crate::store::{Claimed, Claims, Promoted, StoreResult};
 
 /// Makes due `scheduled` jobs (of every queue) `queued`; returns their id, task and queue.

@@ -6,11 +6,12 @@ use rusqlite::{Connection, params};
 
 use super::batch::{BatchSql, statement_chunks, values_rows};
 use super::counts::StateCounts;
-use super::guards::{Sql, end_attempt};
+use super::moves::end_attempt;
 use super::rows::{EncodedAttempt, EncodedEnd, parse_json};
 use super::{corrupt, db};
 use crate::domain::{AttemptRecord, Event, Finish, JobId, JobState, Timestamp};
 use crate::store::StoreResult;
+use crate::store::guards::Sql;
 
 /// Writes attempt ends; says for each whether it was written (false: its lease is stale).
 /// Each job's next state is one guarded update; the attempts of those written are recorded

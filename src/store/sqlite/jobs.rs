@@ -8,12 +8,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::batch::{BatchSql, statement_chunks, values_rows};
 use super::catalog::ensure_queue;
 use super::counts::StateCounts;
-use super::guards::{Sql, guard, update};
+use super::moves::update;
 use super::rows::{EncodedJob, JOB_COLUMNS, query_jobs};
 use super::{corrupt, db};
 use crate::domain::{
     CancelOutcome, Event, Job, JobFilter, JobId, JobState, QueueName, QueuePosition, Timestamp,
 };
+use crate::store::guards::{Sql, guard};
 use crate::store::{Claimed, Inserted, StoreResult};
 
 /// A live job, as `jobs_unique_live` says it (comparisons, not `IN`: see migration 5).

@@ -55,12 +55,11 @@ mod batch;
 mod catalog;
 mod checkpoint;
 mod claims;
-mod columns;
 mod counts;
 mod ends;
-mod guards;
 mod jobs;
 mod migrations;
+mod moves;
 mod parking;
 mod rows;
 mod schedules;
@@ -75,7 +74,7 @@ use std::thread;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OpenFlags};
 
-use super::{Inserted, StoreError, StoreResult};
+use super::{BlobStore, Inserted, StoreError, StoreResult};
 use checkpoint::{Checkpointing, Checkpoints, checkpointer};
 use parking::Parking;
 use rows::EncodedJob;
@@ -97,6 +96,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
+    /// Module bytes: `modules/` beside the database file.
+    blobs: BlobStore,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     readers: Mutex<Vec<Connection>>,
     parking: Arc<Parking>,
@@ -181,7 +182,8 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
 }
 
 impl SqliteStore {
-    /// Opens (creating) the database file and applies pending migrations.
+    /// Opens (creating) the database file and applies pending migrations; module bytes are
+    /// kept in `modules/` beside it.
     pub fn open(path: impl AsRef<Path>) -> StoreResult<Self> {
         let path = path.as_ref().to_path_buf();
         let mut writer_conn = open_connection(&path)?;
@@ -207,8 +209,12 @@ impl SqliteStore {
             let checkpoints = Checkpointing::new(&log, wake_checkpointer);
             writer_loop(writer_conn, rx, checkpoints, &riders, to_sync)
         })?;
+        let modules = path.parent().unwrap_or(Path::new(".")).join("modules");
+        let blobs = BlobStore::open(&modules)
+            .map_err(|e| StoreError::io(format!("cannot open {}", modules.display()), e))?;
         Ok(Self {
             inner: Arc::new(Inner {
+                blobs,
                 path,
                 writer: Mutex::new(Some(tx)),
                 readers: Mutex::new(readers),

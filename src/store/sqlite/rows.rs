@@ -6,10 +6,11 @@
 use rusqlite::{Connection, Row};
 
 use super::claims::ClaimOf;
-use super::{columns, corrupt, db};
+use super::{corrupt, db};
 use crate::domain::{
     Finish, Job, JobError, JobState, Lease, Limits, NewJob, RetryPolicy, Timestamp,
 };
+use crate::store::columns;
 use crate::store::{AttemptEnd, StoreResult};
 
 pub(super) const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \

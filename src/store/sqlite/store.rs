@@ -11,8 +11,20 @@ use crate::domain::{
     TaskRecord, Timestamp, TokenRecord,
 };
 use crate::store::{
-    AttemptEnd, Claimed, Claims, Firing, Inserted, ParkedAnswer, StandingClaim, Store, StoreResult,
+    AttemptEnd, BlobError, Claimed, Claims, Firing, Inserted, ParkedAnswer, StandingClaim, Store,
+    StoreError, StoreResult,
 };
+
+/// A module blob's failure as the store's.
+fn blob_error(e: BlobError) -> StoreError {
+    match e {
+        BlobError::Corrupted { .. } => StoreError::Corrupt {
+            table: "modules",
+            message: e.to_string(),
+        },
+        other => StoreError::io("the module store failed", other),
+    }
+}
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
@@ -52,6 +64,26 @@ impl Store for SqliteStore {
         let name = name.clone();
         self.write(move |conn| catalog::delete_task(conn, &name))
             .await
+    }
+
+    async fn put_module(&self, bytes: Vec<u8>) -> StoreResult<ModuleDigest> {
+        let blobs = self.inner.blobs.clone();
+        tokio::task::spawn_blocking(move || blobs.put(&bytes))
+            .await
+            .map_err(|e| StoreError::io("storing a module did not finish", e))?
+            .map_err(blob_error)
+    }
+
+    async fn get_module(&self, digest: ModuleDigest) -> StoreResult<Option<Vec<u8>>> {
+        let blobs = self.inner.blobs.clone();
+        if !blobs.contains(&digest) {
+            return Ok(None);
+        }
+        tokio::task::spawn_blocking(move || blobs.get(&digest))
+            .await
+            .map_err(|e| StoreError::io("reading a module did not finish", e))?
+            .map(Some)
+            .map_err(blob_error)
     }
 
     async fn put_queue(&self, config: &QueueConfig) -> StoreResult<()> {

@@ -11,12 +11,13 @@ use super::checkpoint::{
     CHECKPOINT_EVERY_COMMITS, CHECKPOINT_EVERY_PAGES, Checkpoints, LOG_MAX_PAGES,
     LOG_RESTART_PAGES, LogStep, WRITER_COPIES_PAGES, log_step,
 };
-use super::guards::guard;
 use super::jobs::{EXPIRED_LEASES, LIVE_STATES};
 use super::migrations::{MIGRATIONS, migrate};
+use super::open_connection;
 use super::rows::{JOB_COLUMNS, parsed_again};
-use super::{columns, open_connection};
 use crate::domain::{Event, Limits};
+use crate::store::columns;
+use crate::store::guards::guard;
 
 /// A fresh database file, opened and not migrated.
 fn opened() -> (tempfile::TempDir, PathBuf, Connection) {

@@ -19,7 +19,7 @@
 use crate::domain::{Limits, RetryPolicy};
 
 /// `limits` as stored.
-pub(super) fn limits_text(l: &Limits) -> String {
+pub(crate) fn limits_text(l: &Limits) -> String {
     format!(
         "{};{};{};{};{}",
         l.fuel,
@@ -31,7 +31,7 @@ pub(super) fn limits_text(l: &Limits) -> String {
 }
 
 /// `retry` as stored.
-pub(super) fn retry_text(r: &RetryPolicy) -> String {
+pub(crate) fn retry_text(r: &RetryPolicy) -> String {
     let mut text = format!(
         "{};{};{};{};{};{};",
         r.retries,
@@ -51,7 +51,7 @@ pub(super) fn retry_text(r: &RetryPolicy) -> String {
 }
 
 /// Reads limits written by [`limits_text`], or as JSON by an older version.
-pub(super) fn parse_limits(text: &str) -> Result<Limits, String> {
+pub(crate) fn parse_limits(text: &str) -> Result<Limits, String> {
     if text.starts_with('{') {
         return serde_json::from_str(text).map_err(|e| e.to_string());
     }
@@ -66,7 +66,7 @@ pub(super) fn parse_limits(text: &str) -> Result<Limits, String> {
 }
 
 /// Reads a retry policy written by [`retry_text`], or as JSON by an older version.
-pub(super) fn parse_retry(text: &str) -> Result<RetryPolicy, String> {
+pub(crate) fn parse_retry(text: &str) -> Result<RetryPolicy, String> {
     if text.starts_with('{') {
         return serde_json::from_str(text).map_err(|e| e.to_string());
     }
