@@ -6,9 +6,11 @@
 mod blobs;
 pub(crate) mod columns;
 pub(crate) mod guards;
+mod postgres;
 mod sqlite;
 
 pub use blobs::{BlobError, BlobStore};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 use crate::domain::{

@@ -10,6 +10,7 @@ mod http;
 mod isolation;
 mod logs;
 mod outcomes;
+mod postgres;
 mod queue;
 mod remote;
 mod schedules;

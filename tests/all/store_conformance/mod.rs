@@ -12,7 +12,8 @@ use remotask::domain::{
     TaskName, Timestamp, TokenRecord,
 };
 use remotask::store::{
-    AttemptEnd, Claimed, Firing, Inserted, Promoted, SqliteStore, StandingClaim, Store, StoreError,
+    AttemptEnd, Claimed, Firing, Inserted, PgStore, Promoted, SqliteStore, StandingClaim, Store,
+    StoreError,
 };
 
 mod catalog;
@@ -69,6 +70,11 @@ conformance!(sqlite_conforms, || async {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("jobs.db")).unwrap();
     (store, dir)
+});
+
+conformance!(postgres_conforms, || async {
+    let url = crate::postgres::postgres().database();
+    (PgStore::connect(&url).await.unwrap(), url)
 });
 
 pub(super) fn new_job(queue: &str, priority: i32, run_at: Timestamp) -> NewJob {

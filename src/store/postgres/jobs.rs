@@ -1,0 +1,820 @@
+//! Jobs on PostgreSQL: a submit of many jobs in one statement (a unique key held by a live
+//! job returns that job), a claim in one call, the ends of many attempts in one statement,
+//! and the operator's moves, each guarded by the states the state machine lets it leave.
+
+use deadpool_postgres::GenericClient;
+
+use super::rows::{self, JOB_COLUMNS, id_bytes, job_id};
+use super::{corrupt, db};
+use crate::domain::{
+    AttemptRecord, CancelOutcome, Event, Finish, Job, JobFilter, JobId, JobState, Lease, NewJob,
+    QueueConfig, QueueName, QueuePosition, Timestamp,
+};
+use crate::store::columns;
+use crate::store::guards::{Sql, guard, target};
+use crate::store::{AttemptEnd, Claimed, Claims, Inserted, Promoted, StoreResult};
+
+/// A live job, as `jobs_unique_live` says it.
+const LIVE: &str =
+    "(state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running')";
+
+/// Stores jobs, many rows in one statement; the queues they name are made if missing.
+pub(super) const INSERT: &str = "WITH input AS ( \
+    SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
+        $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
+        $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[]) WITH ORDINALITY \
+        AS v(id, task, digest, queue, state, input, args, env, priority, run_at, \
+            unique_key, context, limits, retry, submitter, created_at, ord) \
+), ensured AS ( \
+    INSERT INTO queues (name, concurrency, default_limits, caps) \
+    SELECT DISTINCT queue, $17::int4, $18::text, $19::text FROM input \
+    ON CONFLICT (name) DO NOTHING \
+), inserted AS ( \
+    INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, \
+        unique_key, context, limits, retry, submitter, created_at) \
+    SELECT id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
+        context, limits, retry, submitter, created_at FROM input ORDER BY ord \
+    ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL \
+        AND (state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running') \
+        DO NOTHING \
+    RETURNING id, queue, state \
+), counted AS ( \
+    INSERT INTO job_counts (queue, state, n) \
+    SELECT queue, state, count(*) FROM inserted GROUP BY queue, state ORDER BY queue, state \
+    ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n \
+) \
+SELECT id FROM inserted";
+
+/// Stores `jobs` in the transaction of `client`; a job whose unique key a live job holds is
+/// not stored, and that job is returned for it.
+pub(super) async fn insert(
+    client: &impl GenericClient,
+    jobs: &[NewJob],
+) -> StoreResult<Vec<Inserted>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<Vec<u8>> = jobs.iter().map(|j| id_bytes(j.id)).collect();
+    let text = |f: fn(&NewJob) -> String| jobs.iter().map(f).collect::<Vec<String>>();
+    let tasks = text(|j| j.task.to_string());
+    let digests = text(|j| j.digest.to_hex());
+    let queues = text(|j| j.queue.to_string());
+    let states = text(|j| j.state().as_str().to_owned());
+    let inputs: Vec<&[u8]> = jobs.iter().map(|j| j.input.as_slice()).collect();
+    let args = text(|j| rows::json(&j.args));
+    let envs = text(|j| rows::json(&j.env));
+    let priorities: Vec<i32> = jobs.iter().map(|j| j.priority).collect();
+    let run_ats: Vec<i64> = jobs.iter().map(|j| j.run_at().0).collect();
+    let keys: Vec<Option<&str>> = jobs.iter().map(|j| j.unique_key.as_deref()).collect();
+    let contexts: Vec<Option<&str>> = jobs.iter().map(|j| j.context.as_deref()).collect();
+    let limits = text(|j| columns::limits_text(&j.limits));
+    let retries = text(|j| columns::retry_text(&j.retry));
+    let submitters: Vec<Option<&str>> = jobs.iter().map(|j| j.submitter.as_deref()).collect();
+    let created: Vec<i64> = jobs.iter().map(|j| j.created_at.0).collect();
+    let defaults = QueueConfig::with_defaults(QueueName::default_queue());
+    let concurrency = defaults.concurrency as i32;
+    let (default_limits, caps) = (
+        rows::json(&defaults.default_limits),
+        rows::json(&defaults.caps),
+    );
+    let statement = client.prepare_cached(INSERT).await.map_err(db)?;
+    let stored = client
+        .query(
+            &statement,
+            &[
+                &ids,
+                &tasks,
+                &digests,
+                &queues,
+                &states,
+                &inputs,
+                &args,
+                &envs,
+                &priorities,
+                &run_ats,
+                &keys,
+                &contexts,
+                &limits,
+                &retries,
+                &submitters,
+                &created,
+                &concurrency,
+                &default_limits,
+                &caps,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let stored: std::collections::HashSet<Vec<u8>> =
+        stored.iter().map(|r| r.get::<_, Vec<u8>>(0)).collect();
+    let held_keys: Vec<&str> = jobs
+        .iter()
+        .filter(|j| !stored.contains(&id_bytes(j.id)))
+        .filter_map(|j| j.unique_key.as_deref())
+        .collect();
+    let mut live = std::collections::HashMap::new();
+    if !held_keys.is_empty() {
+        let sql = format!("SELECT unique_key, id FROM jobs WHERE unique_key = ANY($1) AND {LIVE}");
+        for row in client.query(&sql, &[&held_keys]).await.map_err(db)? {
+            let key: String = row.get(0);
+            live.insert(key, job_id("jobs", row.get(1))?);
+        }
+    }
+    jobs.iter()
+        .map(|j| {
+            if stored.contains(&id_bytes(j.id)) {
+                return Ok(Inserted::New(j.id));
+            }
+            let key = j.unique_key.as_deref().unwrap_or_default();
+            live.get(key)
+                .map(|id| Inserted::Existing(*id))
+                .ok_or_else(|| corrupt("jobs", format!("job {} was neither stored nor held", j.id)))
+        })
+        .collect()
+}
+
+/// A claim through `remotask_claim`: its rows decoded.
+pub(super) async fn claim(
+    client: &impl GenericClient,
+    queue: &QueueName,
+    worker: &str,
+    max: u32,
+    lease_ttl_ms: i64,
+    now: Timestamp,
+) -> StoreResult<Claims> {
+    let statement = client
+        .prepare_cached("SELECT * FROM remotask_claim($1, $2, $3, $4, $5)")
+        .await
+        .map_err(db)?;
+    let max = i32::try_from(max).unwrap_or(i32::MAX);
+    let rows = client
+        .query(
+            &statement,
+            &[&queue.as_str(), &worker, &max, &lease_ttl_ms, &now.0],
+        )
+        .await
+        .map_err(db)?;
+    let mut claims = Claims::default();
+    for row in &rows {
+        match row.get::<_, &str>(0) {
+            "promoted" => claims.promoted.push(Promoted {
+                id: job_id("jobs", row.get(1))?,
+                task: row
+                    .get::<_, &str>(2)
+                    .parse()
+                    .map_err(|e| corrupt("jobs", e))?,
+                queue: row
+                    .get::<_, &str>(4)
+                    .parse()
+                    .map_err(|e| corrupt("jobs", e))?,
+            }),
+            "claimed" => claims
+                .jobs
+                .push(claimed(row, queue, worker, lease_ttl_ms, now)?),
+            "status" => claims.at_concurrency = row.get::<_, Option<bool>>(22).unwrap_or(false),
+            other => return Err(corrupt("jobs", format!("a claim row of kind {other:?}"))),
+        }
+    }
+    claims.jobs.sort_by(|a, b| {
+        b.job
+            .priority
+            .cmp(&a.job.priority)
+            .then(a.job.run_at.cmp(&b.job.run_at))
+            .then(a.job.id.cmp(&b.job.id))
+    });
+    Ok(claims)
+}
+
+/// A `claimed` row of `remotask_claim`: the job as the claim left it.
+fn claimed(
+    row: &tokio_postgres::Row,
+    queue: &QueueName,
+    worker: &str,
+    lease_ttl_ms: i64,
+    now: Timestamp,
+) -> StoreResult<Claimed> {
+    let text = |i: usize| -> &str { row.get(i) };
+    let parse = |i: usize| -> StoreResult<String> { Ok(text(i).to_owned()) };
+    let error = match (
+        row.get::<_, Option<String>>(16),
+        row.get::<_, Option<String>>(17),
+    ) {
+        (Some(reason), message) => Some(crate::domain::JobError {
+            reason: reason.parse().map_err(|e| corrupt("jobs", e))?,
+            message: message.unwrap_or_default(),
+        }),
+        (None, _) => None,
+    };
+    let job = Job {
+        id: job_id("jobs", row.get(1))?,
+        task: text(2).parse().map_err(|e| corrupt("jobs", e))?,
+        digest: text(3).parse().map_err(|e| corrupt("jobs", e))?,
+        queue: queue.clone(),
+        state: JobState::Running,
+        input: row.get(5),
+        args: rows::parse_json("jobs", &parse(6)?)?,
+        env: rows::parse_json("jobs", &parse(7)?)?,
+        priority: row.get(8),
+        run_at: Timestamp(row.get(9)),
+        unique_key: row.get(10),
+        context: row.get(11),
+        limits: columns::parse_limits(text(12)).map_err(|e| corrupt("jobs", e))?,
+        retry: columns::parse_retry(text(13)).map_err(|e| corrupt("jobs", e))?,
+        attempts: row.get::<_, i32>(14) as u32,
+        progress: None,
+        output: row.get(15),
+        error,
+        submitter: row.get(18),
+        worker: Some(worker.to_owned()),
+        created_at: Timestamp(row.get(19)),
+        started_at: Some(now),
+        finished_at: row.get::<_, Option<i64>>(20).map(Timestamp),
+    };
+    let lease = Lease {
+        token: row.get(21),
+        expires_at: Timestamp(now.0 + lease_ttl_ms),
+    };
+    Ok(Claimed { job, lease })
+}
+
+/// Ends attempts, many in one statement: each job's next state under its attempt's lease,
+/// the attempts of those written recorded, the counts moved. Applied ids.
+pub(super) const FINISH: &str = "WITH v AS ( \
+    SELECT * FROM unnest($1::bytea[], $2::int8[], $3::text[], $4::bytea[], $5::int8[], \
+        $6::text[], $7::text[], $8::text[]) \
+        AS v(id, token, state, output, run_at, limits, error_reason, error_message) \
+), ended AS ( \
+    UPDATE jobs j SET state = v.state, \
+        output = CASE WHEN v.state = 'completed' THEN v.output ELSE j.output END, \
+        run_at = coalesce(v.run_at, j.run_at), \
+        limits = coalesce(v.limits, j.limits), \
+        error_reason = CASE WHEN v.state = 'completed' THEN NULL \
+            ELSE coalesce(v.error_reason, j.error_reason) END, \
+        error_message = CASE WHEN v.state = 'completed' THEN NULL \
+            ELSE coalesce(v.error_message, j.error_message) END, \
+        finished_at = CASE WHEN v.state = 'completed' OR v.state = 'failed' \
+            OR v.state = 'cancelled' THEN $9 ELSE j.finished_at END, \
+        attempts = CASE WHEN v.state = 'queued' THEN greatest(j.attempts - 1, 0) \
+            ELSE j.attempts END, \
+        progress_done = CASE WHEN v.state = 'queued' THEN NULL ELSE j.progress_done END, \
+        progress_total = CASE WHEN v.state = 'queued' THEN NULL ELSE j.progress_total END, \
+        lease = NULL, lease_expires = NULL, cancel_requested = false \
+    FROM v WHERE j.id = v.id AND j.state = 'running' AND j.lease = v.token \
+    RETURNING j.id, j.queue, v.state, v.token \
+), recorded AS ( \
+    INSERT INTO attempts (job_id, number, reason, trap_kind, exit_code, message, stderr, \
+        stderr_truncated, receipt, worker, started_at, finished_at) \
+    SELECT a.job_id, a.number, a.reason, a.trap_kind, a.exit_code, a.message, a.stderr, \
+        a.stderr_truncated, a.receipt, a.worker, a.started_at, a.finished_at \
+    FROM unnest($10::bytea[], $11::int4[], $12::text[], $13::text[], \
+        $14::int4[], $15::text[], $16::bytea[], $17::bool[], $18::text[], $19::text[], \
+        $20::int8[], $21::int8[], $22::int8[]) AS a(job_id, number, reason, trap_kind, \
+            exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, \
+            finished_at, token) \
+    WHERE (a.job_id, a.token) IN (SELECT id, token FROM ended) \
+    ON CONFLICT (job_id, number) DO UPDATE SET reason = excluded.reason, \
+        trap_kind = excluded.trap_kind, exit_code = excluded.exit_code, \
+        message = excluded.message, stderr = excluded.stderr, \
+        stderr_truncated = excluded.stderr_truncated, receipt = excluded.receipt, \
+        worker = excluded.worker, started_at = excluded.started_at, \
+        finished_at = excluded.finished_at \
+), counted AS ( \
+    INSERT INTO job_counts (queue, state, n) \
+    SELECT c.q, c.s, sum(c.n) FROM ( \
+        SELECT queue AS q, state AS s, 1 AS n FROM ended \
+        UNION ALL SELECT queue, 'running', -1 FROM ended) c \
+    GROUP BY c.q, c.s ORDER BY c.q, c.s \
+    ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n \
+) \
+SELECT id, token FROM ended";
+
+/// The columns of one end: its next state and what that state writes.
+struct EndColumns {
+    output: Option<Vec<u8>>,
+    run_at: Option<i64>,
+    limits: Option<String>,
+    error: Option<(String, String)>,
+}
+
+fn end_columns(finish: &Finish) -> EndColumns {
+    let none = EndColumns {
+        output: None,
+        run_at: None,
+        limits: None,
+        error: None,
+    };
+    let error =
+        |e: &crate::domain::JobError| Some((e.reason.as_str().to_owned(), e.message.clone()));
+    match finish {
+        Finish::Completed { output } => EndColumns {
+            output: Some(output.clone()),
+            ..none
+        },
+        Finish::Retry {
+            run_at,
+            limits,
+            error: e,
+        } => EndColumns {
+            run_at: Some(run_at.0),
+            limits: Some(columns::limits_text(limits)),
+            error: error(e),
+            ..none
+        },
+        Finish::Failed { error: e } | Finish::Cancelled { error: e } => EndColumns {
+            error: error(e),
+            ..none
+        },
+        Finish::Interrupted => none,
+    }
+}
+
+/// Writes attempt ends; says for each whether it was written (false: its lease is stale).
+/// An end repeated in one batch (same job, same lease) is written once, the first time.
+pub(super) async fn finish(
+    client: &impl GenericClient,
+    ends: &[AttemptEnd],
+    now: Timestamp,
+) -> StoreResult<Vec<bool>> {
+    let mut seen = std::collections::HashSet::new();
+    let first: Vec<bool> = ends
+        .iter()
+        .map(|e| seen.insert((e.id, e.lease.token)))
+        .collect();
+    let sent: Vec<&AttemptEnd> = ends
+        .iter()
+        .zip(&first)
+        .filter(|(_, f)| **f)
+        .map(|(e, _)| e)
+        .collect();
+    let ids: Vec<Vec<u8>> = sent.iter().map(|e| id_bytes(e.id)).collect();
+    let tokens: Vec<i64> = sent.iter().map(|e| e.lease.token).collect();
+    let states: Vec<&str> = sent.iter().map(|e| e.finish.state().as_str()).collect();
+    let cols: Vec<EndColumns> = sent.iter().map(|e| end_columns(&e.finish)).collect();
+    let outputs: Vec<Option<&[u8]>> = cols.iter().map(|c| c.output.as_deref()).collect();
+    let run_ats: Vec<Option<i64>> = cols.iter().map(|c| c.run_at).collect();
+    let limits: Vec<Option<&str>> = cols.iter().map(|c| c.limits.as_deref()).collect();
+    let reasons: Vec<Option<&str>> = cols
+        .iter()
+        .map(|c| c.error.as_ref().map(|e| e.0.as_str()))
+        .collect();
+    let messages: Vec<Option<&str>> = cols
+        .iter()
+        .map(|c| c.error.as_ref().map(|e| e.1.as_str()))
+        .collect();
+    let recorded: Vec<(&AttemptEnd, &AttemptRecord)> = sent
+        .iter()
+        .filter_map(|e| e.attempt.as_ref().map(|a| (*e, a)))
+        .collect();
+    let a_ids: Vec<Vec<u8>> = recorded.iter().map(|(e, _)| id_bytes(e.id)).collect();
+    let a_tokens: Vec<i64> = recorded.iter().map(|(e, _)| e.lease.token).collect();
+    let a_numbers: Vec<i32> = recorded.iter().map(|(_, a)| a.number as i32).collect();
+    let a_reasons: Vec<&str> = recorded.iter().map(|(_, a)| a.reason.as_str()).collect();
+    let a_traps: Vec<Option<&str>> = recorded
+        .iter()
+        .map(|(_, a)| a.trap_kind.map(|k| k.as_str()))
+        .collect();
+    let a_exits: Vec<Option<i32>> = recorded.iter().map(|(_, a)| a.exit_code).collect();
+    let a_messages: Vec<Option<&str>> =
+        recorded.iter().map(|(_, a)| a.message.as_deref()).collect();
+    let a_stderr: Vec<&[u8]> = recorded.iter().map(|(_, a)| a.stderr.as_slice()).collect();
+    let a_truncated: Vec<bool> = recorded.iter().map(|(_, a)| a.stderr_truncated).collect();
+    let a_receipts: Vec<String> = recorded
+        .iter()
+        .map(|(_, a)| a.receipt.to_string())
+        .collect();
+    let a_workers: Vec<&str> = recorded.iter().map(|(_, a)| a.worker.as_str()).collect();
+    let a_started: Vec<i64> = recorded.iter().map(|(_, a)| a.started_at.0).collect();
+    let a_finished: Vec<i64> = recorded.iter().map(|(_, a)| a.finished_at.0).collect();
+    let statement = client.prepare_cached(FINISH).await.map_err(db)?;
+    let written = client
+        .query(
+            &statement,
+            &[
+                &ids,
+                &tokens,
+                &states,
+                &outputs,
+                &run_ats,
+                &limits,
+                &reasons,
+                &messages,
+                &now.0,
+                &a_ids,
+                &a_numbers,
+                &a_reasons,
+                &a_traps,
+                &a_exits,
+                &a_messages,
+                &a_stderr,
+                &a_truncated,
+                &a_receipts,
+                &a_workers,
+                &a_started,
+                &a_finished,
+                &a_tokens,
+            ],
+        )
+        .await
+        .map_err(db)?;
+    let written: std::collections::HashSet<(Vec<u8>, i64)> = written
+        .iter()
+        .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1)))
+        .collect();
+    Ok(ends
+        .iter()
+        .zip(first)
+        .map(|(e, first)| first && written.contains(&(id_bytes(e.id), e.lease.token)))
+        .collect())
+}
+
+/// A job by id.
+pub(super) async fn get(client: &impl GenericClient, id: JobId) -> StoreResult<Option<Job>> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1");
+    let statement = client.prepare_cached(&sql).await.map_err(db)?;
+    client
+        .query_opt(&statement, &[&id_bytes(id)])
+        .await
+        .map_err(db)?
+        .map(|r| rows::job(&r).map(|(j, _)| j))
+        .transpose()
+}
+
+/// Jobs matching `f`, in id order, from `f.after` on.
+pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreResult<Vec<Job>> {
+    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true");
+    let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
+    let mut bind =
+        |sql: &mut String, clause: &str, v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
+            values.push(v);
+            sql.push_str(&clause.replace('?', &format!("${}", values.len())));
+        };
+    if !f.states.is_empty() {
+        let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
+        if let [one] = states.as_slice() {
+            // One state as `=`, so the partial index on that state can serve it.
+            sql.push_str(&format!(" AND state = '{one}'"));
+        } else {
+            bind(&mut sql, " AND state = ANY(?)", Box::new(states));
+        }
+    }
+    if let Some(t) = &f.task {
+        bind(&mut sql, " AND task = ?", Box::new(t.to_string()));
+    }
+    if let Some(q) = &f.queue {
+        bind(&mut sql, " AND queue = ?", Box::new(q.to_string()));
+    }
+    if let Some(c) = &f.context {
+        bind(&mut sql, " AND context = ?", Box::new(c.clone()));
+    }
+    if let Some(k) = &f.unique_key {
+        bind(&mut sql, " AND unique_key = ?", Box::new(k.clone()));
+    }
+    if let Some(after) = f.after {
+        bind(&mut sql, " AND id > ?", Box::new(id_bytes(after)));
+    }
+    let limit = if f.limit == 0 {
+        100
+    } else {
+        f.limit.min(10_000)
+    };
+    sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+        values.iter().map(|v| v.as_ref() as _).collect();
+    client
+        .query(&sql, &params)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(|r| rows::job(r).map(|(j, _)| j))
+        .collect()
+}
+
+/// A job's attempts, oldest first.
+pub(super) async fn attempts(
+    client: &impl GenericClient,
+    id: JobId,
+) -> StoreResult<Vec<AttemptRecord>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT number, reason, trap_kind, exit_code, message, stderr, stderr_truncated, \
+             receipt, worker, started_at, finished_at FROM attempts WHERE job_id = $1 \
+             ORDER BY number",
+        )
+        .await
+        .map_err(db)?;
+    let rows = client
+        .query(&statement, &[&id_bytes(id)])
+        .await
+        .map_err(db)?;
+    rows.iter()
+        .map(|r| {
+            let trap_kind: Option<String> = r.get(2);
+            Ok(AttemptRecord {
+                number: r.get::<_, i32>(0) as u32,
+                reason: r
+                    .get::<_, &str>(1)
+                    .parse()
+                    .map_err(|e| corrupt("attempts", e))?,
+                trap_kind: trap_kind
+                    .map(|k| rows::parse_json("attempts", &format!("\"{k}\"")))
+                    .transpose()?,
+                exit_code: r.get(3),
+                message: r.get(4),
+                stderr: r.get(5),
+                stderr_truncated: r.get(6),
+                receipt: rows::parse_json("attempts", r.get(7))?,
+                worker: r.get(8),
+                started_at: Timestamp(r.get(9)),
+                finished_at: Timestamp(r.get(10)),
+            })
+        })
+        .collect()
+}
+
+/// Moves counts of `queue` from one state to another, `n` jobs.
+async fn moved(
+    client: &impl GenericClient,
+    queue: &str,
+    from: JobState,
+    to: Option<JobState>,
+    n: i64,
+) -> StoreResult<()> {
+    let mut changes = vec![(from.as_str(), -n)];
+    if let Some(to) = to {
+        changes.push((to.as_str(), n));
+    }
+    changes.sort();
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO job_counts (queue, state, n) VALUES ($1, $2, $3) \
+             ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n",
+        )
+        .await
+        .map_err(db)?;
+    for (state, n) in changes {
+        client
+            .execute(&statement, &[&queue, &state, &n])
+            .await
+            .map_err(db)?;
+    }
+    Ok(())
+}
+
+/// The `cancel` move, in `client`'s transaction: a waiting job at once; a running one is
+/// marked for its worker, and moves when its interrupted attempt ends.
+pub(super) async fn cancel(
+    client: &impl GenericClient,
+    id: JobId,
+    now: Timestamp,
+) -> StoreResult<CancelOutcome> {
+    let key = id_bytes(id);
+    let Some(row) = client
+        .query_opt(
+            "SELECT queue, state FROM jobs WHERE id = $1 FOR UPDATE",
+            &[&key],
+        )
+        .await
+        .map_err(db)?
+    else {
+        return Ok(CancelOutcome::NotFound);
+    };
+    let queue: String = row.get(0);
+    let state: JobState = row
+        .get::<_, &str>(1)
+        .parse()
+        .map_err(|e| corrupt("jobs", e))?;
+    if state == JobState::Running {
+        client
+            .execute(
+                "UPDATE jobs SET cancel_requested = true WHERE id = $1 AND state = 'running'",
+                &[&key],
+            )
+            .await
+            .map_err(db)?;
+        return Ok(CancelOutcome::Running);
+    }
+    if Event::Cancel.apply(Some(state)).is_err() {
+        return Ok(CancelOutcome::AlreadyEnded(state));
+    }
+    let sql = format!(
+        "UPDATE jobs SET state = '{}', finished_at = $2, error_reason = 'cancelled', \
+         error_message = 'cancelled before it ran' WHERE id = $1 AND {} AND state = $3",
+        target(Event::Cancel),
+        guard(Event::Cancel)
+    );
+    client
+        .execute(&sql, &[&key, &now.0, &state.as_str()])
+        .await
+        .map_err(db)?;
+    moved(client, &queue, state, Some(JobState::Cancelled), 1).await?;
+    Ok(CancelOutcome::Cancelled)
+}
+
+/// One job's `event`, `id = $1`, as one statement: the job is locked if it is in a state the
+/// event leaves, moved to the event's target with `set` (which may use `$2`...), and the
+/// counts moved with it. Its one row: how many jobs moved (0 or 1).
+fn move_sql(event: Event, set: &str) -> String {
+    let to = target(event);
+    let moved = match to {
+        "" => "DELETE FROM jobs USING old WHERE jobs.id = $1 RETURNING old.q, old.s".to_owned(),
+        to => format!(
+            "UPDATE jobs SET state = '{to}'{set} FROM old WHERE jobs.id = $1 \
+             RETURNING old.q, old.s"
+        ),
+    };
+    format!(
+        "WITH old AS (SELECT queue AS q, state AS s FROM jobs WHERE id = $1 AND {} FOR UPDATE), \
+         moved AS ({moved}), \
+         counted AS (INSERT INTO job_counts (queue, state, n) \
+             SELECT c.q, c.s, sum(c.n) FROM ( \
+                 SELECT q, s, -1 AS n FROM moved \
+                 UNION ALL SELECT q, '{to}', 1 FROM moved WHERE '{to}' <> '') c \
+             GROUP BY c.q, c.s ORDER BY c.q, c.s \
+             ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n) \
+         SELECT count(*) FROM moved",
+        guard(event)
+    )
+}
+
+/// Runs [`move_sql`]'s statement; whether the job moved.
+async fn move_one(
+    client: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> StoreResult<bool> {
+    let statement = client.prepare_cached(sql).await.map_err(db)?;
+    match client.query_one(&statement, params).await {
+        Ok(row) => Ok(row.get::<_, i64>(0) > 0),
+        // Another live job holds the same unique key: this one stays as it is.
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(false),
+        Err(e) => Err(db(e)),
+    }
+}
+
+/// The `release` move; false if the job is not held.
+pub(super) async fn release(
+    client: &impl GenericClient,
+    id: JobId,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    static SQL: Sql = Sql::new(|| move_sql(Event::Release, ", run_at = $2"));
+    move_one(client, SQL.get(), &[&id_bytes(id), &now.0]).await
+}
+
+/// The `retry` move, with a fresh attempt budget; false if the job is not failed or
+/// cancelled, or another live job holds its unique key.
+pub(super) async fn retry(
+    client: &impl GenericClient,
+    id: JobId,
+    now: Timestamp,
+) -> StoreResult<bool> {
+    static SQL: Sql = Sql::new(|| {
+        move_sql(
+            Event::Retry,
+            ", run_at = $2, attempts = 0, output = NULL, error_reason = NULL, \
+             error_message = NULL, finished_at = NULL, progress_done = NULL, \
+             progress_total = NULL",
+        )
+    });
+    move_one(client, SQL.get(), &[&id_bytes(id), &now.0]).await
+}
+
+/// The `delete` move; false if the job is running or unknown.
+pub(super) async fn delete(client: &impl GenericClient, id: JobId) -> StoreResult<bool> {
+    static SQL: Sql = Sql::new(|| move_sql(Event::Delete, ""));
+    move_one(client, SQL.get(), &[&id_bytes(id)]).await
+}
+
+/// The `clean` move of ended jobs finished before `before` (all of them if `None`).
+pub(super) async fn clean(
+    client: &impl GenericClient,
+    before: Option<Timestamp>,
+) -> StoreResult<u64> {
+    let ended = guard(Event::Clean);
+    let sql = format!(
+        "WITH gone AS (DELETE FROM jobs WHERE {ended} AND ($1::int8 IS NULL OR finished_at < $1) \
+             RETURNING queue, state), \
+         counted AS (INSERT INTO job_counts (queue, state, n) \
+             SELECT queue, state, -count(*) FROM gone GROUP BY queue, state \
+             ORDER BY queue, state \
+             ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n) \
+         SELECT count(*) FROM gone"
+    );
+    let row = client
+        .query_one(&sql, &[&before.map(|t| t.0)])
+        .await
+        .map_err(db)?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// Running jobs whose lease expired before `now`, with their lease, in id order.
+pub(super) async fn expired_leases(
+    client: &impl GenericClient,
+    now: Timestamp,
+) -> StoreResult<Vec<Claimed>> {
+    let sql = format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE state = 'running' AND lease_expires < $1 \
+         ORDER BY id"
+    );
+    let statement = client.prepare_cached(&sql).await.map_err(db)?;
+    let mut out = Vec::new();
+    for row in client.query(&statement, &[&now.0]).await.map_err(db)? {
+        let (job, lease) = rows::job(&row)?;
+        if let Some(lease) = lease {
+            out.push(Claimed { job, lease });
+        }
+    }
+    Ok(out)
+}
+
+/// Where a job stands in its queue.
+pub(super) async fn position(
+    client: &impl GenericClient,
+    id: JobId,
+) -> StoreResult<Option<QueuePosition>> {
+    let key = id_bytes(id);
+    let Some(row) = client
+        .query_opt(
+            "SELECT queue, priority, run_at FROM jobs WHERE id = $1",
+            &[&key],
+        )
+        .await
+        .map_err(db)?
+    else {
+        return Ok(None);
+    };
+    let (queue, priority, run_at): (String, i32, i64) = (row.get(0), row.get(1), row.get(2));
+    let settings = client
+        .query_opt(
+            "SELECT concurrency, paused FROM queues WHERE name = $1",
+            &[&queue],
+        )
+        .await
+        .map_err(db)?;
+    let (concurrency, paused) = settings.map_or((0, false), |r| (r.get::<_, i32>(0), r.get(1)));
+    let running: i64 = client
+        .query_one(
+            "SELECT coalesce(sum(n), 0)::int8 FROM job_counts WHERE queue = $1 AND state = 'running'",
+            &[&queue],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    let ahead: i64 = client
+        .query_one(
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'queued' AND \
+             (priority > $2 OR (priority = $2 AND (run_at < $3 OR (run_at = $3 AND id < $4))))",
+            &[&queue, &priority, &run_at, &key],
+        )
+        .await
+        .map_err(db)?
+        .get(0);
+    Ok(Some(QueuePosition {
+        paused,
+        running: running.max(0) as u64,
+        concurrency: concurrency.max(0) as u32,
+        ahead: ahead as u64,
+    }))
+}
+
+/// Extends a running job's lease; false if `token` is not its lease.
+pub(super) async fn heartbeat(
+    client: &impl GenericClient,
+    id: JobId,
+    token: i64,
+    expires_at: Timestamp,
+) -> StoreResult<bool> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE jobs SET lease_expires = $3 WHERE id = $1 AND state = 'running' AND lease = $2",
+        )
+        .await
+        .map_err(db)?;
+    Ok(client
+        .execute(&statement, &[&id_bytes(id), &token, &expires_at.0])
+        .await
+        .map_err(db)?
+        > 0)
+}
+
+/// Stores a running job's progress; false if `token` is not its lease.
+pub(super) async fn set_progress(
+    client: &impl GenericClient,
+    id: JobId,
+    token: i64,
+    done: i64,
+    total: i64,
+) -> StoreResult<bool> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE jobs SET progress_done = $3, progress_total = $4 \
+             WHERE id = $1 AND state = 'running' AND lease = $2",
+        )
+        .await
+        .map_err(db)?;
+    Ok(client
+        .execute(&statement, &[&id_bytes(id), &token, &done, &total])
+        .await
+        .map_err(db)?
+        > 0)
+}
