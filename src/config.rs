@@ -5,6 +5,7 @@
 //!
 //! ```toml
 //! data_dir = "remotask-data"
+//! store_url = "postgres://remotask@db:5432/remotask"  # several nodes; absent: SQLite
 //! worker_threads = 2              # 0: no guest runs here, only remote workers
 //! retention_seconds = 604800       # clean terminal jobs older than this; 0 keeps them
 //! lease_ttl_seconds = 30
@@ -53,6 +54,9 @@ pub struct QueueFile {
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
+    /// A PostgreSQL database (`postgres://user@host:port/db`) that several server nodes
+    /// share; absent: SQLite in the data directory.
+    pub store_url: Option<String>,
     pub worker_threads: Option<usize>,
     pub retention_seconds: Option<u64>,
     pub lease_ttl_seconds: Option<f64>,
@@ -87,6 +91,7 @@ pub const DEFAULT_BIND: &str = "127.0.0.1:7070";
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
     pub data_dir: Option<PathBuf>,
+    pub store_url: Option<String>,
     pub worker_threads: Option<usize>,
     pub lease_ttl_seconds: Option<f64>,
     pub requeue_delay_seconds: Option<f64>,
@@ -100,7 +105,11 @@ pub struct Overrides {
 /// The validated server configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
+    /// The data directory: the SQLite file unless `store_url` is given, the compiled-module
+    /// cache, the first admin token.
     pub data_dir: PathBuf,
+    /// The PostgreSQL database the store is in, if not SQLite in the data directory.
+    pub store_url: Option<String>,
     /// Where the HTTP API listens; loopback unless configured otherwise.
     pub bind: SocketAddr,
     /// The certificate and key files when the API is served over HTTPS (not read yet: see
@@ -179,11 +188,21 @@ impl ServerConfig {
             Some(f) => f.parse()?,
             None => LogFormat::default(),
         };
+        let store_url = match o.store_url.or(file.store_url) {
+            Some(url) if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) => {
+                return Err(format!(
+                    "store_url must be a postgres:// URL (without it, SQLite in the data \
+                     directory is the store), got {url:?}"
+                ));
+            }
+            url => url,
+        };
         Ok(Self {
             data_dir: o
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("remotask-data")),
+            store_url,
             bind,
             tls,
             http,
@@ -343,6 +362,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(flags.tls.unwrap().key, PathBuf::from("b.key"));
+    }
+
+    #[test]
+    fn the_store_is_sqlite_unless_a_postgres_url_is_given() {
+        assert_eq!(parse("").unwrap().store_url, None);
+        let url = "postgres://remotask@db:5432/jobs";
+        let file = parse(&format!("store_url = \"{url}\"")).unwrap();
+        assert_eq!(file.store_url.as_deref(), Some(url));
+        let flag = ServerConfig::from_file(
+            toml::from_str(&format!("store_url = \"{url}\"")).unwrap(),
+            Overrides {
+                store_url: Some("postgresql://other/db".into()),
+                ..Overrides::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(flag.store_url.as_deref(), Some("postgresql://other/db"));
+        let err = parse("store_url = \"mysql://db/jobs\"").unwrap_err();
+        assert!(
+            err.contains("postgres://") && err.contains("\"mysql://db/jobs\""),
+            "{err}"
+        );
     }
 
     #[test]

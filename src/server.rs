@@ -1,7 +1,8 @@
-//! The engine of `remotask serve`: opens the data directory (SQLite file, module blobs,
-//! compiled-module cache), applies the configured queues, starts the worker pool on the
-//! in-process source and the maintenance tasks (rescuer, scheduler, retention cleaner). The
-//! HTTP router mounts on [`Server::service`]. Needs a tokio runtime.
+//! The engine of `remotask serve`: opens the store (a PostgreSQL database given by URL, or the
+//! SQLite file and module blobs in the data directory), the compiled-module cache, applies the
+//! configured queues, starts the worker pool on the in-process source and the maintenance
+//! tasks (rescuer, scheduler, retention cleaner). The HTTP router mounts on
+//! [`Server::service`]. Needs a tokio runtime.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,7 +11,7 @@ use crate::config::ServerConfig;
 use crate::domain::{SystemClock, TaskName};
 use crate::sandbox::{Sandbox, SandboxConfig};
 use crate::service::{LocalSource, Maintenance, Service, ServiceError};
-use crate::store::SqliteStore;
+use crate::store::{PgStore, SqliteStore, Store};
 use crate::worker::WorkerPool;
 
 /// A running engine.
@@ -48,13 +49,16 @@ impl Server {
             path: dir.display().to_string(),
             source,
         })?;
-        let store = SqliteStore::open(dir.join("remotask.db"))?;
+        let store: Arc<dyn Store> = match &config.store_url {
+            Some(url) => Arc::new(PgStore::connect(url).await?),
+            None => Arc::new(SqliteStore::open(dir.join("remotask.db"))?),
+        };
         let sandbox = Sandbox::new(SandboxConfig {
             cache_dir: Some(dir.join("cache")),
             pool_slots: (config.workers.threads as u32 * 2).max(8),
             ..SandboxConfig::default()
         })?;
-        let service = Service::new(Arc::new(store), sandbox.clone(), Arc::new(SystemClock));
+        let service = Service::new(store, sandbox.clone(), Arc::new(SystemClock));
         for queue in &config.queues {
             service.put_queue(queue.clone()).await?;
         }

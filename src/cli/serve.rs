@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// The data directory: SQLite file, module blobs, compiled cache. Created on first run.
     #[arg(long, env = "REMOTASK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Keep jobs in this PostgreSQL database (`postgres://user@host:port/db`), which other
+    /// server nodes may share; without it, SQLite in the data directory.
+    #[arg(long, env = "REMOTASK_STORE", value_name = "URL")]
+    pub store: Option<String>,
     /// Threads that run guests; 0 runs none here (remote workers run every job).
     #[arg(long, env = "REMOTASK_WORKERS")]
     pub workers: Option<usize>,
@@ -60,6 +64,7 @@ pub struct ServeArgs {
 pub(super) fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let overrides = Overrides {
         data_dir: args.data_dir,
+        store_url: args.store,
         worker_threads: args.workers,
         lease_ttl_seconds: args.lease_ttl,
         requeue_delay_seconds: args.requeue_delay,

@@ -36,6 +36,13 @@ pub(super) async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiRes
     attempt_metrics(&mut out, &s.service.metrics());
     worker_metrics(&mut out, &s.service.workers());
     out.family(
+        "remotask_leader",
+        "gauge",
+        "1 if this node leads maintenance (rescuer, scheduler, cleaner) on its store.",
+    );
+    let leading = u8::from(s.service.metrics().leading);
+    out.line(format_args!("remotask_leader {leading}"));
+    out.family(
         "remotask_background_errors_total",
         "counter",
         "Failures of background work in this process, by component.",

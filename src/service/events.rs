@@ -2,7 +2,7 @@
 //! counters behind `/metrics`. Publishing never blocks: a slow listener misses events (and is
 //! told so by the broadcast channel), it never slows a worker.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde::Serialize;
 
@@ -23,7 +23,7 @@ pub const DURATION_BUCKETS: [f64; 12] = [
     0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 300.0,
 ];
 
-/// Counters of attempts since the process started.
+/// Counters of attempts since the process started, and whether this node leads.
 #[derive(Debug, Default)]
 pub struct Metrics {
     by_reason: [AtomicU64; Reason::ALL.len()],
@@ -31,6 +31,8 @@ pub struct Metrics {
     duration_count: AtomicU64,
     duration_sum_us: AtomicU64,
     fuel: AtomicU64,
+    /// Whether this node led the store's maintenance when it last asked.
+    pub(crate) leading: AtomicBool,
 }
 
 /// A copy of the counters.
@@ -42,6 +44,8 @@ pub struct MetricsSnapshot {
     pub duration_count: u64,
     pub duration_sum_seconds: f64,
     pub fuel_consumed: u64,
+    /// Whether this node leads maintenance (the rescuer, the scheduler, the cleaner).
+    pub leading: bool,
 }
 
 impl Metrics {
@@ -75,6 +79,7 @@ impl Metrics {
             duration_count: self.duration_count.load(Ordering::Relaxed),
             duration_sum_seconds: self.duration_sum_us.load(Ordering::Relaxed) as f64 / 1e6,
             fuel_consumed: self.fuel.load(Ordering::Relaxed),
+            leading: self.leading.load(Ordering::Relaxed),
         }
     }
 }

@@ -8,6 +8,7 @@
 //! says leads does this work; each asks again before every round, so another takes over when
 //! the leader dies.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -76,13 +77,26 @@ impl Maintenance {
 
 /// Whether this node leads the store's maintenance now (logged if the store cannot say).
 async fn leading(service: &Service, component: Component) -> bool {
-    match service.store().lead().await {
+    let lead = match service.store().lead().await {
         Ok(lead) => lead,
         Err(e) => {
             background_error(component, "asking whether this node leads", &e);
             false
         }
+    };
+    let was = service.shared.metrics.leading.swap(lead, Ordering::Relaxed);
+    if was != lead {
+        tracing::info!(
+            leading = lead,
+            "{}",
+            if lead {
+                "this node now leads maintenance"
+            } else {
+                "this node no longer leads maintenance"
+            }
+        );
     }
+    lead
 }
 
 async fn rescuer(service: Service, config: MaintenanceConfig) {

@@ -31,7 +31,7 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
-use crate::domain::QueueName;
+use crate::domain::{QueueName, WorkerName};
 use crate::sandbox::Sandbox;
 use crate::telemetry::{Component, background_error};
 use attempt::GuestThread;
@@ -72,10 +72,34 @@ impl Default for WorkerConfig {
             prefetch: 512,
             lease_ttl: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
-            worker_id: format!("local-{}", std::process::id()),
+            worker_id: process_name("local-").to_string(),
             queues: Vec::new(),
         }
     }
+}
+
+/// `<prefix><host>-<pid>`, lowercased, with what a name may not hold made `-`: a worker name
+/// no other process on this or another machine has at the same time.
+pub fn process_name(prefix: &str) -> WorkerName {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .unwrap_or_default();
+    let host: String = host
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .take(40)
+        .collect();
+    let host = host.trim_start_matches(['.', '_', '-']);
+    let host = if host.is_empty() { "worker" } else { host };
+    let pid = std::process::id();
+    format!("{prefix}{host}-{pid}")
+        .parse()
+        .unwrap_or_else(|_| format!("worker-{pid}").parse().expect("a name"))
 }
 
 /// A running pool. Dropping it without [`WorkerPool::shutdown`] stops claiming but leaves

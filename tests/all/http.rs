@@ -1001,7 +1001,7 @@ async fn over_real_http_a_running_job_is_cancelled_within_milliseconds() {
 }
 
 /// Reads server-sent events until `n` `job` events arrived; returns their states.
-async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<String> {
+pub(crate) async fn read_events(response: &mut reqwest::Response, n: usize) -> Vec<String> {
     let mut buffer = String::new();
     let mut states = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);

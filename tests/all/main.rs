@@ -9,6 +9,7 @@ mod guests;
 mod http;
 mod isolation;
 mod logs;
+mod nodes;
 mod outcomes;
 mod postgres;
 mod queue;

@@ -14,7 +14,7 @@ use crate::serve::{cli, serve_at, serve_http};
 use crate::support::{guest, remotask};
 
 /// A child process killed when dropped.
-struct Proc(Child);
+pub(crate) struct Proc(pub(crate) Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = std::process::Command::new("kill")
             .args([signal, &self.0.id().to_string()])
             .status()
@@ -40,16 +40,29 @@ struct Cluster {
     modules: tempfile::TempDir,
     server: Option<Proc>,
     port: u16,
-    url: String,
-    admin: String,
-    http: reqwest::Client,
+    api: Api,
     server_args: Vec<String>,
+}
+
+/// A server's API as its admin calls it.
+pub(crate) struct Api {
+    pub(crate) url: String,
+    pub(crate) admin: String,
+    pub(crate) http: reqwest::Client,
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
 }
 
 /// Compiled modules and module bytes shared by every server and worker of this test run, so
 /// a guest is compiled once per run (compiles of a debug build, many at once, are slow). The
 /// first use fills it with a server that registers the guests and stops.
-fn shared_cache() -> &'static std::path::Path {
+pub(crate) fn shared_cache() -> &'static std::path::Path {
     static CACHE: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     CACHE
         .get_or_init(|| {
@@ -73,7 +86,7 @@ fn shared_cache() -> &'static std::path::Path {
 }
 
 /// A directory holding the echo and hostile guests.
-fn guest_dir() -> tempfile::TempDir {
+pub(crate) fn guest_dir() -> tempfile::TempDir {
     let modules = tempfile::tempdir().unwrap();
     for g in ["echo", "hostile"] {
         std::fs::copy(guest(g), modules.path().join(format!("{g}.wasm"))).unwrap();
@@ -81,7 +94,7 @@ fn guest_dir() -> tempfile::TempDir {
     modules
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -99,16 +112,11 @@ impl Cluster {
             modules: guest_dir(),
             server: None,
             port: free_port(),
-            url: String::new(),
-            admin: String::new(),
-            http: {
-                remotask::cli::install_default_provider();
-                reqwest::Client::new()
-            },
+            api: Api::new(String::new(), String::new()),
             server_args: server_args.iter().map(|s| s.to_string()).collect(),
         };
         cluster.start_server();
-        cluster.admin = std::fs::read_to_string(cluster.data.path().join("admin.token"))
+        cluster.api.admin = std::fs::read_to_string(cluster.data.path().join("admin.token"))
             .unwrap()
             .trim()
             .to_owned();
@@ -122,7 +130,7 @@ impl Cluster {
         args.extend(self.server_args.iter().map(String::as_str));
         let (child, url, _) = serve_at(self.data.path(), &bind, &args);
         self.server = Some(Proc(child));
-        self.url = url;
+        self.api.url = url;
     }
 
     /// Kills the server with SIGKILL and starts it again on the same port and data.
@@ -159,15 +167,26 @@ impl Cluster {
         wait_ready(&mut child);
         Proc(child)
     }
+}
 
-    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+impl Api {
+    pub(crate) fn new(url: String, admin: String) -> Self {
+        remotask::cli::install_default_provider();
+        Self {
+            url,
+            admin,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    pub(crate) fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.admin)
     }
 
     /// Submits `jobs` (request bodies) in one batch; their ids.
-    async fn submit(&self, jobs: Vec<Value>) -> Vec<String> {
+    pub(crate) async fn submit(&self, jobs: Vec<Value>) -> Vec<String> {
         let r = self
             .request(reqwest::Method::POST, "/v1/jobs/batch")
             .json(&json!({ "jobs": jobs }))
@@ -184,7 +203,7 @@ impl Cluster {
             .collect()
     }
 
-    async fn job(&self, id: &str) -> Value {
+    pub(crate) async fn job(&self, id: &str) -> Value {
         let r = self
             .request(reqwest::Method::GET, &format!("/v1/jobs/{id}"))
             .send()
@@ -194,7 +213,7 @@ impl Cluster {
     }
 
     /// Waits until every job of `ids` is in a terminal state; the jobs.
-    async fn wait_ended(&self, ids: &[String], within: Duration) -> Vec<Value> {
+    pub(crate) async fn wait_ended(&self, ids: &[String], within: Duration) -> Vec<Value> {
         let deadline = Instant::now() + within;
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
@@ -213,7 +232,7 @@ impl Cluster {
     }
 
     /// Waits until `id` is running on a worker; its name.
-    async fn running_on(&self, id: &str) -> String {
+    pub(crate) async fn running_on(&self, id: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let job = self.job(id).await;
@@ -247,7 +266,7 @@ pub(crate) fn wait_ready(child: &mut Child) {
 }
 
 /// The reasons and workers of a job's attempts, in order.
-fn attempts(job: &Value) -> Vec<(String, String)> {
+pub(crate) fn attempts(job: &Value) -> Vec<(String, String)> {
     job["attempt_history"]
         .as_array()
         .unwrap()
@@ -261,7 +280,7 @@ fn attempts(job: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn sleeper(seconds: &str) -> Value {
+pub(crate) fn sleeper(seconds: &str) -> Value {
     json!({"task": "hostile", "args": ["sleep", seconds]})
 }
 

@@ -157,7 +157,7 @@ impl Settings {
             .collect::<Result<Vec<_>, _>>()?;
         let name = match &args.name {
             Some(n) => n.parse()?,
-            None => default_name(),
+            None => crate::worker::process_name(""),
         };
         Ok(Self {
             name,
@@ -168,32 +168,6 @@ impl Settings {
             shutdown_grace: seconds("--shutdown-grace", args.shutdown_grace)?,
         })
     }
-}
-
-/// `<host>-<pid>`, lowercased, with what a name may not hold made `-`.
-fn default_name() -> WorkerName {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .unwrap_or_else(|_| "worker".to_owned());
-    let host: String = host
-        .trim()
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| match c {
-            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
-            _ => '-',
-        })
-        .take(48)
-        .collect();
-    let host = host.trim_start_matches(['.', '_', '-']);
-    let host = if host.is_empty() { "worker" } else { host };
-    format!("{host}-{}", std::process::id())
-        .parse()
-        .unwrap_or_else(|_| {
-            format!("worker-{}", std::process::id())
-                .parse()
-                .expect("a name")
-        })
 }
 
 fn default_cache_dir() -> PathBuf {
