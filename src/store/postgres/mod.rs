@@ -24,6 +24,7 @@ mod bus;
 mod catalog;
 mod jobs;
 mod leader;
+mod leases;
 mod migrations;
 mod rows;
 mod store;

@@ -4,7 +4,7 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::{PgStore, catalog, db, jobs};
+use super::{PgStore, catalog, db, jobs, leases};
 use crate::domain::{
     AttemptRecord, CancelOutcome, Job, JobFilter, JobId, Lease, ModuleDigest, NewJob, QueueConfig,
     QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, TaskDefaults, TaskName,
@@ -179,7 +179,7 @@ impl Store for PgStore {
         lease_ttl_ms: i64,
         now: Timestamp,
     ) -> StoreResult<Claims> {
-        jobs::claim(
+        leases::claim(
             &self.volatile().await?,
             queue,
             worker,
@@ -196,7 +196,7 @@ impl Store for PgStore {
         lease: &Lease,
         expires_at: Timestamp,
     ) -> StoreResult<bool> {
-        jobs::heartbeat(&self.volatile().await?, id, lease.token, expires_at).await
+        leases::heartbeat(&self.volatile().await?, id, lease.token, expires_at).await
     }
 
     async fn set_progress(
@@ -206,18 +206,18 @@ impl Store for PgStore {
         done: i64,
         total: i64,
     ) -> StoreResult<bool> {
-        jobs::set_progress(&self.volatile().await?, id, lease.token, done, total).await
+        leases::set_progress(&self.volatile().await?, id, lease.token, done, total).await
     }
 
     async fn finish_many(&self, ends: Vec<AttemptEnd>, now: Timestamp) -> StoreResult<Vec<bool>> {
         if ends.is_empty() {
             return Ok(Vec::new());
         }
-        jobs::finish(&self.volatile().await?, &ends, now).await
+        leases::finish(&self.volatile().await?, &ends, now).await
     }
 
     async fn expired_leases(&self, now: Timestamp) -> StoreResult<Vec<Claimed>> {
-        jobs::expired_leases(&self.durable().await?, now).await
+        leases::expired_leases(&self.durable().await?, now).await
     }
 
     async fn cancel(&self, id: JobId, now: Timestamp) -> StoreResult<CancelOutcome> {

@@ -2,7 +2,8 @@
 //! and functions against the state machine's table. The contract is tested against a real
 //! server in `tests/all/store_conformance/`.
 
-use super::jobs::{FINISH, INSERT};
+use super::jobs::INSERT;
+use super::leases::FINISH;
 use super::migrations::MIGRATIONS;
 use crate::domain::Event;
 use crate::store::guards::guard;
