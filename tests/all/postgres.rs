@@ -40,6 +40,12 @@ fn as_postgres(bin: &std::path::Path, program: &str) -> Command {
 
 impl Postgres {
     fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// Starts a server; `durable` keeps PostgreSQL's defaults (`fsync`, `synchronous_commit`
+    /// and `full_page_writes` on) instead of turning them off.
+    pub(crate) fn start_with(durable: bool) -> Self {
         let bin = bin_dir();
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("pg");
@@ -64,6 +70,11 @@ impl Postgres {
             .expect("a free port")
             .port();
         let log = dir.path().join("postgres.log");
+        let volatile = if durable {
+            ""
+        } else {
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let started = as_postgres(&bin, "pg_ctl")
             .arg("-D")
             .arg(&data)
@@ -71,8 +82,7 @@ impl Postgres {
             .arg(&log)
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off -c max_connections=500",
+                "-p {port} -k {} -c listen_addresses=127.0.0.1{volatile} -c max_connections=500",
                 dir.path().display()
             ))
             .args(["-w", "start"])
