@@ -8,8 +8,6 @@
 //!   each), half the jobs submitted through each at once, run to completion, jobs/s; beside
 //!   it the one-node figure of the same run; 3 runs each and their medians.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +28,9 @@ const JOBS: u64 = 50_000;
 const BATCH: u64 = 1_000;
 const THREADS: usize = 2;
 const RUNS: usize = 3;
+
+#[path = "support/guests.rs"]
+mod guests;
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -86,26 +87,7 @@ async fn print_settings(server: &Postgres) {
 }
 
 fn echo_module() -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--quiet",
-            "-p",
-            "echo",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the echo guest failed");
-    std::fs::read(target.join("wasm32-wasip1/release/echo.wasm")).expect("echo.wasm")
+    guests::echo()
 }
 
 /// The sandbox of node `node` (0 or 1) for every run: each node has its own, as separate

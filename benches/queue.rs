@@ -11,8 +11,6 @@
 //! - over HTTP on 127.0.0.1 (`-- http`): echo jobs submitted with `POST /v1/jobs/batch` and
 //!   run to completion, jobs/s; submit -> result latency of one job with `?wait=`, p50/p99.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +22,9 @@ use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{LocalSource, Service, SubmitRequest};
 use remotask::store::{AttemptEnd, SqliteStore, Store};
 use remotask::worker::{WorkerConfig, WorkerPool};
+
+#[path = "support/guests.rs"]
+mod guests;
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -64,26 +65,7 @@ fn main() {
 }
 
 fn echo_module() -> Vec<u8> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--quiet",
-            "-p",
-            "echo",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the echo guest failed");
-    std::fs::read(target.join("wasm32-wasip1/release/echo.wasm")).expect("echo.wasm")
+    guests::echo()
 }
 
 async fn engine(dir: &std::path::Path, threads: usize) -> (Service, WorkerPool) {

@@ -11,11 +11,14 @@
 //!   `cancelled`, p50/p99.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+
+#[path = "support/guests.rs"]
+mod guests;
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -44,22 +47,11 @@ fn main() {
 
 /// Builds the echo and hostile guests into a directory of their own; its path.
 fn guests() -> tempfile::TempDir {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet"])
-        .args(["-p", "echo", "-p", "hostile"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building the guests failed");
+    let built = guests::build(&["echo", "hostile"]);
     let dir = tempfile::tempdir().expect("tempdir");
     for g in ["echo", "hostile"] {
-        let built = target.join(format!("wasm32-wasip1/release/{g}.wasm"));
-        std::fs::copy(built, dir.path().join(format!("{g}.wasm"))).expect("copy");
+        let wasm = format!("{g}.wasm");
+        std::fs::copy(built.join(&wasm), dir.path().join(wasm)).expect("copy");
     }
     dir
 }

@@ -9,11 +9,13 @@
 
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use remotask::domain::{Limits, Reason};
 use remotask::sandbox::{AttemptRequest, Sandbox, SandboxConfig, TaskModule};
+
+#[path = "support/guests.rs"]
+mod guests;
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -38,28 +40,7 @@ fn main() {
 }
 
 fn build_guests() -> PathBuf {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| root.join("target"), PathBuf::from)
-        .join("guests");
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .current_dir(&root)
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-wasip1",
-            "--quiet",
-            "-p",
-            "echo",
-            "-p",
-            "fib",
-        ])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "building guests failed");
-    target.join("wasm32-wasip1/release")
+    guests::build(&["echo", "fib"])
 }
 
 fn sandbox(fuel_metering: bool) -> Sandbox {

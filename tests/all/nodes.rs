@@ -98,13 +98,27 @@ impl Nodes {
     }
 }
 
-async fn cancel(api: &Api, id: &str) {
+/// Cancels running job `id` through `api` and waits until it ended; the job. It must end
+/// `cancelled`, well before a heartbeat (20 s apart in these tests) could have told its worker.
+async fn cancel_running(api: &Api, id: &str) -> Value {
+    let sent = Instant::now();
     let r = api
         .request(reqwest::Method::POST, &format!("/v1/jobs/{id}/cancel"))
         .send()
         .await
         .unwrap();
     assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let job = api
+        .wait_ended(&[id.to_owned()], Duration::from_secs(10))
+        .await
+        .remove(0);
+    assert_eq!(job["state"], "cancelled", "{job}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(5),
+        "a heartbeat would take 20 s; the cancel took {:?}",
+        sent.elapsed()
+    );
+    job
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,20 +195,8 @@ async fn a_cancel_sent_to_one_node_stops_an_attempt_running_on_another_at_once()
             .await
             .ends_with(&b.worker_suffix())
     );
-    let sent = Instant::now();
-    cancel(&a.api, &ids[0]).await;
-    let job = a
-        .api
-        .wait_ended(&ids, Duration::from_secs(10))
-        .await
-        .remove(0);
-    assert_eq!(job["state"], "cancelled", "{job}");
+    let job = cancel_running(&a.api, &ids[0]).await;
     assert_eq!(attempts(&job)[0].0, "cancelled", "{job}");
-    assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "a heartbeat would take 20 s; the cancel took {:?}",
-        sent.elapsed()
-    );
     // B's thread is free again: the next job runs there.
     let next = a.api.submit(vec![json!({"task": "echo"})]).await;
     let job = a
@@ -230,22 +232,10 @@ async fn a_cancel_sent_to_one_node_reaches_a_remote_worker_attached_to_another()
     assert_eq!(a.api.running_on(&ids[0]).await, "w-b");
     // The worker's cancel stream may open a moment after it said ready.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let sent = Instant::now();
-    cancel(&a.api, &ids[0]).await;
-    let job = a
-        .api
-        .wait_ended(&ids, Duration::from_secs(10))
-        .await
-        .remove(0);
-    assert_eq!(job["state"], "cancelled", "{job}");
+    let job = cancel_running(&a.api, &ids[0]).await;
     assert_eq!(
         attempts(&job)[0],
         ("cancelled".to_owned(), "w-b".to_owned())
-    );
-    assert!(
-        sent.elapsed() < Duration::from_secs(5),
-        "a heartbeat would take 20 s; the cancel took {:?}",
-        sent.elapsed()
     );
 }
 
