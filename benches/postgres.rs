@@ -31,6 +31,8 @@ const RUNS: usize = 3;
 
 #[path = "support/guests.rs"]
 mod guests;
+#[path = "support/jobs.rs"]
+mod jobs;
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -52,6 +54,9 @@ fn main() {
         }
         if wants("nodes") {
             nodes(&server).await;
+        }
+        if wants("claim") {
+            claim(&server).await;
         }
     });
 }
@@ -257,4 +262,46 @@ async fn nodes(server: &Postgres) {
         median(ones),
         median(twos)
     );
+}
+
+/// The cost of one claim (and, untimed, its job's end) with 10,000 and then 1,000,000 jobs
+/// queued, and of what the rescuer and a stats call read at those sizes.
+async fn claim(server: &Postgres) {
+    println!("## claim cost with many queued jobs (one call at a time)");
+    let store = PgStore::connect(&server.database()).await.expect("store");
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 1_000,
+            ..QueueConfig::with_defaults(QueueName::default_queue())
+        })
+        .await
+        .expect("queue");
+    let mut queued = 0u64;
+    for target in [10_000u64, 1_000_000] {
+        let inserted = jobs::fill(&store, &mut queued, target).await;
+        let cost = jobs::claim_cost(&store, 2_000).await;
+        let mean = |n: u32, d: Duration| d.as_secs_f64() * 1e6 / f64::from(n);
+        let started = Instant::now();
+        for _ in 0..10 {
+            store
+                .expired_leases(remotask::domain::Timestamp::now())
+                .await
+                .expect("expired");
+        }
+        let rescue = mean(10, started.elapsed());
+        let started = Instant::now();
+        for _ in 0..10 {
+            store
+                .get_queue(&QueueName::default_queue())
+                .await
+                .expect("stats");
+        }
+        let stats = mean(10, started.elapsed());
+        println!(
+            "{target:>9} queued: claim {:>6.1} us   rescuer pass {rescue:>8.1} us   queue stats {stats:>8.1} us   (filled in {:.1} s)",
+            cost.as_secs_f64() * 1e6,
+            inserted.as_secs_f64(),
+        );
+    }
+    println!();
 }

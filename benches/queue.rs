@@ -15,8 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remotask::domain::{
-    Finish, JobId, JobState, Limits, ModuleDigest, NewJob, QueueConfig, QueueName, Reason,
-    RetryPolicy, Start, SystemClock, Timestamp,
+    Finish, JobState, NewJob, QueueConfig, QueueName, Reason, SystemClock, Timestamp,
 };
 use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{LocalSource, Service, SubmitRequest};
@@ -25,6 +24,8 @@ use remotask::worker::{WorkerConfig, WorkerPool};
 
 #[path = "support/guests.rs"]
 mod guests;
+#[path = "support/jobs.rs"]
+mod jobs;
 
 fn main() {
     let filter = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
@@ -333,26 +334,6 @@ async fn http_latency() {
     pool.shutdown().await;
 }
 
-fn queued_job(i: u64) -> NewJob {
-    NewJob {
-        id: JobId::generate(),
-        task: "echo".parse().unwrap(),
-        digest: ModuleDigest::of(b"echo"),
-        queue: QueueName::default_queue(),
-        input: format!("{{\"i\":{i}}}").into_bytes(),
-        args: vec![],
-        env: vec![],
-        priority: (i % 3) as i32,
-        start: Start::Now,
-        unique_key: None,
-        context: None,
-        limits: Limits::default(),
-        retry: RetryPolicy::default(),
-        submitter: None,
-        created_at: Timestamp::now(),
-    }
-}
-
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -361,29 +342,6 @@ fn rss_mib() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .unwrap_or(0.0)
         / 1024.0
-}
-
-/// Claims one job and completes it, `rounds` times; the mean cost of one claim.
-async fn claim_cost(store: &SqliteStore, rounds: u32) -> Duration {
-    let q = QueueName::default_queue();
-    let mut total = Duration::ZERO;
-    for _ in 0..rounds {
-        let t = Instant::now();
-        let claimed = store
-            .claim(&q, "bench", 1, 30_000, Timestamp::now())
-            .await
-            .expect("claim")
-            .jobs;
-        total += t.elapsed();
-        for c in claimed {
-            let finish = Finish::Completed { output: Vec::new() };
-            store
-                .finish(&c, None, finish, Timestamp::now())
-                .await
-                .expect("finish");
-        }
-    }
-    total / rounds
 }
 
 async fn claim_and_memory() {
@@ -400,17 +358,8 @@ async fn claim_and_memory() {
     let rss_before = rss_mib();
     let mut queued = 0u64;
     for target in [10_000u64, 1_000_000] {
-        let started = Instant::now();
-        while queued < target {
-            let n = (target - queued).min(10_000);
-            store
-                .insert_jobs((queued..queued + n).map(queued_job).collect())
-                .await
-                .expect("insert");
-            queued += n;
-        }
-        let inserted = started.elapsed();
-        let cost = claim_cost(&store, 2_000).await;
+        let inserted = jobs::fill(&store, &mut queued, target).await;
+        let cost = jobs::claim_cost(&store, 2_000).await;
         // The rescuer's look for expired leases, as it runs every second.
         let started = Instant::now();
         for _ in 0..10 {
@@ -463,7 +412,7 @@ async fn store_phases() {
         let jobs = (from..from + 1_000)
             .map(|i| NewJob {
                 priority: 0,
-                ..queued_job(i)
+                ..jobs::queued_job(i)
             })
             .collect();
         store.insert_jobs(jobs).await.expect("insert");
