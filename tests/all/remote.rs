@@ -564,6 +564,23 @@ async fn max_workers_refuses_one_worker_more_with_a_clear_error() {
     let cluster = Cluster::start(&["--config", config.to_str().unwrap()]);
     let token = cluster.token("worker");
     let _first = cluster.worker("first", &token, &[]);
+    // Ready is said before the first lease call arrives: wait until the server knows it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let workers: Value = cluster
+            .request(reqwest::Method::GET, "/v1/workers")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if workers.to_string().contains("\"first\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{workers}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let r = cluster
         .http
         .post(format!("{}/v1/leases", cluster.url))
