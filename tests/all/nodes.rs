@@ -286,14 +286,7 @@ async fn events_and_waits_on_one_node_see_a_job_run_on_another() {
 
 /// The fire times (ms since the epoch) of the jobs schedule `name` fired, sorted.
 async fn fire_times(api: &Api, name: &str) -> Vec<i64> {
-    let list: Value = api
-        .request(reqwest::Method::GET, "/v1/jobs?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list = api.get("/v1/jobs?limit=1000").await;
     let prefix = format!("schedule:{name}:");
     let mut times: Vec<i64> = list["jobs"]
         .as_array()

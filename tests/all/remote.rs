@@ -203,13 +203,18 @@ impl Api {
             .collect()
     }
 
-    pub(crate) async fn job(&self, id: &str) -> Value {
+    /// `GET path` as JSON.
+    pub(crate) async fn get(&self, path: &str) -> Value {
         let r = self
-            .request(reqwest::Method::GET, &format!("/v1/jobs/{id}"))
+            .request(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap();
         r.json().await.unwrap()
+    }
+
+    pub(crate) async fn job(&self, id: &str) -> Value {
+        self.get(&format!("/v1/jobs/{id}")).await
     }
 
     /// Waits until every job of `ids` is in a terminal state; the jobs.
@@ -357,14 +362,7 @@ async fn a_stalled_worker_s_late_reports_are_refused_and_change_nothing() {
     // The stalled worker wakes up, its attempts end and it reports them, late.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let workers: Value = cluster
-            .request(reqwest::Method::GET, "/v1/workers")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let workers = cluster.get("/v1/workers").await;
         let reported = workers["workers"]
             .as_array()
             .unwrap()
@@ -567,14 +565,7 @@ async fn max_workers_refuses_one_worker_more_with_a_clear_error() {
     // Ready is said before the first lease call arrives: wait until the server knows it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let workers: Value = cluster
-            .request(reqwest::Method::GET, "/v1/workers")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let workers = cluster.get("/v1/workers").await;
         if workers.to_string().contains("\"first\"") {
             break;
         }
