@@ -6,6 +6,7 @@ mod guest;
 mod remote;
 mod run;
 mod serve;
+mod store;
 mod tls;
 mod worker;
 
@@ -21,6 +22,7 @@ pub use remote::{
 };
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
+pub use store::StoreCommand;
 pub use tls::install_default_provider;
 pub use worker::{RunWorker, WorkerArgs, WorkerCommand};
 
@@ -87,6 +89,11 @@ pub enum Command {
         #[command(flatten)]
         connection: Connection,
     },
+    /// Work on a store directly: `remotask store copy` moves an installation to PostgreSQL.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// Create, list and revoke API tokens (admin).
     Token {
         #[command(subcommand)]
@@ -129,5 +136,6 @@ pub fn main() -> anyhow::Result<ExitCode> {
             command,
             connection,
         } => remote::token(command, &connection),
+        Command::Store { command } => store::store(command),
     }
 }

@@ -5,6 +5,7 @@
 
 mod blobs;
 pub(crate) mod columns;
+pub mod copy;
 pub(crate) mod guards;
 mod postgres;
 mod sqlite;
@@ -51,6 +52,9 @@ pub enum StoreError {
     NotApplied,
     #[error("the store is shut down")]
     Closed,
+    /// A copy's target holds records and was not told to replace them.
+    #[error("the target store is not empty: it holds {holds}")]
+    NotEmpty { holds: String },
 }
 
 /// The error a [`StoreError`] comes from.

@@ -17,5 +17,6 @@ mod remote;
 mod schedules;
 mod serve;
 mod store_conformance;
+mod store_copy;
 mod support;
 mod tls;

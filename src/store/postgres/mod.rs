@@ -22,6 +22,7 @@
 
 mod bus;
 mod catalog;
+mod import;
 mod jobs;
 mod leader;
 mod leases;

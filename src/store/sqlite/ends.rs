@@ -159,24 +159,30 @@ pub(super) fn attempts(conn: &Connection, id: JobId) -> StoreResult<Vec<AttemptR
     let mut rows = stmt.query([id.to_string()]).map_err(db)?;
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db)? {
-        let reason: String = r.get(1).map_err(db)?;
-        let trap_kind: Option<String> = r.get(2).map_err(db)?;
-        let receipt: String = r.get(7).map_err(db)?;
-        out.push(AttemptRecord {
-            number: r.get(0).map_err(db)?,
-            reason: reason.parse().map_err(|e| corrupt("attempts", e))?,
-            trap_kind: trap_kind
-                .map(|k| parse_json("attempts", &format!("\"{k}\"")))
-                .transpose()?,
-            exit_code: r.get(3).map_err(db)?,
-            message: r.get(4).map_err(db)?,
-            stderr: r.get(5).map_err(db)?,
-            stderr_truncated: r.get(6).map_err(db)?,
-            receipt: parse_json("attempts", &receipt)?,
-            worker: r.get(8).map_err(db)?,
-            started_at: Timestamp(r.get(9).map_err(db)?),
-            finished_at: Timestamp(r.get(10).map_err(db)?),
-        });
+        out.push(attempt_row(r, 0)?);
     }
     Ok(out)
+}
+
+/// An attempt from a row whose columns from `at` on are `number, reason, trap_kind,
+/// exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at`.
+pub(super) fn attempt_row(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<AttemptRecord> {
+    let reason: String = r.get(at + 1).map_err(db)?;
+    let trap_kind: Option<String> = r.get(at + 2).map_err(db)?;
+    let receipt: String = r.get(at + 7).map_err(db)?;
+    Ok(AttemptRecord {
+        number: r.get(at).map_err(db)?,
+        reason: reason.parse().map_err(|e| corrupt("attempts", e))?,
+        trap_kind: trap_kind
+            .map(|k| parse_json("attempts", &format!("\"{k}\"")))
+            .transpose()?,
+        exit_code: r.get(at + 3).map_err(db)?,
+        message: r.get(at + 4).map_err(db)?,
+        stderr: r.get(at + 5).map_err(db)?,
+        stderr_truncated: r.get(at + 6).map_err(db)?,
+        receipt: parse_json("attempts", &receipt)?,
+        worker: r.get(at + 8).map_err(db)?,
+        started_at: Timestamp(r.get(at + 9).map_err(db)?),
+        finished_at: Timestamp(r.get(at + 10).map_err(db)?),
+    })
 }

@@ -57,6 +57,7 @@ mod checkpoint;
 mod claims;
 mod counts;
 mod ends;
+mod export;
 mod jobs;
 mod migrations;
 mod moves;
