@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub(crate) struct Postgres {
     port: u16,
     bin: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// The newest PostgreSQL installed from Debian's packages: its `bin` directory.
@@ -113,11 +113,7 @@ impl Postgres {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("the watchdog starts");
-        Self {
-            port,
-            bin,
-            _dir: dir,
-        }
+        Self { port, bin, dir }
     }
 
     /// `postgres://` URL of database `name`.
@@ -158,6 +154,18 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+}
+
+impl Drop for Postgres {
+    /// Stops the server while its directory is still there (the watchdog's `pg_ctl` needs
+    /// it): a server owned by a local, as a benchmark's is, would otherwise outlive it.
+    fn drop(&mut self) {
+        let _ = as_postgres(&self.bin, "pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("pg"))
+            .args(["stop", "-m", "immediate"])
+            .output();
     }
 }
 
