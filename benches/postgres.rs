@@ -1,9 +1,10 @@
 //! PostgreSQL store benchmarks; prints figures, asserts nothing. Run with
-//! `cargo bench --bench postgres` (add `-- e2e`, `-- nodes` or `-- claim` to run one). A throwaway server
-//! is started for the run with its durability settings on (`fsync`, `synchronous_commit`,
-//! `full_page_writes`); each run takes a fresh database on it:
+//! `cargo bench --bench postgres` (add `-- e2e`, `-- preloaded`, `-- nodes` or `-- claim` to
+//! run one). A throwaway server is started for the run with its durability settings on
+//! (`fsync`, `synchronous_commit`, `full_page_writes`); each run takes a fresh database on it:
 //! - e2e: one node (a service and 2 guest threads), echo jobs submitted in batches and run to
 //!   completion, jobs/s submit and end to end; 3 runs and their median;
+//! - preloaded: one node whose guest threads start once the jobs are stored: jobs/s run;
 //! - nodes: two nodes on one database in this process (a store, a service and 2 guest threads
 //!   each), half the jobs submitted through each at once, run to completion, jobs/s; beside
 //!   it the one-node figure of the same run; 3 runs each and their medians;
@@ -53,6 +54,9 @@ fn main() {
         print_settings(&server).await;
         if wants("e2e") {
             e2e(&server).await;
+        }
+        if wants("preloaded") {
+            preloaded(&server).await;
         }
         if wants("nodes") {
             nodes(&server).await;
@@ -108,6 +112,13 @@ fn sandbox(node: usize) -> &'static Sandbox {
 /// Node `node` on the database at `url`: a service on a store of its own and a worker pool of
 /// `THREADS` guest threads. The first node registers the echo task and sets up the queue.
 async fn node(url: &str, node: usize) -> (Service, WorkerPool) {
+    let service = node_service(url, node).await;
+    let pool = workers(&service, node);
+    (service, pool)
+}
+
+/// Node `node`'s service, without guest threads yet.
+async fn node_service(url: &str, node: usize) -> Service {
     let store: Arc<dyn Store> = Arc::new(PgStore::connect(url).await.expect("store"));
     let service = Service::new(store, sandbox(node).clone(), Arc::new(SystemClock));
     if node == 0 {
@@ -125,13 +136,17 @@ async fn node(url: &str, node: usize) -> (Service, WorkerPool) {
             .await
             .expect("queue");
     }
+    service
+}
+
+/// `THREADS` guest threads on node `node`'s service.
+fn workers(service: &Service, node: usize) -> WorkerPool {
     let source = LocalSource::new(service.clone(), Duration::from_secs(5));
     let config = WorkerConfig {
         threads: THREADS,
         ..WorkerConfig::default()
     };
-    let pool = WorkerPool::start(source, sandbox(node).clone(), config);
-    (service, pool)
+    WorkerPool::start(source, sandbox(node).clone(), config)
 }
 
 async fn completed(service: &Service) -> u64 {
@@ -185,6 +200,20 @@ async fn one_node(server: &Postgres) -> (Duration, Duration) {
     (submitted, took)
 }
 
+/// One node on a fresh database, its guest threads started once `JOBS` jobs are stored: how
+/// long they took to run.
+async fn preloaded_node(server: &Postgres) -> Duration {
+    let url = server.database();
+    let service = node_service(&url, 0).await;
+    submit_echo(&service, JOBS, BATCH).await;
+    let started = Instant::now();
+    let pool = workers(&service, 0);
+    all_completed(&[&service], JOBS).await;
+    let took = started.elapsed();
+    pool.shutdown().await;
+    took
+}
+
 /// Two nodes on a fresh database, half the jobs submitted through each at once: how long
 /// `JOBS` jobs took to submit, and to run to completion from the first submit.
 async fn two_nodes(server: &Postgres) -> (Duration, Duration) {
@@ -235,6 +264,24 @@ async fn e2e(server: &Postgres) {
         median(submits),
         median(ends)
     );
+}
+
+async fn preloaded(server: &Postgres) {
+    println!(
+        "## preloaded: {JOBS} echo jobs stored first, then run to completion (one node, \
+         {THREADS} guest threads, {RUNS} runs)"
+    );
+    let mut rates = Vec::new();
+    for run in 1..=RUNS {
+        let took = preloaded_node(server).await;
+        println!(
+            "run {run}   {:>7.0} jobs/s ({:.2} s)",
+            rate(took),
+            took.as_secs_f64()
+        );
+        rates.push(rate(took));
+    }
+    println!("median  {:>7.0} jobs/s\n", median(rates));
 }
 
 async fn nodes(server: &Postgres) {

@@ -18,7 +18,9 @@ use crate::store::{Inserted, StoreResult};
 const LIVE: &str =
     "(state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running')";
 
-/// Stores jobs, many rows in one statement; the queues they name are made if missing.
+/// Stores jobs, many rows in one statement; the queues they name are made if missing. Jobs
+/// without a unique key are inserted without `ON CONFLICT`: an insert that names an arbiter
+/// index checks it and writes each row speculatively (one more WAL record a row).
 pub(super) const INSERT: &str = "WITH input AS ( \
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
         $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
@@ -29,15 +31,25 @@ pub(super) const INSERT: &str = "WITH input AS ( \
     INSERT INTO queues (name, concurrency, default_limits, caps) \
     SELECT DISTINCT queue, $17::int4, $18::text, $19::text FROM input \
     ON CONFLICT (name) DO NOTHING \
-), inserted AS ( \
+), plain AS ( \
     INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, \
         unique_key, context, limits, retry, submitter, created_at) \
     SELECT id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
-        context, limits, retry, submitter, created_at FROM input ORDER BY ord \
+        context, limits, retry, submitter, created_at FROM input \
+    WHERE unique_key IS NULL ORDER BY ord \
+    RETURNING id, queue, state \
+), keyed AS ( \
+    INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, \
+        unique_key, context, limits, retry, submitter, created_at) \
+    SELECT id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
+        context, limits, retry, submitter, created_at FROM input \
+    WHERE unique_key IS NOT NULL ORDER BY ord \
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL \
         AND (state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running') \
         DO NOTHING \
     RETURNING id, queue, state \
+), inserted AS ( \
+    SELECT * FROM plain UNION ALL SELECT * FROM keyed \
 ), counted AS ( \
     INSERT INTO job_counts (queue, state, n) \
     SELECT queue, state, count(*) FROM inserted GROUP BY queue, state ORDER BY queue, state \
