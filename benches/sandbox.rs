@@ -2,8 +2,10 @@
 //! `cargo bench --bench sandbox` (builds the guests itself). Figures and targets are kept in
 //! BENCHMARKS.md:
 //! - per-attempt cost of `echo` (fresh store + WASI context + instantiate + run), p50/p99,
-//!   with and without fuel metering;
-//! - `fib` natively vs in wasm with fuel + epoch and with epoch only;
+//!   in fuel metering and in CPU-time metering;
+//! - compute: `fib` natively, in bare wasmtime (the same engine settings, no fuel, no epoch
+//!   interruption, no limits) and in remotask under each metering; `word-count` over 10 MiB
+//!   of text (a loop-heavy guest) in bare wasmtime and in remotask;
 //! - compile time vs cached-artifact load for a module over 1 MiB;
 //! - resident memory across 100,000 attempts.
 
@@ -11,9 +13,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use remotask::domain::{Limits, Reason};
+use remotask::domain::{Limits, Metering, Reason};
 use remotask::sandbox::{AttemptRequest, Sandbox, SandboxConfig, TaskModule};
 
+#[path = "support/bare.rs"]
+mod bare;
 #[path = "support/guests.rs"]
 mod guests;
 
@@ -31,6 +35,9 @@ fn main() {
     if wants("fib") {
         fib_overhead(&guests);
     }
+    if wants("wordcount") {
+        word_count_overhead(&guests);
+    }
     if wants("compile") {
         compile_vs_cache();
     }
@@ -40,16 +47,31 @@ fn main() {
 }
 
 fn build_guests() -> PathBuf {
-    guests::build(&["echo", "fib"])
+    guests::build(&["echo", "fib", "word-count"])
 }
 
-fn sandbox(fuel_metering: bool) -> Sandbox {
+fn sandbox() -> Sandbox {
     Sandbox::new(SandboxConfig {
-        fuel_metering,
         compile_budget: Duration::from_secs(600),
         ..Default::default()
     })
     .expect("sandbox")
+}
+
+/// The metering modes compared: fuel (the default), CPU time without a budget, and CPU time
+/// with a budget (its clock read every epoch tick).
+fn modes() -> [(&'static str, Limits); 3] {
+    let fuel = Limits {
+        fuel: u64::MAX / 2,
+        ..Limits::default()
+    };
+    let cpu = fuel.with_metering(Metering::Cpu);
+    let budget = cpu.with_cpu_ms(Some(60_000)).expect("a valid budget");
+    [
+        ("remotask fuel", fuel),
+        ("remotask cpu", cpu),
+        ("remotask cpu_ms", budget),
+    ]
 }
 
 fn load(sandbox: &Sandbox, path: PathBuf) -> TaskModule {
@@ -64,12 +86,13 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 fn attempt_cost(guests: &std::path::Path) {
     println!("## per-attempt cost of echo (store + WASI ctx + scratch dir + instantiate + run)");
-    for fuel in [true, false] {
-        let sb = sandbox(fuel);
-        let module = load(&sb, guests.join("echo.wasm"));
+    let sb = sandbox();
+    let module = load(&sb, guests.join("echo.wasm"));
+    for (label, limits) in modes() {
         let request = AttemptRequest {
             task_name: "echo".into(),
             input: b"{\"x\":1}".to_vec(),
+            limits,
             ..Default::default()
         };
         for _ in 0..1000 {
@@ -86,8 +109,7 @@ fn attempt_cost(guests: &std::path::Path) {
         times.sort();
         let mean = times.iter().sum::<Duration>() / n as u32;
         println!(
-            "fuel {:<3}  n={n}  p50 {:>6.1} us  p99 {:>6.1} us  mean {:>6.1} us",
-            if fuel { "on" } else { "off" },
+            "{label:<16}  n={n}  p50 {:>6.1} us  p99 {:>6.1} us  mean {:>6.1} us",
             micros(percentile(&times, 0.5)),
             micros(percentile(&times, 0.99)),
             micros(mean)
@@ -106,36 +128,104 @@ fn best_of(runs: usize, mut f: impl FnMut() -> Duration) -> Duration {
 }
 
 fn fib_overhead(guests: &std::path::Path) {
-    let n = 32u64;
-    println!("## fib({n}) by naive recursion: native vs wasm (best of 5, whole attempt)");
+    let n = 35u64;
+    println!("## fib({n}) by naive recursion (whole attempt, best of 7 turns; native best of 5)");
     let native = best_of(5, || {
         let t = Instant::now();
         black_box(fib(black_box(n)));
         t.elapsed()
     });
     println!("native            {:>8.1} ms", millis(native));
-    for (label, fuel) in [("wasm fuel+epoch", true), ("wasm epoch only", false)] {
-        let sb = sandbox(fuel);
-        let module = load(&sb, guests.join("fib.wasm"));
+    let input = format!("{{\"n\":{n}}}").into_bytes();
+    compare(guests.join("fib.wasm"), "fib", &input, Some(native));
+}
+
+fn word_count_overhead(guests: &std::path::Path) {
+    let words = [
+        "lorem",
+        "ipsum",
+        "dolor",
+        "sit",
+        "amet",
+        "consectetur",
+        "adipiscing",
+    ];
+    let mut text = String::with_capacity(10 << 20);
+    let mut i = 0usize;
+    while text.len() < 10 << 20 {
+        text.push_str(words[i % words.len()]);
+        text.push(if i.is_multiple_of(13) { '\n' } else { ' ' });
+        i += 1;
+    }
+    let input = serde_json::to_vec(&serde_json::json!({ "text": text })).expect("json");
+    println!(
+        "## word-count over {:.0} MiB of text (whole attempt, best of 7 turns)",
+        input.len() as f64 / (1 << 20) as f64
+    );
+    compare(guests.join("word-count.wasm"), "word-count", &input, None);
+}
+
+/// One guest's attempt in bare wasmtime (without and with epoch interruption) and in remotask
+/// under each metering, with the ratios to bare wasmtime (and to `native`, if given). The
+/// contenders take turns, 7 rounds, and each keeps its best: the machine's speed drifts, and
+/// turns expose them all to the same drift.
+fn compare(path: PathBuf, name: &str, input: &[u8], native: Option<Duration>) {
+    let bytes = std::fs::read(&path).expect("guest built");
+    let bare = bare::Bare::new(&bytes, false);
+    let with_epoch = bare::Bare::new(&bytes, true);
+    let sb = sandbox();
+    let module = load(&sb, path);
+    let requests = modes().map(|(label, limits)| {
         let request = AttemptRequest {
-            task_name: "fib".into(),
-            input: format!("{{\"n\":{n}}}").into_bytes(),
-            limits: Limits {
-                fuel: u64::MAX / 2,
-                ..Limits::default()
-            },
+            task_name: name.into(),
+            input: input.to_vec(),
+            limits,
             ..Default::default()
         };
-        let wasm = best_of(5, || {
+        (label, request)
+    });
+    let mut best = [Duration::MAX; 5];
+    let mut cpu_us = [0u64; 3];
+    for _ in 0..7 {
+        best[0] = best[0].min(bare.run(name, input));
+        best[1] = best[1].min(with_epoch.run(name, input));
+        for (i, (_, request)) in requests.iter().enumerate() {
             let t = Instant::now();
             let r = sb.run_blocking(&module, request.clone());
+            let took = t.elapsed();
             assert_eq!(r.reason, Reason::Completed, "{:?}", r.message);
-            t.elapsed()
-        });
+            if took < best[2 + i] {
+                (best[2 + i], cpu_us[i]) = (took, r.receipt.cpu_us);
+            }
+        }
+    }
+    let base = best[0];
+    let versus = |d: Duration| {
+        let mut s = format!("{:.2}x bare", d.as_secs_f64() / base.as_secs_f64());
+        if let Some(native) = native {
+            s.push_str(&format!(
+                "  {:.2}x native",
+                d.as_secs_f64() / native.as_secs_f64()
+            ));
+        }
+        s
+    };
+    println!(
+        "bare wasmtime     {:>8.1} ms  {}",
+        millis(base),
+        versus(base)
+    );
+    println!(
+        "bare + epoch      {:>8.1} ms  {}",
+        millis(best[1]),
+        versus(best[1])
+    );
+    for (i, (label, _)) in requests.iter().enumerate() {
         println!(
-            "{label:<17} {:>8.1} ms  {:.2}x native",
-            millis(wasm),
-            wasm.as_secs_f64() / native.as_secs_f64()
+            "{label:<17} {:>8.1} ms  {}  (receipt: cpu {:.1} ms)",
+            millis(best[2 + i]),
+            versus(best[2 + i]),
+            cpu_us[i] as f64 / 1e3
         );
     }
     println!();
@@ -211,7 +301,7 @@ fn rss_kib() -> u64 {
 
 fn memory_over_attempts(guests: &std::path::Path) {
     println!("## resident memory across 100,000 echo attempts");
-    let sb = sandbox(true);
+    let sb = sandbox();
     let module = load(&sb, guests.join("echo.wasm"));
     let request = AttemptRequest {
         task_name: "echo".into(),

@@ -12,7 +12,7 @@ use clap::Args;
 use serde_json::json;
 
 use super::guest::GuestArgs;
-use crate::domain::{Limits, Reason};
+use crate::domain::{Limits, Metering, Reason};
 use crate::sandbox::{AttemptReport, AttemptRequest, Sandbox, SandboxConfig};
 
 #[derive(Debug, Args)]
@@ -21,9 +21,15 @@ pub struct RunArgs {
     pub module: PathBuf,
     #[command(flatten)]
     pub guest: GuestArgs,
-    /// Fuel budget (CPU), roughly one unit per wasm instruction.
+    /// Fuel budget, roughly one unit per wasm instruction (with `--metering fuel`).
     #[arg(long, default_value_t = Limits::default().fuel)]
     pub fuel: u64,
+    /// CPU-time budget in milliseconds, in either metering.
+    #[arg(long)]
+    pub cpu_ms: Option<u64>,
+    /// How computation is counted: `fuel` (deterministic) or `cpu` (no fuel, faster).
+    #[arg(long, default_value = "fuel", value_parser = super::remote::parse_metering)]
+    pub metering: Metering,
     /// Wall-clock budget in seconds.
     #[arg(long, default_value_t = Limits::default().max_seconds())]
     pub max_seconds: f64,
@@ -42,7 +48,7 @@ pub struct RunArgs {
 }
 
 /// The process exit code for an attempt's reason: 0 completed, 1 guest_error,
-/// 75 retryable_error, 3 trap, 4 out_of_fuel, 5 deadline, 6 memory_limit, 7 output_limit,
+/// 75 retryable_error, 3 trap, 4 out_of_fuel or cpu_limit, 5 deadline, 6 memory_limit, 7 output_limit,
 /// 8 cancelled, 2 host_error (and any failure of remotask itself).
 pub fn exit_code_for(reason: Reason) -> u8 {
     match reason {
@@ -50,7 +56,7 @@ pub fn exit_code_for(reason: Reason) -> u8 {
         Reason::GuestError => 1,
         Reason::RetryableError => 75,
         Reason::Trap => 3,
-        Reason::OutOfFuel => 4,
+        Reason::OutOfFuel | Reason::CpuLimit => 4,
         Reason::Deadline => 5,
         Reason::MemoryLimit => 6,
         Reason::OutputLimit => 7,
@@ -68,7 +74,9 @@ pub(super) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             .context("--memory-mib is too large")?,
         args.stdout_cap,
         Limits::default().stderr_bytes,
-    )?;
+    )?
+    .with_cpu_ms(args.cpu_ms)?
+    .with_metering(args.metering);
     let input = args.guest.input()?.into_bytes();
     let env = args.guest.env_pairs()?;
     let bytes = read_module(&args.module)?;
@@ -201,9 +209,10 @@ fn receipt_line(r: &AttemptReport) -> String {
         .fuel_consumed
         .map_or_else(|| "off".to_owned(), |f| f.to_string());
     format!(
-        "remotask: {reason} | exit {} | fuel {fuel} | peak memory {:.1} MiB | wall {:.2} ms | instantiate {:.2} ms | cache {}",
+        "remotask: {reason} | exit {} | fuel {fuel} | cpu {:.2} ms | peak memory {:.1} MiB | wall {:.2} ms | instantiate {:.2} ms | cache {}",
         r.exit_code
             .map_or_else(|| "-".to_owned(), |c| c.to_string()),
+        c.cpu_us as f64 / 1000.0,
         c.peak_memory_bytes as f64 / (1 << 20) as f64,
         c.wall_us as f64 / 1000.0,
         c.instantiate_us as f64 / 1000.0,

@@ -1,16 +1,56 @@
-//! `Limits`: the hard budget of one attempt (fuel, wall clock, memory, output). Built and
-//! validated at the edge (CLI flags, task defaults, job fields); the sandbox trusts it.
+//! `Limits`: the hard budget of one attempt (fuel or CPU time, wall clock, memory, output).
+//! Built and validated at the edge (CLI flags, task defaults, job fields); the sandbox trusts
+//! it.
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+
+/// How an attempt's computation is counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Metering {
+    /// Fuel is metered (code compiled with fuel checks): deterministic, one unit per wasm
+    /// instruction or so, and the guest runs at about half the engine's speed on compute.
+    #[default]
+    Fuel,
+    /// No fuel (code compiled without it): the guest runs at the engine's speed; `cpu_ms`
+    /// (and `max_seconds`) bound it.
+    Cpu,
+}
+
+impl Metering {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metering::Fuel => "fuel",
+            Metering::Cpu => "cpu",
+        }
+    }
+}
+
+impl std::str::FromStr for Metering {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "fuel" => Ok(Metering::Fuel),
+            "cpu" => Ok(Metering::Cpu),
+            other => Err(format!("metering must be fuel or cpu, got {other:?}")),
+        }
+    }
+}
 
 /// The budget one attempt runs under. Every field is enforced by the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(try_from = "RawLimits", into = "RawLimits")]
 pub struct Limits {
     /// Fuel units (roughly one per wasm instruction); running out ends as `out_of_fuel`.
+    /// Enforced when `metering` is `fuel`.
     pub fuel: u64,
+    /// CPU time the guest's thread may spend, in either metering; spending it ends as
+    /// `cpu_limit`. `None`: only `max_seconds` bounds it.
+    pub cpu_time: Option<Duration>,
+    pub metering: Metering,
     /// Wall-clock budget; passing it ends as `deadline`, also when blocked in a host call.
     pub max_time: Duration,
     /// Largest linear memory the guest may grow to, in bytes; more ends as `memory_limit`.
@@ -27,6 +67,8 @@ pub struct Limits {
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsOverride {
     pub fuel: Option<u64>,
+    pub cpu_ms: Option<u64>,
+    pub metering: Option<Metering>,
     pub max_seconds: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub stdout_bytes: Option<u64>,
@@ -36,13 +78,15 @@ pub struct LimitsOverride {
 impl LimitsOverride {
     /// `base` with the fields given here replaced, validated.
     pub fn over(&self, base: Limits) -> Result<Limits, LimitsError> {
-        Limits::new(
+        Ok(Limits::new(
             self.fuel.unwrap_or(base.fuel),
             self.max_seconds.unwrap_or(base.max_seconds()),
             self.memory_bytes.unwrap_or(base.memory_bytes),
             self.stdout_bytes.unwrap_or(base.stdout_bytes),
             self.stderr_bytes.unwrap_or(base.stderr_bytes),
-        )
+        )?
+        .with_cpu_ms(self.cpu_ms.or(base.cpu_ms()))?
+        .with_metering(self.metering.unwrap_or(base.metering)))
     }
 
     pub fn is_empty(&self) -> bool {
@@ -54,6 +98,8 @@ impl From<Limits> for LimitsOverride {
     fn from(l: Limits) -> Self {
         Self {
             fuel: Some(l.fuel),
+            cpu_ms: l.cpu_ms(),
+            metering: Some(l.metering),
             max_seconds: Some(l.max_seconds()),
             memory_bytes: Some(l.memory_bytes),
             stdout_bytes: Some(l.stdout_bytes),
@@ -67,6 +113,8 @@ impl From<Limits> for LimitsOverride {
 pub enum LimitsError {
     #[error("fuel must be at least 1, got {0}")]
     Fuel(u64),
+    #[error("cpu_ms must be between 1 and {max}, got {0}", max = Limits::MAX_SECONDS as u64 * 1000)]
+    CpuMs(u64),
     #[error("max_seconds must be a number between 0.001 and {max}, got {0}", max = Limits::MAX_SECONDS)]
     MaxSeconds(f64),
     #[error("memory must be between 64 KiB and {max} bytes, got {0}", max = Limits::MAX_MEMORY_BYTES)]
@@ -108,6 +156,8 @@ impl Limits {
         }
         Ok(Self {
             fuel,
+            cpu_time: None,
+            metering: Metering::Fuel,
             max_time: Duration::from_secs_f64(max_seconds),
             memory_bytes,
             stdout_bytes,
@@ -119,13 +169,38 @@ impl Limits {
     pub fn max_seconds(&self) -> f64 {
         self.max_time.as_secs_f64()
     }
+
+    /// These limits with a CPU-time budget of `cpu_ms` milliseconds (`None`: none).
+    pub fn with_cpu_ms(self, cpu_ms: Option<u64>) -> Result<Self, LimitsError> {
+        let max = Self::MAX_SECONDS as u64 * 1000;
+        match cpu_ms {
+            Some(ms) if ms == 0 || ms > max => Err(LimitsError::CpuMs(ms)),
+            ms => Ok(Self {
+                cpu_time: ms.map(Duration::from_millis),
+                ..self
+            }),
+        }
+    }
+
+    pub fn with_metering(self, metering: Metering) -> Self {
+        Self { metering, ..self }
+    }
+
+    /// The CPU-time budget in milliseconds, as on the wire.
+    pub fn cpu_ms(&self) -> Option<u64> {
+        self.cpu_time
+            .map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX))
+    }
 }
 
 impl Default for Limits {
-    /// 10^10 fuel, 30 s, 256 MiB of memory, 1 MiB each of stdout and stderr.
+    /// 10^10 fuel (metered), no CPU-time budget, 30 s, 256 MiB of memory, 1 MiB each of
+    /// stdout and stderr.
     fn default() -> Self {
         Self {
             fuel: 10_000_000_000,
+            cpu_time: None,
+            metering: Metering::Fuel,
             max_time: Duration::from_secs(30),
             memory_bytes: 256 << 20,
             stdout_bytes: 1 << 20,
@@ -134,11 +209,16 @@ impl Default for Limits {
     }
 }
 
-/// The wire form of [`Limits`]: `max_seconds` as a number of seconds.
+/// The wire form of [`Limits`]: `max_seconds` as a number of seconds, the CPU-time budget
+/// as `cpu_ms` (absent: none), `metering` `fuel` when absent.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     fuel: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_ms: Option<u64>,
+    #[serde(default)]
+    metering: Metering,
     max_seconds: f64,
     memory_bytes: u64,
     stdout_bytes: u64,
@@ -149,13 +229,15 @@ impl TryFrom<RawLimits> for Limits {
     type Error = LimitsError;
 
     fn try_from(r: RawLimits) -> Result<Self, Self::Error> {
-        Limits::new(
+        Ok(Limits::new(
             r.fuel,
             r.max_seconds,
             r.memory_bytes,
             r.stdout_bytes,
             r.stderr_bytes,
-        )
+        )?
+        .with_cpu_ms(r.cpu_ms)?
+        .with_metering(r.metering))
     }
 }
 
@@ -163,6 +245,8 @@ impl From<Limits> for RawLimits {
     fn from(l: Limits) -> Self {
         RawLimits {
             fuel: l.fuel,
+            cpu_ms: l.cpu_ms(),
+            metering: l.metering,
             max_seconds: l.max_seconds(),
             memory_bytes: l.memory_bytes,
             stdout_bytes: l.stdout_bytes,
@@ -181,6 +265,32 @@ mod tests {
         let json = serde_json::to_string(&d).unwrap();
         assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), d);
         assert!(json.contains("\"max_seconds\":30.0"), "{json}");
+    }
+
+    #[test]
+    fn a_cpu_budget_and_metering_travel_on_the_wire_and_default_to_none_and_fuel() {
+        let cpu = Limits::default()
+            .with_cpu_ms(Some(1500))
+            .unwrap()
+            .with_metering(Metering::Cpu);
+        let json = serde_json::to_string(&cpu).unwrap();
+        assert!(json.contains("\"cpu_ms\":1500") && json.contains("\"metering\":\"cpu\""));
+        assert_eq!(serde_json::from_str::<Limits>(&json).unwrap(), cpu);
+        let old = r#"{"fuel":5,"max_seconds":1.0,"memory_bytes":65536,"stdout_bytes":0,"stderr_bytes":0}"#;
+        let read: Limits = serde_json::from_str(old).unwrap();
+        assert_eq!((read.cpu_time, read.metering), (None, Metering::Fuel));
+        assert_eq!(
+            Limits::default().with_cpu_ms(Some(0)),
+            Err(LimitsError::CpuMs(0))
+        );
+        let over = LimitsOverride {
+            cpu_ms: Some(20),
+            metering: Some(Metering::Cpu),
+            ..LimitsOverride::default()
+        };
+        let laid = over.over(Limits::default()).unwrap();
+        assert_eq!((laid.cpu_ms(), laid.metering), (Some(20), Metering::Cpu));
+        assert_eq!(LimitsOverride::default().over(laid).unwrap(), laid);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use lifecycle::{
     CancelOutcome, EndRules, Ending, Event, Finish, JobError, Lease, MOVES, Move, Refused,
     after_attempt,
 };
-pub use limits::{Limits, LimitsError, LimitsOverride};
+pub use limits::{Limits, LimitsError, LimitsOverride, Metering};
 pub use names::{NameError, QueueName, Role, ScheduleName, TaskName, WorkerName};
 pub use queue::{QueueConfig, QueuePosition, QueueStats};
 pub use reason::{Reason, TrapKind};

@@ -28,6 +28,8 @@ impl QueueConfig {
             default_limits: Limits::default(),
             caps: Limits {
                 fuel: 1_000_000_000_000,
+                cpu_time: None,
+                metering: crate::domain::Metering::Fuel,
                 max_time: std::time::Duration::from_secs(3600),
                 memory_bytes: Limits::MAX_MEMORY_BYTES,
                 stdout_bytes: 64 << 20,

@@ -20,6 +20,8 @@ pub enum Reason {
     Trap,
     /// The fuel budget ran out.
     OutOfFuel,
+    /// The CPU-time budget (`cpu_ms`) was spent.
+    CpuLimit,
     /// The wall-clock budget (`max_seconds`) passed.
     Deadline,
     /// The guest tried to grow its memory (or tables) past the limit.
@@ -36,12 +38,13 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, in documentation order.
-    pub const ALL: [Reason; 11] = [
+    pub const ALL: [Reason; 12] = [
         Reason::Completed,
         Reason::GuestError,
         Reason::RetryableError,
         Reason::Trap,
         Reason::OutOfFuel,
+        Reason::CpuLimit,
         Reason::Deadline,
         Reason::MemoryLimit,
         Reason::OutputLimit,
@@ -58,6 +61,7 @@ impl Reason {
             Reason::RetryableError => "retryable_error",
             Reason::Trap => "trap",
             Reason::OutOfFuel => "out_of_fuel",
+            Reason::CpuLimit => "cpu_limit",
             Reason::Deadline => "deadline",
             Reason::MemoryLimit => "memory_limit",
             Reason::OutputLimit => "output_limit",

@@ -1,8 +1,8 @@
 //! The retry policy: a pure function of (policy, the attempt that just ended, now, a jitter
 //! draw) that says what happens next. `retries` counts extra attempts after the first
 //! (default 3, so 4 attempts), backoff grows from 5 s by a factor of 2 up to a cap with
-//! jitter, and a `deadline` or `out_of_fuel` doubles that budget for the next attempt, never
-//! above the queue's cap. No clock and no randomness inside: callers pass both.
+//! jitter, and a `deadline`, `out_of_fuel` or `cpu_limit` doubles that budget for the next
+//! attempt, never above the queue's cap. No clock and no randomness inside: callers pass both.
 
 use std::time::Duration;
 
@@ -26,7 +26,8 @@ pub struct RetryPolicy {
     pub jitter: f64,
     /// The reasons that are retried.
     pub retry_on: Vec<Reason>,
-    /// Double `max_seconds` after a `deadline` and fuel after `out_of_fuel`.
+    /// Double `max_seconds` after a `deadline`, fuel after `out_of_fuel` and `cpu_ms` after
+    /// `cpu_limit`.
     pub escalate: bool,
 }
 
@@ -42,6 +43,7 @@ impl Default for RetryPolicy {
                 Reason::RetryableError,
                 Reason::Deadline,
                 Reason::OutOfFuel,
+                Reason::CpuLimit,
                 Reason::LeaseLost,
                 Reason::HostError,
             ],
@@ -144,6 +146,12 @@ impl RetryPolicy {
                     .min(caps.fuel)
                     .max(limits.fuel)
             }
+            Reason::CpuLimit => {
+                next.cpu_time = limits.cpu_time.map(|t| {
+                    let doubled = t.saturating_mul(2);
+                    caps.cpu_time.map_or(doubled, |cap| doubled.min(cap)).max(t)
+                })
+            }
             _ => {}
         }
         next
@@ -172,6 +180,7 @@ mod tests {
             (Reason::RetryableError, "retry"),
             (Reason::Trap, "give up"),
             (Reason::OutOfFuel, "retry"),
+            (Reason::CpuLimit, "retry"),
             (Reason::Deadline, "retry"),
             (Reason::MemoryLimit, "give up"),
             (Reason::OutputLimit, "give up"),
@@ -237,6 +246,30 @@ mod tests {
             panic!("out_of_fuel is retried")
         };
         assert_eq!((next.fuel, next.max_time.as_secs()), (1_000, 20));
+    }
+
+    #[test]
+    fn cpu_limit_doubles_the_cpu_budget_within_caps_and_leaves_an_unbudgeted_job_alone() {
+        let p = RetryPolicy::default();
+        let with_cpu = |ms| limits(100, 20).with_cpu_ms(ms).unwrap();
+        let caps = with_cpu(Some(300));
+        let next = |l: &Limits, caps: &Limits| match p.decide(1, Reason::CpuLimit, l, caps, 0.0) {
+            Decision::Retry { limits, .. } => limits,
+            other => panic!("cpu_limit is retried, got {other:?}"),
+        };
+        let once = next(&with_cpu(Some(100)), &caps);
+        assert_eq!(
+            (once.cpu_ms(), once.fuel, once.max_seconds()),
+            (Some(200), 100, 20.0)
+        );
+        assert_eq!(
+            next(&once, &caps).cpu_ms(),
+            Some(300),
+            "capped by the queue"
+        );
+        let uncapped = next(&with_cpu(Some(100)), &limits(100, 20));
+        assert_eq!(uncapped.cpu_ms(), Some(200), "a queue without a CPU cap");
+        assert_eq!(next(&with_cpu(None), &caps).cpu_ms(), None);
     }
 
     #[test]

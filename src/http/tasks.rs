@@ -39,6 +39,10 @@ pub(super) struct UploadQuery {
     /// Queue for the task's jobs.
     queue: Option<String>,
     fuel: Option<u64>,
+    /// CPU-time budget in milliseconds.
+    cpu_ms: Option<u64>,
+    /// `fuel` or `cpu`.
+    metering: Option<super::dto::MeteringDto>,
     max_seconds: Option<f64>,
     memory_bytes: Option<u64>,
     /// Extra attempts after the first.
@@ -49,6 +53,8 @@ impl UploadQuery {
     fn defaults(&self) -> ApiResult<Option<TaskDefaults>> {
         let simple = self.queue.is_some()
             || self.fuel.is_some()
+            || self.cpu_ms.is_some()
+            || self.metering.is_some()
             || self.max_seconds.is_some()
             || self.memory_bytes.is_some()
             || self.retries.is_some();
@@ -60,9 +66,16 @@ impl UploadQuery {
         if self.queue.is_some() {
             dto.queue = self.queue.clone();
         }
-        if self.fuel.is_some() || self.max_seconds.is_some() || self.memory_bytes.is_some() {
+        if self.fuel.is_some()
+            || self.cpu_ms.is_some()
+            || self.metering.is_some()
+            || self.max_seconds.is_some()
+            || self.memory_bytes.is_some()
+        {
             let mut limits = dto.limits.unwrap_or_default();
             limits.fuel = self.fuel.or(limits.fuel);
+            limits.cpu_ms = self.cpu_ms.or(limits.cpu_ms);
+            limits.metering = self.metering.or(limits.metering);
             limits.max_seconds = self.max_seconds.or(limits.max_seconds);
             limits.memory_bytes = self.memory_bytes.or(limits.memory_bytes);
             dto.limits = Some(limits);

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmparser::{Parser, Payload, TypeRef};
-use wasmtime::Module;
+use wasmtime::{Engine, Module};
 
+use super::forms::{EngineForm, Form, Forms};
 use super::{CacheStatus, Compiled, Sandbox, TaskModule};
 use crate::domain::ModuleDigest;
 
@@ -102,24 +103,12 @@ pub(super) fn admit(
     check_policy(&imports, &exports)?;
 
     let started = Instant::now();
-    let cached = sandbox
-        .inner
-        .disk
-        .as_ref()
-        .and_then(|d| d.load(sandbox.engine(), &digest));
-    let (module, cache) = match cached {
-        Some(module) => (module, CacheStatus::Disk),
-        None => {
-            let module = compile(sandbox, bytes)?;
-            if let Some(disk) = &sandbox.inner.disk {
-                disk.store(&digest, &module);
-            }
-            (module, CacheStatus::Miss)
-        }
-    };
+    let engine = sandbox.inner.engines.fuel();
+    let (module, cache) = compile_cached(sandbox, engine, digest, bytes)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let pre = sandbox
-        .link(&module)
+    let pre = engine
+        .linker
+        .instantiate_pre(&module)
         .map_err(|e| AdmissionError::Link(format!("{e:#}")))?;
     let report = AdmissionReport {
         digest,
@@ -131,7 +120,8 @@ pub(super) fn admit(
     };
     let compiled = sandbox.remember(Compiled {
         digest,
-        pre,
+        bytes: bytes.to_vec(),
+        forms: Forms::with_fuel(Form { pre }),
         reaches_files: reaches_files(&report.imports),
         report,
     });
@@ -274,11 +264,33 @@ fn check_policy(imports: &[ImportInfo], exports: &[ExportInfo]) -> Result<(), Ad
     Ok(())
 }
 
+/// `bytes` compiled for `engine`: loaded from its artifact cache, or compiled and stored
+/// there; where it came from.
+pub(super) fn compile_cached(
+    sandbox: &Sandbox,
+    engine: &EngineForm,
+    digest: ModuleDigest,
+    bytes: &[u8],
+) -> Result<(Module, CacheStatus), AdmissionError> {
+    if let Some(module) = engine
+        .disk
+        .as_ref()
+        .and_then(|d| d.load(&engine.engine, &digest))
+    {
+        return Ok((module, CacheStatus::Disk));
+    }
+    let module = compile(sandbox, &engine.engine, bytes)?;
+    if let Some(disk) = &engine.disk {
+        disk.store(&digest, &module);
+    }
+    Ok((module, CacheStatus::Miss))
+}
+
 /// Compiles on a thread of its own and gives up waiting after the budget. A compile that
 /// overruns finishes in the background and is dropped.
-fn compile(sandbox: &Sandbox, bytes: &[u8]) -> Result<Module, AdmissionError> {
+fn compile(sandbox: &Sandbox, engine: &Engine, bytes: &[u8]) -> Result<Module, AdmissionError> {
     let (tx, rx) = mpsc::sync_channel(1);
-    let engine = sandbox.engine().clone();
+    let engine = engine.clone();
     let owned = bytes.to_vec();
     thread::Builder::new()
         .name("remotask-compile".into())

@@ -6,18 +6,21 @@
 //! report. How the end is read is decided in `classify`, not here.
 
 use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use wasmtime::{Caller, Engine, Linker, ResourceLimiter, Store, Trap, UpdateDeadline};
+use wasmtime::{Caller, Engine, InstancePre, Linker, ResourceLimiter, Store, Trap, UpdateDeadline};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryInputPipe;
 use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 use super::classify::{self, End, Phase, Stop};
+use super::cpu::{CpuMeter, Metered};
+use super::forms;
 use super::output::{CappedPipe, Overflow};
 use super::{CacheStatus, CancelToken, ProgressFn, Sandbox, SandboxError, TaskModule};
-use crate::domain::{Limits, Reason, TrapKind};
+use crate::domain::{Limits, Metering, Reason, TrapKind};
 
 /// Everything one attempt needs besides the module.
 #[derive(Clone, Default)]
@@ -81,6 +84,7 @@ impl AttemptReport {
             stderr_truncated: false,
             receipt: Receipt {
                 fuel_consumed: None,
+                cpu_us: 0,
                 peak_memory_bytes: 0,
                 wall_us: 0,
                 instantiate_us: 0,
@@ -96,8 +100,13 @@ impl AttemptReport {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
-    /// Fuel consumed; `None` when fuel metering is off.
+    /// Fuel consumed; `None` when the attempt ran without fuel metering.
     pub fuel_consumed: Option<u64>,
+    /// CPU time the guest's thread spent on the attempt (instantiation included), in
+    /// microseconds; time suspended in a sleep is not counted. 0 in a report from a worker
+    /// that did not measure it.
+    #[serde(default)]
+    pub cpu_us: u64,
     /// The largest the guest's linear memory grew to, in bytes.
     pub peak_memory_bytes: u64,
     /// From the start of the attempt to its end, in microseconds.
@@ -116,6 +125,9 @@ pub(super) struct AttemptState {
     progress: Option<ProgressFn>,
     cancel: CancelToken,
     deadline: Instant,
+    /// The CPU-time budget, checked every epoch tick against `cpu`.
+    cpu_budget: Option<Duration>,
+    cpu: Arc<CpuMeter>,
     stop: Option<Stop>,
 }
 
@@ -223,17 +235,43 @@ pub(super) fn run_blocking(
             }
         }
         let rt = slot.as_ref().expect("runtime was just created");
-        rt.block_on(run(sandbox, module, request))
+        rt.block_on(run_metered(
+            sandbox,
+            module,
+            request,
+            CpuMeter::whole_thread,
+        ))
     })
 }
 
+/// Runs one attempt on a runtime it may share: its CPU time is charged per poll.
 pub(super) async fn run(
     sandbox: &Sandbox,
     module: &TaskModule,
     request: AttemptRequest,
 ) -> AttemptReport {
-    let started = Instant::now();
+    run_metered(sandbox, module, request, CpuMeter::per_poll).await
+}
+
+/// Runs one attempt, its CPU time charged by a meter `meter` makes when it starts.
+async fn run_metered(
+    sandbox: &Sandbox,
+    module: &TaskModule,
+    request: AttemptRequest,
+    meter: fn() -> CpuMeter,
+) -> AttemptReport {
     let limits = request.limits;
+    // The form is compiled, the first time, before the attempt's clocks start.
+    let (engine, form, made) = match forms::form(sandbox, &module.compiled, limits.metering) {
+        Ok(found) => found,
+        Err(message) => return AttemptReport::host_error(message, module.cache),
+    };
+    let compile_cache = match made {
+        Some(status) => status,
+        None if limits.metering == Metering::Fuel => module.cache,
+        None => CacheStatus::Memory,
+    };
+    let started = Instant::now();
     let deadline = started + limits.max_time;
     let cancel = request.cancel.clone();
     let stdout = CappedPipe::new(limits.stdout_bytes, Overflow::Trap);
@@ -250,18 +288,19 @@ pub(super) async fn run(
         None
     };
     let pipes = (stdout.clone(), stderr.clone());
+    let meter = Arc::new(meter());
     let armed = wasi_context(request, pipes, scratch.as_ref().map(|d| d.path()), deadline)
-        .and_then(|state| armed_store(sandbox, state, &limits));
+        .and_then(|state| armed_store(&engine.engine, state, &limits, meter.clone()));
     let mut store = match armed {
         Ok(store) => store,
-        Err(message) => return AttemptReport::host_error(message, module.cache),
+        Err(message) => return AttemptReport::host_error(message, compile_cache),
     };
-    let (end, phase, instantiated_at) = race(module, &mut store, &cancel, deadline).await;
+    let (end, phase, instantiated_at) =
+        race(&form.pre, &mut store, &cancel, deadline, meter.clone()).await;
     let finished = Instant::now();
 
-    let fuel_metering = sandbox.config().fuel_metering;
-    let fuel_consumed =
-        fuel_metering.then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
+    let fuel_consumed = (limits.metering == Metering::Fuel)
+        .then(|| limits.fuel.saturating_sub(store.get_fuel().unwrap_or(0)));
     let state = store.into_data();
     let (output, stdout_overflowed) = stdout.take();
     let (stderr_bytes, stderr_truncated) = stderr.take();
@@ -284,10 +323,11 @@ pub(super) async fn run(
         message: verdict.message,
         receipt: Receipt {
             fuel_consumed,
+            cpu_us: micros(meter.spent()),
             peak_memory_bytes: state.limiter.peak_memory,
             wall_us: micros(finished - started),
             instantiate_us: micros(instantiated_at.unwrap_or(finished) - started),
-            compile_cache: module.cache,
+            compile_cache,
             stdout_bytes: output.len() as u64,
             stderr_bytes: stderr_bytes.len() as u64,
         },
@@ -331,6 +371,8 @@ fn wasi_context(
             denied: None,
         },
         progress: request.progress,
+        cpu_budget: request.limits.cpu_time,
+        cpu: Arc::default(),
         cancel: request.cancel,
         deadline,
         stop: None,
@@ -341,13 +383,15 @@ fn wasi_context(
 /// runs inside instantiation): the limiter, fuel, and the epoch callback that stops a
 /// cancelled or late guest and otherwise yields every tick.
 fn armed_store(
-    sandbox: &Sandbox,
-    state: AttemptState,
+    engine: &Engine,
+    mut state: AttemptState,
     limits: &Limits,
+    meter: Arc<CpuMeter>,
 ) -> Result<Store<AttemptState>, String> {
-    let mut store = Store::new(sandbox.engine(), state);
+    state.cpu = meter;
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    if sandbox.config().fuel_metering {
+    if limits.metering == Metering::Fuel {
         store
             .set_fuel(limits.fuel)
             .map_err(|e| format!("cannot set fuel: {e:#}"))?;
@@ -363,6 +407,12 @@ fn armed_store(
             state.stop = Some(Stop::Deadline);
             return Err(Trap::Interrupt.into());
         }
+        if let Some(budget) = state.cpu_budget
+            && state.cpu.spent() >= budget
+        {
+            state.stop = Some(Stop::CpuLimit);
+            return Err(Trap::Interrupt.into());
+        }
         // Yield to the runtime every tick so the deadline and cancel branches of the race
         // are polled even while a guest computes without end.
         Ok(UpdateDeadline::Yield(1))
@@ -373,16 +423,17 @@ fn armed_store(
 /// Instantiates the module and calls `_start`, raced against the cancel and the deadline:
 /// how it ended, in which phase, and when instantiation finished.
 async fn race(
-    module: &TaskModule,
+    pre: &InstancePre<AttemptState>,
     store: &mut Store<AttemptState>,
     cancel: &CancelToken,
     deadline: Instant,
+    meter: Arc<CpuMeter>,
 ) -> (End, Phase, Option<Instant>) {
     let mut phase = Phase::Instantiate;
     let mut instantiated_at = None;
     let end = {
         let attempt = async {
-            let instance = module.compiled.pre.instantiate_async(&mut *store).await?;
+            let instance = pre.instantiate_async(&mut *store).await?;
             instantiated_at = Some(Instant::now());
             phase = Phase::Run;
             let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
@@ -390,7 +441,7 @@ async fn race(
         };
         tokio::select! {
             biased;
-            result = attempt => End::Returned(result),
+            result = Metered::new(attempt, meter) => End::Returned(result),
             () = cancel.cancelled() => End::Stopped(Stop::Cancelled),
             () = tokio::time::sleep_until(deadline.into()) => End::Stopped(Stop::Deadline),
         }

@@ -16,6 +16,8 @@ pub(super) const EXIT_RETRY: i32 = 75;
 pub(super) enum Stop {
     Cancelled,
     Deadline,
+    /// The guest's thread spent the CPU-time budget.
+    CpuLimit,
 }
 
 /// Whether the guest's own code had started (`_start`) or we were still instantiating.
@@ -78,6 +80,11 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
                 e.limits.max_seconds()
             );
             return Verdict::new(Reason::Deadline, message);
+        }
+        Some(Stop::CpuLimit) => {
+            let ms = e.limits.cpu_ms().unwrap_or_default();
+            let message = format!("spent its CPU-time budget, cpu_ms = {ms}");
+            return Verdict::new(Reason::CpuLimit, message);
         }
         None => {}
     }
@@ -214,6 +221,9 @@ mod tests {
         assert_eq!(classify(e).reason, Reason::Deadline);
         let e = evidence(End::Stopped(Stop::Cancelled), &limits, b"");
         assert_eq!(classify(e).reason, Reason::Cancelled);
+        let mut e = evidence(End::Returned(Err(Trap::Interrupt.into())), &limits, b"");
+        e.stop = Some(Stop::CpuLimit);
+        assert_eq!(classify(e).reason, Reason::CpuLimit);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The one shared wasmtime `Engine` and the epoch ticker thread that drives every deadline.
+//! How a wasmtime `Engine` is configured, and the epoch ticker thread that drives every
+//! deadline (one engine per compiled form: `forms.rs`).
 //! This file decides which wasm features guests may use; it does not run guests.
 
 use std::thread;
@@ -10,7 +11,7 @@ use wasmtime::{
 
 use super::{SandboxConfig, SandboxError};
 
-/// Builds the engine every attempt shares.
+/// Builds an engine, with fuel metering compiled in or not (`fuel`).
 ///
 /// Wasm features: on are the ones real toolchains emit for `wasm32-wasip1` (SIMD, bulk memory,
 /// reference types for funcref tables, multi-value, sign extension, mutable globals, tail
@@ -19,9 +20,9 @@ use super::{SandboxConfig, SandboxError};
 /// (limits are per memory), memory64, custom page sizes and the component model. Exceptions,
 /// GC and typed function references are off because wasmtime is built without its `gc`
 /// feature, and threads because it is built without `threads`.
-pub(super) fn build(config: &SandboxConfig) -> Result<Engine, SandboxError> {
+pub(super) fn build(config: &SandboxConfig, fuel: bool) -> Result<Engine, SandboxError> {
     let mut c = Config::new();
-    c.consume_fuel(config.fuel_metering)
+    c.consume_fuel(fuel)
         .epoch_interruption(true)
         .parallel_compilation(true)
         .wasm_multi_memory(false)

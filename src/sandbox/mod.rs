@@ -10,7 +10,9 @@ mod admission;
 mod attempt;
 mod cache;
 mod classify;
+mod cpu;
 mod engine;
+mod forms;
 mod output;
 mod scratch;
 
@@ -22,21 +24,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
-use wasmtime::{Engine, InstancePre, Linker, Module};
 
 pub use admission::{AdmissionError, AdmissionReport, ExportInfo, ImportInfo};
 pub use attempt::{AttemptReport, AttemptRequest, Receipt};
 
 use crate::domain::ModuleDigest;
-use attempt::AttemptState;
-use cache::ArtifactCache;
 use scratch::ScratchPool;
 
 /// How the sandbox is set up; one per process.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// Meter fuel (the CPU budget). Off only for benchmarks that measure its cost.
-    pub fuel_metering: bool,
     /// Largest module accepted, in bytes.
     pub max_module_bytes: usize,
     /// Longest a compile may take before the module is refused.
@@ -62,7 +59,6 @@ pub struct SandboxConfig {
 impl Default for SandboxConfig {
     fn default() -> Self {
         Self {
-            fuel_metering: true,
             max_module_bytes: 32 << 20,
             compile_budget: Duration::from_secs(10),
             cache_dir: None,
@@ -110,7 +106,9 @@ pub struct TaskModule {
 
 struct Compiled {
     digest: ModuleDigest,
-    pre: InstancePre<AttemptState>,
+    /// The wasm bytes, to compile the form an attempt asks for when it is not made yet.
+    bytes: Vec<u8>,
+    forms: forms::Forms,
     report: AdmissionReport,
     /// It imports a WASI function that names a path or a directory, so its attempts get a
     /// scratch directory as `/tmp`; a module that could not reach one runs without it.
@@ -191,10 +189,8 @@ pub struct Sandbox {
 }
 
 struct Inner {
-    engine: Engine,
-    linker: Linker<AttemptState>,
+    engines: forms::Engines,
     config: SandboxConfig,
-    disk: Option<ArtifactCache>,
     memory: Mutex<HashMap<ModuleDigest, Arc<Compiled>>>,
     scratch: ScratchPool,
 }
@@ -208,22 +204,15 @@ impl std::fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Builds the engine, starts the epoch ticker and opens the artifact cache.
+    /// Builds the engine of the fuel form (the CPU form's on first use), starts its epoch
+    /// ticker and opens its artifact cache.
     pub fn new(config: SandboxConfig) -> Result<Self, SandboxError> {
-        let engine = engine::build(&config)?;
-        engine::start_ticker(&engine, config.epoch_tick)?;
-        let linker = attempt::linker(&engine)?;
-        let disk = match &config.cache_dir {
-            Some(dir) => Some(ArtifactCache::open(&engine, dir)?),
-            None => None,
-        };
+        let engines = forms::Engines::new(&config)?;
         let scratch = ScratchPool::new(config.scratch_dir.clone());
         Ok(Self {
             inner: Arc::new(Inner {
-                engine,
-                linker,
+                engines,
                 config,
-                disk,
                 memory: Mutex::default(),
                 scratch,
             }),
@@ -295,13 +284,5 @@ impl Sandbox {
         let mut memory = self.inner.memory.lock().unwrap_or_else(|p| p.into_inner());
         memory.insert(compiled.digest, compiled.clone());
         compiled
-    }
-
-    fn engine(&self) -> &Engine {
-        &self.inner.engine
-    }
-
-    fn link(&self, module: &Module) -> wasmtime::Result<InstancePre<AttemptState>> {
-        self.inner.linker.instantiate_pre(module)
     }
 }

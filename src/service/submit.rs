@@ -126,6 +126,14 @@ fn check_caps(limits: &Limits, caps: &Limits, queue: &QueueName) -> Result<(), S
     if limits.fuel > caps.fuel {
         return over("fuel", limits.fuel.to_string(), caps.fuel.to_string());
     }
+    if let Some(cap) = caps.cpu_ms()
+        && limits.cpu_ms().is_none_or(|ms| ms > cap)
+    {
+        let asked = limits
+            .cpu_ms()
+            .map_or("none".to_owned(), |ms| ms.to_string());
+        return over("cpu_ms", asked, cap.to_string());
+    }
     if limits.max_time > caps.max_time {
         return over(
             "max_seconds",

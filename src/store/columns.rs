@@ -6,28 +6,35 @@
 //! copied, wrote to the log and checkpointed. Here they take about 120.
 //!
 //! ```text
-//! limits: fuel;max_seconds;memory_bytes;stdout_bytes;stderr_bytes
+//! limits: fuel;max_seconds;memory_bytes;stdout_bytes;stderr_bytes[;cpu_ms;metering]
 //!         10000000000;30;268435456;1048576;1048576
+//!         10000000000;30;268435456;1048576;1048576;2500;cpu
 //! retry:  retries;backoff_seconds;backoff_factor;backoff_max_seconds;jitter;escalate;retry_on
-//!         3;5;2;3600;0.1;1;retryable_error,deadline,out_of_fuel,lease_lost,host_error
+//!         3;5;2;3600;0.1;1;retryable_error,deadline,out_of_fuel,cpu_limit,lease_lost,host_error
 //! ```
 //!
-//! Seconds and factors are written as the shortest decimal that reads back as the same `f64`,
+//! The last two fields of limits are written only when they differ from the defaults (no CPU
+//! budget, `fuel` metering); an empty `cpu_ms` is no CPU budget. Seconds and factors are written as the shortest decimal that reads back as the same `f64`,
 //! so a value read is the value written. Rows of schema versions before 7 hold JSON, which
 //! starts with `{` and is still read.
 
-use crate::domain::{Limits, RetryPolicy};
+use crate::domain::{Limits, Metering, RetryPolicy};
 
 /// `limits` as stored.
 pub(crate) fn limits_text(l: &Limits) -> String {
-    format!(
+    let mut text = format!(
         "{};{};{};{};{}",
         l.fuel,
         l.max_seconds(),
         l.memory_bytes,
         l.stdout_bytes,
         l.stderr_bytes
-    )
+    );
+    if l.cpu_time.is_some() || l.metering != Metering::Fuel {
+        let cpu = l.cpu_ms().map(|ms| ms.to_string()).unwrap_or_default();
+        text.push_str(&format!(";{cpu};{}", l.metering.as_str()));
+    }
+    text
 }
 
 /// `retry` as stored.
@@ -55,14 +62,31 @@ pub(crate) fn parse_limits(text: &str) -> Result<Limits, String> {
     if text.starts_with('{') {
         return serde_json::from_str(text).map_err(|e| e.to_string());
     }
-    let mut fields = Fields::new(text, 5)?;
+    let count = text.split(';').count();
+    let mut fields = Fields::new(text, if count == 7 { 7 } else { 5 })?;
     let (fuel, max_seconds) = (fields.number("fuel")?, fields.number("max_seconds")?);
     let memory = fields.number("memory_bytes")?;
     let (stdout, stderr) = (
         fields.number("stdout_bytes")?,
         fields.number("stderr_bytes")?,
     );
-    Limits::new(fuel, max_seconds, memory, stdout, stderr).map_err(|e| e.to_string())
+    let limits =
+        Limits::new(fuel, max_seconds, memory, stdout, stderr).map_err(|e| e.to_string())?;
+    if count == 5 {
+        return Ok(limits);
+    }
+    let cpu_ms = match fields.next("cpu_ms")? {
+        "" => None,
+        ms => Some(
+            ms.parse()
+                .map_err(|e| format!("cpu_ms {ms:?} is not a number: {e}"))?,
+        ),
+    };
+    let metering = fields.next("metering")?.parse::<Metering>()?;
+    Ok(limits
+        .with_cpu_ms(cpu_ms)
+        .map_err(|e| e.to_string())?
+        .with_metering(metering))
 }
 
 /// Reads a retry policy written by [`retry_text`], or as JSON by an older version.
@@ -137,6 +161,12 @@ mod tests {
             Limits::new(1, 0.001, 64 << 10, 0, 0).unwrap(),
             Limits::new(u64::MAX, 0.1 + 0.2, 4 << 30, 256 << 20, 7).unwrap(),
             Limits::new(5, Limits::MAX_SECONDS, 1 << 20, 1, 2).unwrap(),
+            Limits::default().with_cpu_ms(Some(2500)).unwrap(),
+            Limits::default().with_metering(Metering::Cpu),
+            Limits::default()
+                .with_cpu_ms(Some(1))
+                .unwrap()
+                .with_metering(Metering::Cpu),
         ];
         for limits in cases {
             let text = limits_text(&limits);
@@ -145,6 +175,16 @@ mod tests {
         assert_eq!(
             limits_text(&Limits::default()),
             "10000000000;30;268435456;1048576;1048576"
+        );
+        assert_eq!(
+            limits_text(&Limits::default().with_metering(Metering::Cpu)),
+            "10000000000;30;268435456;1048576;1048576;;cpu"
+        );
+        assert!(parse_limits("1;1;65536;0;0;5").is_err(), "six fields");
+        assert!(parse_limits("1;1;65536;0;0;0;cpu").is_err(), "cpu_ms 0");
+        assert!(
+            parse_limits("1;1;65536;0;0;;wall").is_err(),
+            "no such metering"
         );
     }
 
@@ -174,7 +214,7 @@ mod tests {
         }
         assert_eq!(
             retry_text(&RetryPolicy::default()),
-            "3;5;2;3600;0.1;1;retryable_error,deadline,out_of_fuel,lease_lost,host_error"
+            "3;5;2;3600;0.1;1;retryable_error,deadline,out_of_fuel,cpu_limit,lease_lost,host_error"
         );
     }
 

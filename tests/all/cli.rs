@@ -46,6 +46,11 @@ fn run_exit_codes_tell_the_reason() {
         (&["--arg", "panic", "--arg", "x"], "trap", 3),
         (&["--arg", "loop", "--fuel", "1000000"], "out_of_fuel", 4),
         (
+            &["--arg", "loop", "--metering", "cpu", "--cpu-ms", "50"],
+            "cpu_limit",
+            4,
+        ),
+        (
             &["--arg", "sleep", "--arg", "60", "--max-seconds", "0.2"],
             "deadline",
             5,

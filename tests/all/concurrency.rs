@@ -123,8 +123,16 @@ fn the_thread_runs_the_next_attempt_normally_after_each_hostile_one() {
         (vec!["write", "2000000"], Reason::OutputLimit),
         (vec!["exit", "1"], Reason::GuestError),
     ];
-    for (args, reason) in hostile_runs {
-        assert_eq!(hostile(&args, b"", small).reason, reason, "{args:?}");
+    let cpu = small
+        .with_cpu_ms(Some(50))
+        .unwrap()
+        .with_metering(remotask::domain::Metering::Cpu);
+    let hostile_runs = hostile_runs
+        .into_iter()
+        .map(|(args, reason)| (args, reason, small))
+        .chain([(vec!["loop"], Reason::CpuLimit, cpu)]);
+    for (args, reason, limits) in hostile_runs {
+        assert_eq!(hostile(&args, b"", limits).reason, reason, "{args:?}");
         let next = hostile(&["echo"], b"still fine", Limits::default());
         assert_eq!(
             (next.reason, next.output.as_slice()),

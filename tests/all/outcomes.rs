@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use remotask::domain::{Limits, Reason, TrapKind};
+use remotask::domain::{Limits, Metering, Reason, TrapKind};
 use remotask::sandbox::{AttemptRequest, Sandbox, SandboxConfig};
 
 use crate::support::{attempt, guest_bytes, hostile, limits_secs, text, wat};
@@ -118,6 +118,70 @@ fn fuel_consumed_is_exact_and_repeatable() {
     assert_eq!(
         attempt(&wat("fuel_count"), &[], b"", short).reason,
         Reason::OutOfFuel
+    );
+}
+
+/// Limits of the CPU-time metering: no fuel, `cpu_ms` and a wall-clock budget of 10 s.
+fn cpu_limits(cpu_ms: u64) -> Limits {
+    limits_secs(10.0)
+        .with_cpu_ms(Some(cpu_ms))
+        .unwrap()
+        .with_metering(Metering::Cpu)
+}
+
+#[test]
+fn an_endless_loop_spends_its_cpu_budget_without_fuel_and_the_sandbox_goes_on() {
+    let started = Instant::now();
+    let r = hostile(&["loop"], b"", cpu_limits(200));
+    let took = started.elapsed();
+    assert_eq!(r.reason, Reason::CpuLimit, "{:?}", r.message);
+    assert_eq!(r.receipt.fuel_consumed, None, "no fuel is metered");
+    let cpu = Duration::from_micros(r.receipt.cpu_us);
+    assert!(
+        cpu >= Duration::from_millis(200) && cpu < Duration::from_millis(400),
+        "charged {cpu:?} for a budget of 200 ms"
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "stopped long before the deadline: {took:?}"
+    );
+    // The same module runs again in either form.
+    let again = hostile(&["echo"], b"next", cpu_limits(1_000));
+    assert_eq!(
+        (again.reason, again.output.as_slice()),
+        (Reason::Completed, &b"next"[..])
+    );
+    let fueled = hostile(&["echo"], b"fuel", Limits::default());
+    assert_eq!(fueled.reason, Reason::Completed);
+    assert!(fueled.receipt.fuel_consumed.is_some());
+}
+
+#[test]
+fn a_cpu_budget_holds_with_fuel_metering_too() {
+    let limits = limits_secs(10.0).with_cpu_ms(Some(150)).unwrap();
+    assert_eq!(limits.metering, Metering::Fuel);
+    let r = hostile(&["loop"], b"", limits);
+    assert_eq!(r.reason, Reason::CpuLimit, "{:?}", r.message);
+    assert!(r.receipt.fuel_consumed.unwrap() > 0);
+}
+
+#[test]
+fn a_guest_that_sleeps_between_computing_is_charged_only_for_computing() {
+    // 2 x 150 ms of compute around a 600 ms sleep, under a CPU budget of 450 ms: the wall
+    // time passes the budget, the CPU time does not.
+    let r = hostile(&["burn-sleep", "150"], b"", cpu_limits(450));
+    assert_eq!(r.reason, Reason::Completed, "{:?}", r.message);
+    assert_eq!(text(&r.output), "done\n");
+    let (cpu, wall) = (
+        Duration::from_micros(r.receipt.cpu_us),
+        Duration::from_micros(r.receipt.wall_us),
+    );
+    // The guest computes for 2 x 150 ms of wall time; on a busy machine it gets less CPU
+    // than that, never more, and the 600 ms asleep are not charged.
+    assert!(wall >= Duration::from_millis(900), "wall {wall:?}");
+    assert!(
+        cpu >= Duration::from_millis(10) && cpu + Duration::from_millis(600) <= wall,
+        "charged {cpu:?} of {wall:?}, 600 ms of which asleep"
     );
 }
 

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use remotask::domain::{
-    CancelOutcome, Clock, JobFilter, JobState, Limits, ManualClock, QueueConfig, QueueName, Reason,
-    RetryPolicy, Timestamp,
+    CancelOutcome, Clock, JobFilter, JobState, Limits, ManualClock, Metering, QueueConfig,
+    QueueName, Reason, RetryPolicy, Timestamp,
 };
 use remotask::service::ServiceError;
 
@@ -114,6 +114,63 @@ async fn senaite_timeout_escalates_max_seconds_for_the_next_attempt() {
     assert_eq!(
         (attempts[0].reason, attempts[1].reason),
         (Reason::Deadline, Reason::Completed)
+    );
+    e.stop_workers().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_cpu_budget_doubles_it_for_the_next_attempt_within_the_queue_cap() {
+    let mut e = Engine::new().await;
+    e.service
+        .put_queue(QueueConfig {
+            caps: Limits::default()
+                .with_cpu_ms(Some(150))
+                .expect("a cap")
+                .with_metering(Metering::Cpu),
+            ..QueueConfig::with_defaults(QueueName::default_queue())
+        })
+        .await
+        .unwrap();
+    e.start_workers(1);
+    let mut request = Engine::request("hostile", &["loop"]);
+    request.limits.cpu_ms = Some(60);
+    request.limits.metering = Some(Metering::Cpu);
+    request.retry = Some(no_backoff(2));
+    let job = e.submit(request).await;
+    let done = e.wait(job.id).await;
+    assert_eq!((done.state, done.attempts), (JobState::Failed, 3));
+    let attempts = e.service.attempts(job.id).await.unwrap();
+    let cpu_ms: Vec<u64> = attempts
+        .iter()
+        .map(|a| a.receipt["cpu_us"].as_u64().unwrap() / 1000)
+        .collect();
+    assert!(
+        attempts.iter().all(|a| a.reason == Reason::CpuLimit),
+        "{attempts:?}"
+    );
+    assert!(
+        (60..100).contains(&cpu_ms[0]) && (120..160).contains(&cpu_ms[1]),
+        "60 ms, then doubled: {cpu_ms:?}"
+    );
+    assert!(
+        (150..190).contains(&cpu_ms[2]),
+        "then capped at 150 ms: {cpu_ms:?}"
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.receipt["fuel_consumed"].is_null())
+    );
+    assert_eq!(done.limits.cpu_ms(), Some(150));
+    // A job asking for more than the cap, or for none under a capped queue, is refused.
+    let mut over = Engine::request("hostile", &["echo"]);
+    over.limits.cpu_ms = Some(151);
+    assert!(e.service.submit(over).await.is_err());
+    assert!(
+        e.service
+            .submit(Engine::request("hostile", &["echo"]))
+            .await
+            .is_err()
     );
     e.stop_workers().await;
 }

@@ -385,9 +385,14 @@ fn print_job(j: &JobDto) {
     }
     for a in j.attempt_history.iter().flatten() {
         let fuel = a.receipt.get("fuel_consumed").and_then(|v| v.as_u64());
-        let wall = a.receipt.get("wall_ms").and_then(|v| v.as_f64());
+        let ms = |key: &str| {
+            a.receipt
+                .get(key)
+                .and_then(|v| v.as_u64())
+                .map_or_else(|| "-".to_owned(), |us| format!("{:.1}", us as f64 / 1e3))
+        };
         println!(
-            "  attempt {}: {}{}  fuel {}  wall {} ms  on {}",
+            "  attempt {}: {}{}  fuel {}  cpu {} ms  wall {} ms  on {}",
             a.number,
             a.reason,
             a.trap_kind
@@ -395,7 +400,8 @@ fn print_job(j: &JobDto) {
                 .map(|k| format!(" ({k})"))
                 .unwrap_or_default(),
             fuel.map_or_else(|| "-".into(), |f| f.to_string()),
-            wall.map_or_else(|| "-".into(), |w| format!("{w:.1}")),
+            ms("cpu_us"),
+            ms("wall_us"),
             a.worker
         );
     }

@@ -59,9 +59,15 @@ pub struct JobArgs {
 /// Limits and retries, for a job or as a task's defaults.
 #[derive(Debug, Clone, Args)]
 pub struct BudgetArgs {
-    /// Fuel budget (CPU), roughly one unit per wasm instruction.
+    /// Fuel budget, roughly one unit per wasm instruction (with `--metering fuel`).
     #[arg(long)]
     pub fuel: Option<u64>,
+    /// CPU-time budget in milliseconds, in either metering.
+    #[arg(long)]
+    pub cpu_ms: Option<u64>,
+    /// How computation is counted: `fuel` (deterministic) or `cpu` (no fuel, faster).
+    #[arg(long, value_parser = parse_metering)]
+    pub metering: Option<crate::domain::Metering>,
     /// Wall-clock budget in seconds.
     #[arg(long)]
     pub max_seconds: Option<f64>,
@@ -102,13 +108,25 @@ impl JobArgs {
     }
 }
 
+/// `--metering`: `fuel` or `cpu`.
+pub(crate) fn parse_metering(s: &str) -> Result<crate::domain::Metering, String> {
+    s.parse()
+}
+
 impl BudgetArgs {
     fn limits(&self) -> anyhow::Result<Option<LimitsDto>> {
-        if self.fuel.is_none() && self.max_seconds.is_none() && self.memory_mib.is_none() {
+        if self.fuel.is_none()
+            && self.cpu_ms.is_none()
+            && self.metering.is_none()
+            && self.max_seconds.is_none()
+            && self.memory_mib.is_none()
+        {
             return Ok(None);
         }
         Ok(Some(LimitsDto {
             fuel: self.fuel,
+            cpu_ms: self.cpu_ms,
+            metering: self.metering.map(Into::into),
             max_seconds: self.max_seconds,
             memory_bytes: mib(self.memory_mib)?,
             ..LimitsDto::default()

@@ -24,7 +24,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::domain::{Limits, LimitsOverride, Timestamp};
+use crate::domain::{Limits, LimitsOverride, Metering, Timestamp};
 
 pub use job::{
     AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto,
@@ -73,11 +73,46 @@ pub fn encode_bytes(bytes: &[u8]) -> (Value, &'static str) {
     }
 }
 
+/// How an attempt's computation is counted (`Metering`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MeteringDto {
+    Fuel,
+    Cpu,
+}
+
+impl From<Metering> for MeteringDto {
+    fn from(m: Metering) -> Self {
+        match m {
+            Metering::Fuel => MeteringDto::Fuel,
+            Metering::Cpu => MeteringDto::Cpu,
+        }
+    }
+}
+
+impl From<MeteringDto> for Metering {
+    fn from(m: MeteringDto) -> Self {
+        match m {
+            MeteringDto::Fuel => Metering::Fuel,
+            MeteringDto::Cpu => Metering::Cpu,
+        }
+    }
+}
+
 /// Limits on the wire; on input every field is optional and filled from the defaults.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsDto {
+    /// Fuel units, enforced when `metering` is `fuel`.
     pub fuel: Option<u64>,
+    /// CPU time the guest may spend, in milliseconds, in either metering; spent: `cpu_limit`.
+    /// Absent in an answer: no CPU-time budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<u64>,
+    /// `fuel` (deterministic, about half the engine's speed on compute) or `cpu` (no fuel:
+    /// the engine's speed; `cpu_ms` and `max_seconds` bound the guest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metering: Option<MeteringDto>,
     pub max_seconds: Option<f64>,
     pub memory_bytes: Option<u64>,
     pub stdout_bytes: Option<u64>,
@@ -88,6 +123,8 @@ impl LimitsDto {
     pub fn from_limits(l: &Limits) -> Self {
         Self {
             fuel: Some(l.fuel),
+            cpu_ms: l.cpu_ms(),
+            metering: Some(l.metering.into()),
             max_seconds: Some(l.max_seconds()),
             memory_bytes: Some(l.memory_bytes),
             stdout_bytes: Some(l.stdout_bytes),
@@ -98,6 +135,8 @@ impl LimitsDto {
     pub fn to_override(&self) -> LimitsOverride {
         LimitsOverride {
             fuel: self.fuel,
+            cpu_ms: self.cpu_ms,
+            metering: self.metering.map(Into::into),
             max_seconds: self.max_seconds,
             memory_bytes: self.memory_bytes,
             stdout_bytes: self.stdout_bytes,

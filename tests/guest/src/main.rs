@@ -8,6 +8,7 @@
 //! | `alloc MIB` | allocates and touches MIB MiB, then prints the total |
 //! | `recurse` | recurses without end (stack overflow) |
 //! | `sleep SECS` | sleeps in `poll_oneoff`, then prints `slept` |
+//! | `burn-sleep MS` | computes for MS ms, sleeps 4 × MS ms, computes for MS ms, prints `done` |
 //! | `panic MSG` | panics with MSG (a trap: Rust aborts with `unreachable`) |
 //! | `exit N` | writes `exiting with N` to stderr and exits with N |
 //! | `write N` / `write-stderr N` | writes N bytes of `x` to stdout / stderr |
@@ -104,6 +105,21 @@ fn main() {
         }
         "recurse" => {
             println!("{}", recurse(0));
+        }
+        "burn-sleep" => {
+            // Computes for `ms`, sleeps four times that, computes for `ms` again.
+            let ms: u64 = number(param, "burn-sleep");
+            let burn = || {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(ms);
+                let mut i: u64 = 0;
+                while std::time::Instant::now() < until {
+                    i = black_box(i.wrapping_add(1));
+                }
+            };
+            burn();
+            std::thread::sleep(std::time::Duration::from_millis(4 * ms));
+            burn();
+            println!("done");
         }
         "sleep" => {
             let secs: f64 = number(param, "sleep");
