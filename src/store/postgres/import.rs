@@ -5,7 +5,7 @@
 use deadpool_postgres::GenericClient;
 use tokio::sync::mpsc;
 
-use super::rows::{self, id_bytes};
+use super::rows::{self, AttemptColumns, id_bytes};
 use super::{PgStore, catalog, db};
 use crate::domain::{ModuleDigest, TaskRecord, TokenRecord};
 use crate::store::columns;
@@ -287,29 +287,9 @@ async fn write_attempts(
     if all.is_empty() {
         return Ok(());
     }
-    let ids: Vec<Vec<u8>> = all.iter().map(|(id, _)| id_bytes(*id)).collect();
-    let numbers: Vec<i32> = all.iter().map(|(_, a)| a.number as i32).collect();
-    let reasons: Vec<&str> = all.iter().map(|(_, a)| a.reason.as_str()).collect();
-    let traps: Vec<Option<&str>> = all
-        .iter()
-        .map(|(_, a)| a.trap_kind.map(|k| k.as_str()))
-        .collect();
-    let exits: Vec<Option<i32>> = all.iter().map(|(_, a)| a.exit_code).collect();
-    let messages: Vec<Option<&str>> = all.iter().map(|(_, a)| a.message.as_deref()).collect();
-    let stderr: Vec<&[u8]> = all.iter().map(|(_, a)| a.stderr.as_slice()).collect();
-    let truncated: Vec<bool> = all.iter().map(|(_, a)| a.stderr_truncated).collect();
-    let receipts: Vec<String> = all.iter().map(|(_, a)| a.receipt.to_string()).collect();
-    let workers: Vec<&str> = all.iter().map(|(_, a)| a.worker.as_str()).collect();
-    let started: Vec<i64> = all.iter().map(|(_, a)| a.started_at.0).collect();
-    let finished: Vec<i64> = all.iter().map(|(_, a)| a.finished_at.0).collect();
+    let columns = AttemptColumns::new(&all);
     client
-        .execute(
-            INSERT_ATTEMPTS,
-            &[
-                &ids, &numbers, &reasons, &traps, &exits, &messages, &stderr, &truncated,
-                &receipts, &workers, &started, &finished,
-            ],
-        )
+        .execute(INSERT_ATTEMPTS, &columns.params())
         .await
         .map_err(db)?;
     report.attempts += all.len() as u64;

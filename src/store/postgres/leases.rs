@@ -4,7 +4,7 @@
 
 use deadpool_postgres::GenericClient;
 
-use super::rows::{self, JOB_COLUMNS, id_bytes, job_id};
+use super::rows::{self, AttemptColumns, JOB_COLUMNS, id_bytes, job_id};
 use super::{corrupt, db};
 use crate::domain::{AttemptRecord, Finish, Job, JobId, JobState, Lease, QueueName, Timestamp};
 use crate::store::columns;
@@ -242,57 +242,16 @@ pub(super) async fn finish(
         .iter()
         .filter_map(|e| e.attempt.as_ref().map(|a| (*e, a)))
         .collect();
-    let a_ids: Vec<Vec<u8>> = recorded.iter().map(|(e, _)| id_bytes(e.id)).collect();
     let a_tokens: Vec<i64> = recorded.iter().map(|(e, _)| e.lease.token).collect();
-    let a_numbers: Vec<i32> = recorded.iter().map(|(_, a)| a.number as i32).collect();
-    let a_reasons: Vec<&str> = recorded.iter().map(|(_, a)| a.reason.as_str()).collect();
-    let a_traps: Vec<Option<&str>> = recorded
-        .iter()
-        .map(|(_, a)| a.trap_kind.map(|k| k.as_str()))
-        .collect();
-    let a_exits: Vec<Option<i32>> = recorded.iter().map(|(_, a)| a.exit_code).collect();
-    let a_messages: Vec<Option<&str>> =
-        recorded.iter().map(|(_, a)| a.message.as_deref()).collect();
-    let a_stderr: Vec<&[u8]> = recorded.iter().map(|(_, a)| a.stderr.as_slice()).collect();
-    let a_truncated: Vec<bool> = recorded.iter().map(|(_, a)| a.stderr_truncated).collect();
-    let a_receipts: Vec<String> = recorded
-        .iter()
-        .map(|(_, a)| a.receipt.to_string())
-        .collect();
-    let a_workers: Vec<&str> = recorded.iter().map(|(_, a)| a.worker.as_str()).collect();
-    let a_started: Vec<i64> = recorded.iter().map(|(_, a)| a.started_at.0).collect();
-    let a_finished: Vec<i64> = recorded.iter().map(|(_, a)| a.finished_at.0).collect();
+    let attempts: Vec<(JobId, &AttemptRecord)> = recorded.iter().map(|(e, a)| (e.id, *a)).collect();
+    let attempts = AttemptColumns::new(&attempts);
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &ids, &tokens, &states, &outputs, &run_ats, &limits, &reasons, &messages, &now.0,
+    ];
+    params.extend(attempts.params());
+    params.push(&a_tokens);
     let statement = client.prepare_cached(FINISH).await.map_err(db)?;
-    let written = client
-        .query(
-            &statement,
-            &[
-                &ids,
-                &tokens,
-                &states,
-                &outputs,
-                &run_ats,
-                &limits,
-                &reasons,
-                &messages,
-                &now.0,
-                &a_ids,
-                &a_numbers,
-                &a_reasons,
-                &a_traps,
-                &a_exits,
-                &a_messages,
-                &a_stderr,
-                &a_truncated,
-                &a_receipts,
-                &a_workers,
-                &a_started,
-                &a_finished,
-                &a_tokens,
-            ],
-        )
-        .await
-        .map_err(db)?;
+    let written = client.query(&statement, &params).await.map_err(db)?;
     let written: std::collections::HashSet<(Vec<u8>, i64)> = written
         .iter()
         .map(|r| (r.get::<_, Vec<u8>>(0), r.get::<_, i64>(1)))

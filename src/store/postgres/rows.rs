@@ -127,3 +127,64 @@ pub(super) fn schedule(r: &Row) -> StoreResult<ScheduleRecord> {
         updated_at: Timestamp(r.get(13)),
     })
 }
+
+/// Attempts as the columns of a multi-row insert, one array each, in the order of
+/// [`AttemptColumns::params`]: `job_id, number, reason, trap_kind, exit_code, message,
+/// stderr, stderr_truncated, receipt, worker, started_at, finished_at`.
+pub(super) struct AttemptColumns<'a> {
+    ids: Vec<Vec<u8>>,
+    numbers: Vec<i32>,
+    reasons: Vec<&'a str>,
+    traps: Vec<Option<&'a str>>,
+    exits: Vec<Option<i32>>,
+    messages: Vec<Option<&'a str>>,
+    stderr: Vec<&'a [u8]>,
+    truncated: Vec<bool>,
+    receipts: Vec<String>,
+    workers: Vec<&'a str>,
+    started: Vec<i64>,
+    finished: Vec<i64>,
+}
+
+impl<'a> AttemptColumns<'a> {
+    pub(super) fn new(attempts: &[(JobId, &'a crate::domain::AttemptRecord)]) -> Self {
+        Self {
+            ids: attempts.iter().map(|(id, _)| id_bytes(*id)).collect(),
+            numbers: attempts.iter().map(|(_, a)| a.number as i32).collect(),
+            reasons: attempts.iter().map(|(_, a)| a.reason.as_str()).collect(),
+            traps: attempts
+                .iter()
+                .map(|(_, a)| a.trap_kind.map(|k| k.as_str()))
+                .collect(),
+            exits: attempts.iter().map(|(_, a)| a.exit_code).collect(),
+            messages: attempts.iter().map(|(_, a)| a.message.as_deref()).collect(),
+            stderr: attempts.iter().map(|(_, a)| a.stderr.as_slice()).collect(),
+            truncated: attempts.iter().map(|(_, a)| a.stderr_truncated).collect(),
+            receipts: attempts
+                .iter()
+                .map(|(_, a)| a.receipt.to_string())
+                .collect(),
+            workers: attempts.iter().map(|(_, a)| a.worker.as_str()).collect(),
+            started: attempts.iter().map(|(_, a)| a.started_at.0).collect(),
+            finished: attempts.iter().map(|(_, a)| a.finished_at.0).collect(),
+        }
+    }
+
+    /// The arrays, as statement parameters.
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+        [
+            &self.ids,
+            &self.numbers,
+            &self.reasons,
+            &self.traps,
+            &self.exits,
+            &self.messages,
+            &self.stderr,
+            &self.truncated,
+            &self.receipts,
+            &self.workers,
+            &self.started,
+            &self.finished,
+        ]
+    }
+}
