@@ -52,10 +52,13 @@ pub(super) async fn list_tokens(
     ))
 }
 
-/// Revokes a token; requests with it are refused from now on.
+/// Revokes a token; requests with it are refused from now on. The last live admin token is
+/// not revoked (409): without it no one could administer the server.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
     params(("id" = String, Path)),
-    responses((status = 204), (status = 404, body = super::ErrorBody)))]
+    responses((status = 204, description = "revoked"),
+        (status = 404, body = super::ErrorBody, description = "no live token has this id"),
+        (status = 409, body = super::ErrorBody, description = "the last live admin token")))]
 pub(super) async fn revoke_token(
     State(s): State<AppState>,
     caller: Caller,

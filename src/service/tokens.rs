@@ -1,10 +1,10 @@
 //! API tokens: a secret is `rt_` + 64 hex characters of OS randomness, shown once; only its
 //! blake3 hash is stored, so a copy of the database does not hand out access.
 
-use crate::domain::Role;
-use crate::domain::TokenRecord;
+use crate::domain::{Role, Timestamp, TokenRecord};
 
 use super::{Service, ServiceError, ServiceResult};
+use crate::store::Revoked;
 
 /// A token just made: its stored record and its secret (shown once).
 #[derive(Debug, Clone)]
@@ -18,42 +18,53 @@ pub fn hash_secret(secret: &str) -> String {
     blake3::hash(secret.as_bytes()).to_hex().to_string()
 }
 
+/// A new token with `role` and `name`, made at `now`: a fresh secret and the record to store.
+pub fn new_token(role: Role, name: &str, now: Timestamp) -> ServiceResult<NewToken> {
+    if name.len() > 200 || name.chars().any(char::is_control) {
+        return Err(ServiceError::Invalid(
+            "a token name is at most 200 printable characters".into(),
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| ServiceError::Invalid(format!("no OS randomness for a token: {e}")))?;
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let secret = format!("rt_{hex}");
+    let record = TokenRecord {
+        // The id is derived from the hash, never from the secret.
+        id: format!("tok_{}", &hash_secret(&secret)[..16]),
+        name: name.to_owned(),
+        role,
+        hash: hash_secret(&secret),
+        created_at: now,
+        revoked_at: None,
+    };
+    Ok(NewToken { record, secret })
+}
+
 impl Service {
     /// Makes and stores a token with `role`.
     pub async fn create_token(&self, role: Role, name: &str) -> ServiceResult<NewToken> {
-        if name.len() > 200 || name.chars().any(char::is_control) {
-            return Err(ServiceError::Invalid(
-                "a token name is at most 200 printable characters".into(),
-            ));
-        }
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes)
-            .map_err(|e| ServiceError::Invalid(format!("no OS randomness for a token: {e}")))?;
-        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-        let secret = format!("rt_{hex}");
-        let record = TokenRecord {
-            // The id is derived from the hash, never from the secret.
-            id: format!("tok_{}", &hash_secret(&secret)[..16]),
-            name: name.to_owned(),
-            role,
-            hash: hash_secret(&secret),
-            created_at: self.now(),
-            revoked_at: None,
-        };
-        self.shared.store.create_token(&record).await?;
-        Ok(NewToken { record, secret })
+        let token = new_token(role, name, self.now())?;
+        self.shared.store.create_token(&token.record).await?;
+        Ok(token)
     }
 
     pub async fn tokens(&self) -> ServiceResult<Vec<TokenRecord>> {
         Ok(self.shared.store.list_tokens().await?)
     }
 
-    /// Revokes a token; an unknown or already revoked id is `TokenNotFound`.
+    /// Revokes a token; an unknown or already revoked id is `TokenNotFound`, the last live
+    /// admin token a `Conflict`.
     pub async fn revoke_token(&self, id: &str) -> ServiceResult<()> {
-        if self.shared.store.revoke_token(id, self.now()).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::TokenNotFound(id.to_owned()))
+        match self.shared.store.revoke_token(id, self.now()).await? {
+            Revoked::Revoked => Ok(()),
+            Revoked::NotFound => Err(ServiceError::TokenNotFound(id.to_owned())),
+            Revoked::LastAdmin => Err(ServiceError::Conflict(format!(
+                "token {id} is the last live admin token: without it no one could administer \
+                 the server; create another admin token first (or, without the API, \
+                 `remotask token create --role admin --data-dir DIR`)"
+            ))),
         }
     }
 

@@ -144,6 +144,17 @@ pub struct StandingClaim {
 pub type ParkedAnswer =
     futures_util::future::BoxFuture<'static, StoreResult<Vec<(QueueName, Claims)>>>;
 
+/// What a token's revocation did. The store refuses to revoke the last live admin token,
+/// deciding under the same lock as the write, so two revocations at once cannot leave none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    Revoked,
+    /// No live token has that id.
+    NotFound,
+    /// It is the last live admin token.
+    LastAdmin,
+}
+
 /// One attempt's end, for [`Store::finish_many`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptEnd {
@@ -346,7 +357,7 @@ pub trait Store: Send + Sync + 'static {
     async fn create_token(&self, token: &TokenRecord) -> StoreResult<()>;
     async fn list_tokens(&self) -> StoreResult<Vec<TokenRecord>>;
     /// Revokes a token; false if unknown or already revoked.
-    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<bool>;
+    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<Revoked>;
     /// The unrevoked token whose secret hashes to `hash`.
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
 

@@ -336,6 +336,33 @@ async fn every_role_boundary_holds() {
         .find(|t| t["id"] == id)
         .unwrap();
     assert!(gone["revoked_at"].is_string() && gone.get("token").is_none());
+
+    // The last live admin token is not revoked, and keeps working.
+    let admin_id = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "admin" && t["revoked_at"].is_null())
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, answer) = api
+        .admin_json(
+            Method::DELETE,
+            &format!("/v1/tokens/{admin_id}"),
+            Value::Null,
+        )
+        .await;
+    assert_error(
+        status,
+        &serde_json::to_vec(&answer).unwrap(),
+        StatusCode::CONFLICT,
+        "conflict",
+        &["last live admin token"],
+    );
+    let (status, _) = api.admin_json(Method::GET, "/v1/tokens", Value::Null).await;
+    assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -202,6 +202,104 @@ pub(crate) fn cli(url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, St
     )
 }
 
+/// `remotask token create` with a data directory and no server: the token goes straight into
+/// the store, while the server runs, and the server takes it at once.
+fn token_in_store(data_dir: &Path, role: &str) -> String {
+    let out = remotask()
+        .args([
+            "token",
+            "create",
+            "--role",
+            role,
+            "--name",
+            "rescue",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .env_remove("REMOTASK_SERVER")
+        .env_remove("REMOTASK_TOKEN")
+        .env("XDG_CONFIG_HOME", data_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("in the store"), "{err}");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_admin_token_stays_and_a_new_one_can_be_written_into_the_store() {
+    let data = tempfile::tempdir().unwrap();
+    let (server, url) = serve_http(data.path(), &["--workers", "0"]);
+    let _server = Reap(server);
+    remotask::cli::install_default_provider();
+    let http = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, token: &str| {
+        http.request(method, format!("{url}{path}"))
+            .bearer_auth(token)
+            .send()
+    };
+    let first = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let first = first.trim();
+    let tokens: serde_json::Value = call(reqwest::Method::GET, "/v1/tokens", first)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let first_id = tokens[0]["id"].as_str().unwrap().to_owned();
+    let refused = call(
+        reqwest::Method::DELETE,
+        &format!("/v1/tokens/{first_id}"),
+        first,
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status(), 409);
+
+    let rescue = token_in_store(data.path(), "admin");
+    assert!(rescue.starts_with("rt_"), "{rescue}");
+    let listed = call(reqwest::Method::GET, "/v1/tokens", &rescue)
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.status(),
+        200,
+        "the running server takes the new token"
+    );
+    let tokens: serde_json::Value = listed.json().await.unwrap();
+    let rescue_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "rescue")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // With two admin tokens live, the first can go; then the rescue token is the last.
+    let revoked = call(
+        reqwest::Method::DELETE,
+        &format!("/v1/tokens/{first_id}"),
+        &rescue,
+    )
+    .await
+    .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let last = call(
+        reqwest::Method::DELETE,
+        &format!("/v1/tokens/{rescue_id}"),
+        &rescue,
+    )
+    .await
+    .unwrap();
+    assert_eq!(last.status(), 409);
+    let gone = call(reqwest::Method::GET, "/v1/tokens", first)
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 401);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_uploads_submits_waits_and_manages_a_real_server() {
     let data = tempfile::tempdir().unwrap();

@@ -9,10 +9,10 @@ use deadpool_postgres::GenericClient;
 use super::rows::{self, SCHEDULE_COLUMNS, id_bytes};
 use super::{corrupt, db};
 use crate::domain::{
-    JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, ScheduleName, ScheduleRecord,
+    JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, Role, ScheduleName, ScheduleRecord,
     TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp, TokenRecord,
 };
-use crate::store::StoreResult;
+use crate::store::{Revoked, StoreResult};
 
 /// A task and its versions, newest first.
 pub(super) async fn task(
@@ -225,6 +225,48 @@ pub(super) async fn tokens(client: &impl GenericClient) -> StoreResult<Vec<Token
         .iter()
         .map(token)
         .collect()
+}
+
+/// Revokes a live token in `client`'s transaction, unless it is the last live admin token.
+/// The live admin tokens are locked first, in id order: of two revocations at once, the
+/// second sees what the first did.
+pub(super) async fn revoke_token(
+    client: &impl GenericClient,
+    id: &str,
+    now: Timestamp,
+) -> StoreResult<Revoked> {
+    let admins = client
+        .query(
+            "SELECT id FROM tokens WHERE role = 'admin' AND revoked_at IS NULL \
+             ORDER BY id FOR UPDATE",
+            &[],
+        )
+        .await
+        .map_err(db)?
+        .len();
+    let role: Option<String> = client
+        .query_opt(
+            "SELECT role FROM tokens WHERE id = $1 AND revoked_at IS NULL",
+            &[&id],
+        )
+        .await
+        .map_err(db)?
+        .map(|r| r.get(0));
+    match role {
+        None => return Ok(Revoked::NotFound),
+        Some(role) if role == Role::Admin.as_str() && admins <= 1 => {
+            return Ok(Revoked::LastAdmin);
+        }
+        Some(_) => {}
+    }
+    client
+        .execute(
+            "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &now.0],
+        )
+        .await
+        .map_err(db)?;
+    Ok(Revoked::Revoked)
 }
 
 /// The unrevoked token whose secret hashes to `hash`.

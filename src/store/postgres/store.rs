@@ -11,7 +11,7 @@ use crate::domain::{
     TaskRecord, Timestamp, TokenRecord,
 };
 use crate::store::{
-    AttemptEnd, Claimed, Claims, Firing, Inserted, Signal, Store, StoreError, StoreResult,
+    AttemptEnd, Claimed, Claims, Firing, Inserted, Revoked, Signal, Store, StoreError, StoreResult,
 };
 
 #[async_trait::async_trait]
@@ -372,17 +372,12 @@ impl Store for PgStore {
         catalog::tokens(&self.durable().await?).await
     }
 
-    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
-        let n = self
-            .durable()
-            .await?
-            .execute(
-                "UPDATE tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
-                &[&id, &now.0],
-            )
-            .await
-            .map_err(db)?;
-        Ok(n > 0)
+    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<Revoked> {
+        let mut client = self.durable().await?;
+        let tx = client.transaction().await.map_err(db)?;
+        let revoked = catalog::revoke_token(&tx, id, now).await?;
+        tx.commit().await.map_err(db)?;
+        Ok(revoked)
     }
 
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {

@@ -9,10 +9,10 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{json, parse_json};
 use super::{corrupt, db};
 use crate::domain::{
-    JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord,
-    TaskVersion, Timestamp, TokenRecord,
+    JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, Role, TaskDefaults, TaskName,
+    TaskRecord, TaskVersion, Timestamp, TokenRecord,
 };
-use crate::store::StoreResult;
+use crate::store::{Revoked, StoreResult};
 
 pub(super) fn load_task(conn: &Connection, name: &str) -> StoreResult<Option<TaskRecord>> {
     let row = conn
@@ -302,14 +302,38 @@ pub(super) fn list_tokens(conn: &Connection) -> StoreResult<Vec<TokenRecord>> {
 }
 
 /// Revokes a token; false if unknown or already revoked.
-pub(super) fn revoke_token(conn: &Connection, id: &str, now: Timestamp) -> StoreResult<bool> {
-    Ok(conn
-        .execute(
-            "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, now.0],
+/// Revokes a live token, unless it is the last live admin token (in the writer's
+/// transaction: no other write comes between the count and the update).
+pub(super) fn revoke_token(conn: &Connection, id: &str, now: Timestamp) -> StoreResult<Revoked> {
+    let role: Option<String> = conn
+        .query_row(
+            "SELECT role FROM tokens WHERE id = ?1 AND revoked_at IS NULL",
+            [id],
+            |r| r.get(0),
         )
-        .map_err(db)?
-        > 0)
+        .optional()
+        .map_err(db)?;
+    let Some(role) = role else {
+        return Ok(Revoked::NotFound);
+    };
+    if role == Role::Admin.as_str() {
+        let admins: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM tokens WHERE role = 'admin' AND revoked_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(db)?;
+        if admins <= 1 {
+            return Ok(Revoked::LastAdmin);
+        }
+    }
+    conn.execute(
+        "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+        params![id, now.0],
+    )
+    .map_err(db)?;
+    Ok(Revoked::Revoked)
 }
 
 /// The unrevoked token whose secret hashes to `hash`.

@@ -11,8 +11,8 @@ use crate::domain::{
     TaskRecord, Timestamp, TokenRecord,
 };
 use crate::store::{
-    AttemptEnd, BlobError, Claimed, Claims, Firing, Inserted, ParkedAnswer, StandingClaim, Store,
-    StoreError, StoreResult,
+    AttemptEnd, BlobError, Claimed, Claims, Firing, Inserted, ParkedAnswer, Revoked, StandingClaim,
+    Store, StoreError, StoreResult,
 };
 
 /// A module blob's failure as the store's.
@@ -295,7 +295,7 @@ impl Store for SqliteStore {
         self.read(catalog::list_tokens).await
     }
 
-    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<bool> {
+    async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<Revoked> {
         let id = id.to_owned();
         self.write(move |conn| catalog::revoke_token(conn, &id, now))
             .await

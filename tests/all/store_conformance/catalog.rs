@@ -67,23 +67,64 @@ pub(super) async fn tokens_are_found_by_hash_until_revoked(store: impl Store) {
         Some(token.clone())
     );
     assert_eq!(store.token_by_hash("h2").await.unwrap(), None);
-    assert!(
+    assert_eq!(
         store
             .revoke_token("tok_1", Timestamp(T0.0 + 5))
             .await
-            .unwrap()
+            .unwrap(),
+        Revoked::Revoked
     );
-    assert!(
-        !store
+    assert_eq!(
+        store
             .revoke_token("tok_1", Timestamp(T0.0 + 6))
             .await
-            .unwrap()
+            .unwrap(),
+        Revoked::NotFound
     );
-    assert!(!store.revoke_token("tok_unknown", T0).await.unwrap());
+    assert_eq!(
+        store.revoke_token("tok_unknown", T0).await.unwrap(),
+        Revoked::NotFound
+    );
     assert_eq!(store.token_by_hash("h1").await.unwrap(), None);
     let listed = store.list_tokens().await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].revoked_at, Some(Timestamp(T0.0 + 5)));
+}
+
+pub(super) async fn the_last_live_admin_token_is_never_revoked(store: impl Store) {
+    let admin = |id: &str| TokenRecord {
+        id: id.into(),
+        name: id.into(),
+        role: Role::Admin,
+        hash: format!("hash {id}"),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.create_token(&admin("a")).await.unwrap();
+    assert_eq!(
+        store.revoke_token("a", T0).await.unwrap(),
+        Revoked::LastAdmin
+    );
+    store.create_token(&admin("b")).await.unwrap();
+    assert_eq!(store.revoke_token("a", T0).await.unwrap(), Revoked::Revoked);
+    assert_eq!(
+        store.revoke_token("b", T0).await.unwrap(),
+        Revoked::LastAdmin
+    );
+    // Two revocations at once of the only two live admin tokens: one of them is refused.
+    store.create_token(&admin("c")).await.unwrap();
+    let (b, c) = tokio::join!(store.revoke_token("b", T0), store.revoke_token("c", T0));
+    let mut outcomes = [b.unwrap(), c.unwrap()];
+    outcomes.sort_by_key(|o| *o == Revoked::LastAdmin);
+    assert_eq!(outcomes, [Revoked::Revoked, Revoked::LastAdmin]);
+    let live: Vec<_> = store
+        .list_tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .collect();
+    assert_eq!(live.len(), 1);
 }
 
 pub(super) async fn a_schedule_fire_is_applied_once(store: impl Store) {

@@ -12,8 +12,8 @@ use remotask::domain::{
     TaskName, Timestamp, TokenRecord,
 };
 use remotask::store::{
-    AttemptEnd, Claimed, Firing, Inserted, PgStore, Promoted, SqliteStore, StandingClaim, Store,
-    StoreError,
+    AttemptEnd, Claimed, Firing, Inserted, PgStore, Promoted, Revoked, SqliteStore, StandingClaim,
+    Store, StoreError,
 };
 
 mod catalog;
@@ -48,6 +48,7 @@ macro_rules! conformance {
             moves::every_move_the_table_allows_is_made_and_every_other_is_refused,
             catalog::task_versions_and_defaults,
             catalog::tokens_are_found_by_hash_until_revoked,
+            catalog::the_last_live_admin_token_is_never_revoked,
             catalog::a_schedule_fire_is_applied_once,
         ]);
     };
