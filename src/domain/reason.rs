@@ -90,7 +90,10 @@ impl FromStr for Reason {
     }
 }
 
-/// What kind of trap ended an attempt whose reason is [`Reason::Trap`].
+/// What kind of trap ended an attempt whose reason is [`Reason::Trap`]: one kind for each
+/// trap wasmtime can raise in a core module with the features the engine has on, and for
+/// what a WASI call does with a bad pointer. Traps of features it has off (GC, threads,
+/// components, stack switching) are `other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TrapKind {
@@ -98,31 +101,66 @@ pub enum TrapKind {
     Unreachable,
     /// The wasm call stack was exhausted.
     StackOverflow,
-    /// A load or store outside linear memory.
+    /// A load or store outside linear memory, or a WASI call given memory outside it.
     OutOfBounds,
+    /// A WASI call given a pointer not aligned for what it points to.
+    UnalignedPointer,
+    /// An atomic access at an address not aligned to its size.
+    UnalignedAtomic,
+    /// An indirect call or table access past the end of the table.
+    TableOutOfBounds,
+    /// An indirect call through a table entry that was never set.
+    IndirectCallToNull,
+    /// An indirect call to a function whose type is not the one the call expects (stored
+    /// before as `bad_indirect_call`, which also covered calls to null).
+    #[serde(alias = "bad_indirect_call")]
+    BadSignature,
+    /// A call through, or a use of, a null reference.
+    NullReference,
     /// Integer division or remainder by zero.
     DivideByZero,
-    /// Signed integer overflow in division.
+    /// Signed integer overflow in division (`i32::MIN / -1`), or a float too large for the
+    /// integer it was truncated to.
     IntegerOverflow,
-    /// A float that does not fit the integer it was converted to.
+    /// A NaN truncated to an integer.
     BadConversion,
-    /// An indirect call through a null, out-of-bounds or mistyped table entry.
-    BadIndirectCall,
     /// Any other trap wasmtime reports.
     Other,
 }
 
 impl TrapKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [TrapKind; 13] = [
+        TrapKind::Unreachable,
+        TrapKind::StackOverflow,
+        TrapKind::OutOfBounds,
+        TrapKind::UnalignedPointer,
+        TrapKind::UnalignedAtomic,
+        TrapKind::TableOutOfBounds,
+        TrapKind::IndirectCallToNull,
+        TrapKind::BadSignature,
+        TrapKind::NullReference,
+        TrapKind::DivideByZero,
+        TrapKind::IntegerOverflow,
+        TrapKind::BadConversion,
+        TrapKind::Other,
+    ];
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             TrapKind::Unreachable => "unreachable",
             TrapKind::StackOverflow => "stack_overflow",
             TrapKind::OutOfBounds => "out_of_bounds",
+            TrapKind::UnalignedPointer => "unaligned_pointer",
+            TrapKind::UnalignedAtomic => "unaligned_atomic",
+            TrapKind::TableOutOfBounds => "table_out_of_bounds",
+            TrapKind::IndirectCallToNull => "indirect_call_to_null",
+            TrapKind::BadSignature => "bad_signature",
+            TrapKind::NullReference => "null_reference",
             TrapKind::DivideByZero => "divide_by_zero",
             TrapKind::IntegerOverflow => "integer_overflow",
             TrapKind::BadConversion => "bad_conversion",
-            TrapKind::BadIndirectCall => "bad_indirect_call",
             TrapKind::Other => "other",
         }
     }
@@ -148,9 +186,13 @@ mod tests {
             assert_eq!(r.as_str().parse(), Ok(r));
         }
         assert!("sleepy".parse::<Reason>().is_err());
-        assert_eq!(
-            serde_json::to_string(&TrapKind::StackOverflow).unwrap(),
-            "\"stack_overflow\""
-        );
+        for k in TrapKind::ALL {
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.as_str())
+            );
+        }
+        let old: TrapKind = serde_json::from_str("\"bad_indirect_call\"").unwrap();
+        assert_eq!(old, TrapKind::BadSignature, "rows stored before the split still read");
     }
 }

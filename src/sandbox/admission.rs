@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use wasmparser::{Parser, Payload, TypeRef};
-use wasmtime::{Engine, Module};
+use wasmtime::{Engine, ExternType, Module};
 
 use super::forms::{EngineForm, Form, Forms};
 use super::{CacheStatus, Compiled, Sandbox, TaskModule};
@@ -70,6 +70,8 @@ pub enum AdmissionError {
     ForbiddenImports(Vec<ImportInfo>),
     #[error("the module does not export {}: a task module is a WASI command (export `_start` and `memory`)", .0.join(" and "))]
     MissingExports(Vec<String>),
+    #[error("the export `_start` has the type {0}, but a WASI command's `_start` takes no parameters and returns nothing")]
+    StartSignature(String),
     #[error("compiling took longer than the budget of {0:?}; the module is too complex to accept")]
     CompileBudget(Duration),
     #[error("cannot link the module: {0}")]
@@ -106,6 +108,7 @@ pub(super) fn admit(
     let engine = sandbox.inner.engines.fuel();
     let (module, cache) = compile_cached(sandbox, engine, digest, bytes)?;
     let compile_ms = started.elapsed().as_secs_f64() * 1000.0;
+    check_start(&module)?;
     let pre = engine
         .linker
         .instantiate_pre(&module)
@@ -262,6 +265,25 @@ fn check_policy(imports: &[ImportInfo], exports: &[ExportInfo]) -> Result<(), Ad
         return Err(AdmissionError::MissingExports(missing));
     }
     Ok(())
+}
+
+/// `_start` takes nothing and returns nothing: called any other way, every attempt would fail
+/// to link at run time.
+fn check_start(module: &Module) -> Result<(), AdmissionError> {
+    let Some(ExternType::Func(ty)) = module.get_export("_start") else {
+        return Ok(());
+    };
+    if ty.params().len() == 0 && ty.results().len() == 0 {
+        return Ok(());
+    }
+    let list = |types: &mut dyn Iterator<Item = wasmtime::ValType>| {
+        types.map(|t| t.to_string()).collect::<Vec<_>>().join(", ")
+    };
+    Err(AdmissionError::StartSignature(format!(
+        "({}) -> ({})",
+        list(&mut ty.params()),
+        list(&mut ty.results())
+    )))
 }
 
 /// `bytes` compiled for `engine`: loaded from its artifact cache, or compiled and stored

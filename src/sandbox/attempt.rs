@@ -435,8 +435,9 @@ async fn race(
         let attempt = async {
             let instance = pre.instantiate_async(&mut *store).await?;
             instantiated_at = Some(Instant::now());
-            phase = Phase::Run;
+            // Admission checked `_start`'s type: not finding it is ours, not the guest's.
             let start = instance.get_typed_func::<(), ()>(&mut *store, "_start")?;
+            phase = Phase::Run;
             start.call_async(&mut *store, ()).await
         };
         tokio::select! {

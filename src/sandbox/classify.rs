@@ -124,7 +124,7 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
         // guest asked in a way that traps) is the guest's doing; before `_start` runs it is ours.
         None if e.phase == Phase::Run => Verdict {
             reason: Reason::Trap,
-            trap_kind: Some(TrapKind::Other),
+            trap_kind: Some(guest_error_kind(&error)),
             exit_code: None,
             message: Some(format!("{error:#}")),
         },
@@ -159,17 +159,33 @@ pub(super) fn last_line(stderr: &[u8]) -> Option<String> {
     Some(line.chars().take(1000).collect())
 }
 
+/// The kind of a wasm trap: one to one for the traps of the features the engine has on.
 fn trap_kind(trap: Trap) -> TrapKind {
     match trap {
         Trap::UnreachableCodeReached => TrapKind::Unreachable,
         Trap::StackOverflow => TrapKind::StackOverflow,
-        Trap::MemoryOutOfBounds | Trap::HeapMisaligned | Trap::TableOutOfBounds => {
-            TrapKind::OutOfBounds
-        }
+        Trap::MemoryOutOfBounds => TrapKind::OutOfBounds,
+        Trap::HeapMisaligned => TrapKind::UnalignedAtomic,
+        Trap::TableOutOfBounds => TrapKind::TableOutOfBounds,
+        Trap::IndirectCallToNull => TrapKind::IndirectCallToNull,
+        Trap::BadSignature => TrapKind::BadSignature,
+        Trap::NullReference => TrapKind::NullReference,
         Trap::IntegerDivisionByZero => TrapKind::DivideByZero,
         Trap::IntegerOverflow => TrapKind::IntegerOverflow,
         Trap::BadConversionToInteger => TrapKind::BadConversion,
-        Trap::IndirectCallToNull | Trap::BadSignature => TrapKind::BadIndirectCall,
+        _ => TrapKind::Other,
+    }
+}
+
+/// The kind of an error a host function raised for the guest: a WASI call given memory
+/// outside the guest's (or a range that wraps around) is an out-of-bounds access, one given
+/// a misaligned pointer an unaligned one.
+fn guest_error_kind(error: &wasmtime::Error) -> TrapKind {
+    match error.downcast_ref::<wiggle::GuestError>() {
+        Some(wiggle::GuestError::PtrOutOfBounds(_) | wiggle::GuestError::PtrOverflow) => {
+            TrapKind::OutOfBounds
+        }
+        Some(wiggle::GuestError::PtrNotAligned(..)) => TrapKind::UnalignedPointer,
         _ => TrapKind::Other,
     }
 }

@@ -119,6 +119,13 @@ fn a_module_without_start_and_memory_is_refused() {
 }
 
 #[test]
+fn a_start_that_takes_parameters_is_refused_naming_its_type() {
+    let e = refusal(&wat("start_with_params"));
+    assert_eq!(e, AdmissionError::StartSignature("(i32) -> ()".into()));
+    assert!(e.to_string().contains("`_start`"), "{e}");
+}
+
+#[test]
 fn shared_memory_is_refused_because_threads_are_off() {
     let e = refusal(&wat("shared_memory"));
     assert!(matches!(e, AdmissionError::Invalid(_)), "{e:?}");

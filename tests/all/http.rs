@@ -575,6 +575,21 @@ async fn every_error_has_its_status_and_one_shape() {
             Method::PUT,
             "/v1/tasks/bad",
             Some(&api.admin),
+            wat("start_with_params"),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "module_refused",
+        &["`_start`", "(i32) -> ()"],
+    );
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/tasks/bad",
+            Some(&api.admin),
             b"(module)".to_vec(),
         )
         .await;

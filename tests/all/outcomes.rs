@@ -77,6 +77,13 @@ fn wasm_traps_have_their_kind() {
         ("div_zero", TrapKind::DivideByZero),
         ("out_of_bounds", TrapKind::OutOfBounds),
         ("unreachable", TrapKind::Unreachable),
+        ("null_call", TrapKind::IndirectCallToNull),
+        ("bad_signature", TrapKind::BadSignature),
+        ("table_out_of_bounds", TrapKind::TableOutOfBounds),
+        ("integer_overflow", TrapKind::IntegerOverflow),
+        ("bad_conversion", TrapKind::BadConversion),
+        // A WASI call given memory outside the guest's is an out-of-bounds access too.
+        ("wasi_out_of_bounds", TrapKind::OutOfBounds),
     ];
     for (fixture, kind) in cases {
         let r = attempt(&wat(fixture), &[], b"", Limits::default());
@@ -327,3 +334,4 @@ fn the_receipt_accounts_for_the_attempt() {
     assert!(c.wall_us >= c.instantiate_us);
     assert_eq!((c.stdout_bytes, c.stderr_bytes), (3, 0));
 }
+
