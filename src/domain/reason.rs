@@ -193,6 +193,10 @@ mod tests {
             );
         }
         let old: TrapKind = serde_json::from_str("\"bad_indirect_call\"").unwrap();
-        assert_eq!(old, TrapKind::BadSignature, "rows stored before the split still read");
+        assert_eq!(
+            old,
+            TrapKind::BadSignature,
+            "rows stored before the split still read"
+        );
     }
 }

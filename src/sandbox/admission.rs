@@ -70,7 +70,9 @@ pub enum AdmissionError {
     ForbiddenImports(Vec<ImportInfo>),
     #[error("the module does not export {}: a task module is a WASI command (export `_start` and `memory`)", .0.join(" and "))]
     MissingExports(Vec<String>),
-    #[error("the export `_start` has the type {0}, but a WASI command's `_start` takes no parameters and returns nothing")]
+    #[error(
+        "the export `_start` has the type {0}, but a WASI command's `_start` takes no parameters and returns nothing"
+    )]
     StartSignature(String),
     #[error("compiling took longer than the budget of {0:?}; the module is too complex to accept")]
     CompileBudget(Duration),

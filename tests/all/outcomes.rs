@@ -334,4 +334,3 @@ fn the_receipt_accounts_for_the_attempt() {
     assert!(c.wall_us >= c.instantiate_us);
     assert_eq!((c.stdout_bytes, c.stderr_bytes), (3, 0));
 }
-
