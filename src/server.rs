@@ -60,7 +60,16 @@ impl Server {
         })?;
         let service = Service::new(store, sandbox.clone(), Arc::new(SystemClock));
         for queue in &config.queues {
-            service.put_queue(queue.clone()).await?;
+            let over = service.put_queue(queue.clone()).await?;
+            if !over.is_empty() {
+                let tasks: Vec<String> = over.iter().map(ToString::to_string).collect();
+                tracing::warn!(
+                    queue = %queue.name,
+                    tasks = %tasks.join(", "),
+                    "the queue's caps are below these tasks' default limits: their jobs are \
+                     refused unless they give limits within the caps"
+                );
+            }
         }
         service.set_max_workers(config.max_workers);
         let source = LocalSource::new(service.clone(), config.maintenance.requeue_delay);

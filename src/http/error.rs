@@ -101,6 +101,7 @@ impl From<ServiceError> for ApiError {
             | ServiceError::ScheduleNotFound(_) => ApiError::not_found(message),
             ServiceError::Refused(_) => ApiError::unprocessable("module_refused", message),
             ServiceError::Invalid(_) => ApiError::unprocessable("invalid", message),
+            ServiceError::OverCap(_) => ApiError::unprocessable("over_cap", message),
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
             ServiceError::Store(_) => ApiError::internal(Chain(&e)),
         }

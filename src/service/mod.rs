@@ -1,7 +1,8 @@
-//! Use-cases: register a task, submit jobs, read them, wait for them, cancel, release, retry,
-//! delete, clean, explain, and manage queues. The HTTP layer and the CLI call this; it calls
+//! Use-cases: submit jobs, read them, wait for them, cancel, release, retry, delete, clean,
+//! explain; tasks and queues are in `catalog.rs`. The HTTP layer and the CLI call this; it calls
 //! the store, the blob store and (for admission) the sandbox. No axum and no SQL here.
 
+mod catalog;
 mod events;
 mod explain;
 mod maintenance;
@@ -29,10 +30,10 @@ pub use tokens::{NewToken, hash_secret, new_token};
 pub use workers::{WorkerHello, WorkerView};
 
 use crate::domain::{
-    AttemptRecord, CancelOutcome, Clock, Job, JobFilter, JobId, JobState, ModuleDigest, NewJob,
-    QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp,
+    AttemptRecord, CancelOutcome, Clock, Job, JobFilter, JobId, JobState, NewJob, QueueConfig,
+    QueueName, TaskName, TaskRecord, Timestamp,
 };
-use crate::sandbox::{AdmissionError, AdmissionReport, Sandbox};
+use crate::sandbox::{AdmissionError, Sandbox};
 use crate::store::{Inserted, Signal, Store, StoreError};
 use crate::worker::Cancel;
 
@@ -59,6 +60,9 @@ pub enum ServiceError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// Limits over the caps of the queue they would run in.
+    #[error("{0}")]
+    OverCap(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -334,105 +338,6 @@ impl Service {
             at,
         };
         let _ = self.shared.events.send(event);
-    }
-
-    /// Admits `module` and registers it as the newest version of `name`. The module bytes
-    /// are stored by digest; older versions stay addressable by their digests.
-    pub async fn register_task(
-        &self,
-        name: &TaskName,
-        module: Vec<u8>,
-        defaults: Option<TaskDefaults>,
-    ) -> ServiceResult<(TaskRecord, AdmissionReport)> {
-        if let Some(r) = defaults.as_ref().and_then(|d| d.retry.as_ref()) {
-            r.validate().map_err(ServiceError::Invalid)?;
-        }
-        let sandbox = self.shared.sandbox.clone();
-        let (report, module) =
-            tokio::task::spawn_blocking(move || -> ServiceResult<(AdmissionReport, Vec<u8>)> {
-                let admitted = sandbox.admit(&module)?;
-                Ok((admitted.report().clone(), module))
-            })
-            .await
-            .map_err(|e| ServiceError::Invalid(format!("admission did not finish: {e}")))??;
-        let size = module.len() as u64;
-        self.shared.store.put_module(module).await?;
-        let task = self
-            .shared
-            .store
-            .put_task(name, report.digest, size, defaults, self.now())
-            .await?;
-        Ok((task, report))
-    }
-
-    pub async fn task(&self, name: &TaskName) -> ServiceResult<TaskRecord> {
-        self.shared
-            .store
-            .get_task(name)
-            .await?
-            .ok_or_else(|| ServiceError::TaskNotFound(name.to_string()))
-    }
-
-    pub async fn tasks(&self) -> ServiceResult<Vec<TaskRecord>> {
-        Ok(self.shared.store.list_tasks().await?)
-    }
-
-    pub async fn delete_task(&self, name: &TaskName) -> ServiceResult<()> {
-        if self.shared.store.delete_task(name).await? {
-            Ok(())
-        } else {
-            Err(ServiceError::TaskNotFound(name.to_string()))
-        }
-    }
-
-    /// Replaces a task's defaults (limits, retry policy, env, queue) for jobs submitted later.
-    pub async fn set_task_defaults(
-        &self,
-        name: &TaskName,
-        defaults: TaskDefaults,
-    ) -> ServiceResult<TaskRecord> {
-        if let Some(r) = &defaults.retry {
-            r.validate().map_err(ServiceError::Invalid)?;
-        }
-        self.shared
-            .store
-            .set_task_defaults(name, defaults, self.now())
-            .await?
-            .ok_or_else(|| ServiceError::TaskNotFound(name.to_string()))
-    }
-
-    /// One version of a task with its admission report (from the compiled-module cache).
-    pub async fn task_version(
-        &self,
-        name: &TaskName,
-        digest: ModuleDigest,
-    ) -> ServiceResult<(TaskVersion, AdmissionReport)> {
-        let task = self.task(name).await?;
-        let version = task
-            .versions
-            .into_iter()
-            .find(|v| v.digest == digest)
-            .ok_or_else(|| ServiceError::VersionNotFound {
-                task: name.to_string(),
-                digest: digest.to_hex(),
-            })?;
-        let sandbox = self.shared.sandbox.clone();
-        let bytes = self.module(digest).await?;
-        let report = tokio::task::spawn_blocking(move || -> ServiceResult<AdmissionReport> {
-            Ok(sandbox.admit(&bytes)?.report().clone())
-        })
-        .await
-        .map_err(|e| ServiceError::Invalid(format!("admission did not finish: {e}")))??;
-        Ok((version, report))
-    }
-
-    /// The bytes of a registered module (checked against their digest on read).
-    pub async fn module(&self, digest: ModuleDigest) -> ServiceResult<Vec<u8>> {
-        self.shared
-            .store
-            .get_module(digest)
-            .await?
-            .ok_or_else(|| ServiceError::ModuleNotFound(digest.to_hex()))
     }
 
     /// Turns requests into jobs: the task's digest pinned, defaults filled in, caps checked.
@@ -732,43 +637,5 @@ impl Service {
         self.shared.queues_changed.fetch_add(1, Ordering::SeqCst);
         self.shared.tell(Signal::QueuesChanged);
         self.shared.wake_work();
-    }
-
-    pub async fn put_queue(&self, config: QueueConfig) -> ServiceResult<()> {
-        if config.concurrency == 0 {
-            return Err(ServiceError::Invalid(format!(
-                "queue {}: concurrency must be at least 1",
-                config.name
-            )));
-        }
-        self.shared.store.put_queue(&config).await?;
-        self.queues_changed();
-        Ok(())
-    }
-
-    pub async fn queues(&self) -> ServiceResult<Vec<QueueStats>> {
-        Ok(self.shared.store.list_queues().await?)
-    }
-
-    pub async fn queue(&self, name: &QueueName) -> ServiceResult<QueueStats> {
-        self.shared
-            .store
-            .get_queue(name)
-            .await?
-            .ok_or_else(|| ServiceError::QueueNotFound(name.to_string()))
-    }
-
-    /// Pauses (or resumes) a queue; persisted across restarts.
-    pub async fn set_paused(&self, name: &QueueName, paused: bool) -> ServiceResult<()> {
-        if !self.shared.store.set_paused(name, paused).await? {
-            // Pausing a queue nobody configured yet creates it, so it can be paused ahead of use.
-            self.shared
-                .store
-                .put_queue(&QueueConfig::with_defaults(name.clone()))
-                .await?;
-            self.shared.store.set_paused(name, paused).await?;
-        }
-        self.queues_changed();
-        Ok(())
     }
 }

@@ -117,9 +117,14 @@ impl SubmitRequest {
     }
 }
 
-fn check_caps(limits: &Limits, caps: &Limits, queue: &QueueName) -> Result<(), ServiceError> {
+/// `limits` within `caps` of `queue`, or `OverCap` naming the first limit over its cap.
+pub(super) fn check_caps(
+    limits: &Limits,
+    caps: &Limits,
+    queue: &QueueName,
+) -> Result<(), ServiceError> {
     let over = |what: &str, asked: String, cap: String| {
-        Err(ServiceError::Invalid(format!(
+        Err(ServiceError::OverCap(format!(
             "{what} {asked} is over queue {queue}'s cap of {cap}"
         )))
     };

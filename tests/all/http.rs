@@ -613,8 +613,44 @@ async fn every_error_has_its_status_and_one_shape() {
         s,
         &b,
         StatusCode::UNPROCESSABLE_ENTITY,
-        "invalid",
+        "over_cap",
         &["over queue default's cap"],
+    );
+    // Task defaults over the caps of their queue are refused at upload and on PATCH: every
+    // job submitted without limits of its own would be refused.
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/tasks/greedy?fuel=1000000000000000",
+            Some(&api.admin),
+            guest_bytes("echo"),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "over_cap",
+        &[
+            "default limits",
+            "fuel 1000000000000000",
+            "cap of 1000000000000",
+        ],
+    );
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            "/v1/tasks/echo",
+            Some(&api.admin),
+            serde_json::to_vec(&json!({"limits": {"max_seconds": 7200}})).unwrap(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "over_cap",
+        &["max_seconds 7200"],
     );
     // Nothing refused was stored.
     let (_, list) = api.admin_json(Method::GET, "/v1/jobs", Value::Null).await;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use remotask::domain::{
     CancelOutcome, Clock, JobFilter, JobState, Limits, ManualClock, Metering, QueueConfig,
-    QueueName, Reason, RetryPolicy, Timestamp,
+    QueueName, Reason, RetryPolicy, TaskDefaults, Timestamp,
 };
 use remotask::service::ServiceError;
 
@@ -580,6 +580,49 @@ async fn submit_refuses_unknown_tasks_and_limits_over_the_queue_cap() {
     assert_eq!(
         err.to_string(),
         "max_seconds 7200 is over queue default's cap of 3600"
+    );
+    assert!(matches!(err, ServiceError::OverCap(_)), "{err:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lowering_a_queue_s_caps_under_a_task_s_defaults_names_the_task() {
+    let e = Engine::new().await;
+    let defaults = TaskDefaults {
+        limits: Some(Limits {
+            max_time: Duration::from_secs(60),
+            ..Limits::default()
+        }),
+        ..TaskDefaults::default()
+    };
+    e.service
+        .set_task_defaults(&"echo".parse().unwrap(), defaults)
+        .await
+        .unwrap();
+    let lowered = QueueConfig {
+        caps: Limits {
+            max_time: Duration::from_secs(10),
+            ..QueueConfig::with_defaults(QueueName::default_queue()).caps
+        },
+        ..QueueConfig::with_defaults(QueueName::default_queue())
+    };
+    let over = e.service.put_queue(lowered.clone()).await.unwrap();
+    assert_eq!(
+        over,
+        vec!["echo".parse::<remotask::domain::TaskName>().unwrap()]
+    );
+    let err = e
+        .service
+        .submit(Engine::request("echo", &[]))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ServiceError::OverCap(_)), "{err:?}");
+    let other = QueueConfig {
+        name: "other".parse().unwrap(),
+        ..lowered
+    };
+    assert!(
+        e.service.put_queue(other).await.unwrap().is_empty(),
+        "not its queue"
     );
 }
 
