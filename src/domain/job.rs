@@ -190,17 +190,54 @@ impl fmt::Display for JobState {
 impl FromStr for JobState {
     type Err = String;
 
+    /// A state by its name, or by the name the older task service gave it: `delayed`
+    /// (scheduled), `processing` (running), `error` (failed); `queued`, `completed` and
+    /// `cancelled` are the same in both.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        JobState::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s || (s == "delayed" && *st == JobState::Scheduled))
-            .ok_or_else(|| format!("unknown job state {s:?}: expected one of held, scheduled, queued, running, completed, failed, cancelled"))
+        let alias = match s {
+            "delayed" => Some(JobState::Scheduled),
+            "processing" => Some(JobState::Running),
+            "error" => Some(JobState::Failed),
+            _ => None,
+        };
+        alias
+            .or_else(|| JobState::ALL.into_iter().find(|st| st.as_str() == s))
+            .ok_or_else(|| {
+                format!(
+                    "unknown job state {s:?}: expected one of held, scheduled, queued, running, \
+                     completed, failed, cancelled (or the older delayed, processing, error)"
+                )
+            })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_older_service_s_status_names_are_read_as_states() {
+        for state in JobState::ALL {
+            assert_eq!(state.as_str().parse(), Ok(state));
+        }
+        let older = [
+            ("queued", JobState::Queued),
+            ("processing", JobState::Running),
+            ("cancelled", JobState::Cancelled),
+            ("error", JobState::Failed),
+            ("completed", JobState::Completed),
+            ("delayed", JobState::Scheduled),
+        ];
+        for (name, state) in older {
+            assert_eq!(name.parse(), Ok(state), "{name}");
+        }
+        assert!(
+            "done"
+                .parse::<JobState>()
+                .unwrap_err()
+                .contains("processing")
+        );
+    }
 
     #[test]
     fn ids_are_unique_increasing_and_round_trip() {

@@ -778,6 +778,26 @@ async fn jobs_are_listed_by_filter_and_managed_in_bulk() {
         }
     }
     assert_eq!(seen, ids);
+    // The older service's status names filter as their states do.
+    let (s, older) = api
+        .admin_json(
+            Method::GET,
+            "/v1/jobs?state=held,error,processing",
+            Value::Null,
+        )
+        .await;
+    let (_, newer) = api
+        .admin_json(
+            Method::GET,
+            "/v1/jobs?state=held,failed,running",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(
+        (s, older["jobs"].as_array().unwrap().len()),
+        (StatusCode::OK, 5)
+    );
+    assert_eq!(older, newer);
     let (_, page) = api
         .admin_json(Method::GET, "/v1/jobs?context=doc-1", Value::Null)
         .await;
