@@ -200,7 +200,7 @@ pub(super) async fn get_version(
             size_bytes: version.size_bytes,
             created_at: time(version.created_at),
         },
-        admission: serde_json::to_value(&report).unwrap_or_default(),
+        admission: super::dto::AdmissionDto::from_report(&report),
         current: task.digest == digest,
         defaults: TaskDefaultsDto::from_defaults(&task.defaults),
     }))

@@ -384,13 +384,8 @@ fn print_job(j: &JobDto) {
         );
     }
     for a in j.attempt_history.iter().flatten() {
-        let fuel = a.receipt.get("fuel_consumed").and_then(|v| v.as_u64());
-        let ms = |key: &str| {
-            a.receipt
-                .get(key)
-                .and_then(|v| v.as_u64())
-                .map_or_else(|| "-".to_owned(), |us| format!("{:.1}", us as f64 / 1e3))
-        };
+        let fuel = a.receipt.fuel_consumed;
+        let ms = |us: u64| format!("{:.1}", us as f64 / 1e3);
         println!(
             "  attempt {}: {}{}  fuel {}  cpu {} ms  wall {} ms  on {}",
             a.number,
@@ -400,8 +395,8 @@ fn print_job(j: &JobDto) {
                 .map(|k| format!(" ({k})"))
                 .unwrap_or_default(),
             fuel.map_or_else(|| "-".into(), |f| f.to_string()),
-            ms("cpu_us"),
-            ms("wall_us"),
+            ms(a.receipt.cpu_us),
+            ms(a.receipt.wall_us),
             a.worker
         );
     }

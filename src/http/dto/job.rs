@@ -177,6 +177,35 @@ impl JobDto {
     }
 }
 
+/// What an attempt cost, as the sandbox measured it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(default)]
+pub struct ReceiptDto {
+    /// Fuel consumed; absent when the attempt ran under CPU-time metering.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fuel_consumed: Option<u64>,
+    /// CPU time the guest's thread spent, in microseconds (time asleep not counted).
+    pub cpu_us: u64,
+    /// The largest the guest's linear memory grew to, in bytes.
+    pub peak_memory_bytes: u64,
+    /// From the start of the attempt to its end, in microseconds.
+    pub wall_us: u64,
+    /// Creating the store and instantiating, in microseconds.
+    pub instantiate_us: u64,
+    /// Where the compiled code came from: `memory`, `disk` or `miss`.
+    pub compile_cache: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+}
+
+impl ReceiptDto {
+    /// The receipt as stored with the attempt (JSON the sandbox wrote); fields an older
+    /// version did not write are 0.
+    pub fn from_stored(stored: &Value) -> Self {
+        serde_json::from_value(stored.clone()).unwrap_or_default()
+    }
+}
+
 /// One attempt and its receipt.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AttemptDto {
@@ -187,8 +216,7 @@ pub struct AttemptDto {
     pub message: Option<String>,
     pub stderr_bytes: usize,
     pub stderr_truncated: bool,
-    #[schema(value_type = Object)]
-    pub receipt: Value,
+    pub receipt: ReceiptDto,
     pub worker: String,
     pub started_at: String,
     pub finished_at: String,
@@ -204,7 +232,7 @@ impl AttemptDto {
             message: a.message.clone(),
             stderr_bytes: a.stderr.len(),
             stderr_truncated: a.stderr_truncated,
-            receipt: a.receipt.clone(),
+            receipt: ReceiptDto::from_stored(&a.receipt),
             worker: a.worker.clone(),
             started_at: time(a.started_at),
             finished_at: time(a.finished_at),

@@ -28,7 +28,7 @@ use crate::domain::{Limits, LimitsOverride, Metering, Timestamp};
 
 pub use job::{
     AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto,
-    JobDto, JobErrorDto, JobList, ProgressDto, SubmitBatch, SubmitJob, SubmitOptions,
+    JobDto, JobErrorDto, JobList, ProgressDto, ReceiptDto, SubmitBatch, SubmitJob, SubmitOptions,
 };
 pub use lease::{
     CancelEventDto, CursorDto, EndedDto, HeartbeatAnswer, HeartbeatRequest, HeldLease, LeaseDto,
@@ -38,7 +38,10 @@ pub use lease::{
 pub use queue::QueueDto;
 pub use schedule::{FireTimesDto, ScheduleDto, ScheduleInput, ScheduleOptions};
 pub use spec::JobSpec;
-pub use task::{TaskDefaultsDto, TaskDto, UploadDto, VersionDetailDto, VersionDto};
+pub use task::{
+    AdmissionDto, ExportDto, ImportDto, TaskDefaultsDto, TaskDto, UploadDto, VersionDetailDto,
+    VersionDto,
+};
 pub use token::{CreateToken, TokenDto};
 
 pub fn time(t: Timestamp) -> String {

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::super::error::ApiError;
@@ -95,18 +94,81 @@ impl TaskDto {
     }
 }
 
+/// What admission found in a module.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct AdmissionDto {
+    /// The module's blake3 digest (64 lowercase hex characters).
+    pub digest: String,
+    pub size_bytes: u64,
+    pub exports: Vec<ExportDto>,
+    pub imports: Vec<ImportDto>,
+    /// Time to compile, or to load the cached artifact, in milliseconds.
+    pub compile_ms: f64,
+    /// `memory`, `disk` or `miss`.
+    pub compile_cache: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ExportDto {
+    pub name: String,
+    /// `func`, `memory`, `table`, `global` or `tag`.
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ImportDto {
+    pub module: String,
+    pub name: String,
+    pub kind: String,
+}
+
+impl AdmissionDto {
+    pub fn from_report(r: &AdmissionReport) -> Self {
+        Self {
+            digest: r.digest.to_hex(),
+            size_bytes: r.size_bytes as u64,
+            exports: r
+                .exports
+                .iter()
+                .map(|e| ExportDto {
+                    name: e.name.clone(),
+                    kind: e.kind.to_owned(),
+                })
+                .collect(),
+            imports: r
+                .imports
+                .iter()
+                .map(|i| ImportDto {
+                    module: i.module.clone(),
+                    name: i.name.clone(),
+                    kind: i.kind.to_owned(),
+                })
+                .collect(),
+            compile_ms: r.compile_ms,
+            compile_cache: cache_name(r.compile_cache),
+        }
+    }
+}
+
+/// A compile-cache status as on the wire.
+pub(crate) fn cache_name(status: crate::sandbox::CacheStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct UploadDto {
     pub task: TaskDto,
-    #[schema(value_type = Object)]
-    pub admission: Value,
+    pub admission: AdmissionDto,
 }
 
 impl UploadDto {
     pub fn new(task: &TaskRecord, report: &AdmissionReport) -> Self {
         Self {
             task: TaskDto::from_record(task),
-            admission: serde_json::to_value(report).unwrap_or(Value::Null),
+            admission: AdmissionDto::from_report(report),
         }
     }
 }
@@ -116,8 +178,7 @@ impl UploadDto {
 pub struct VersionDetailDto {
     pub task: String,
     pub version: VersionDto,
-    #[schema(value_type = Object)]
-    pub admission: serde_json::Value,
+    pub admission: AdmissionDto,
     /// Whether the task's name points at this version.
     pub current: bool,
     pub defaults: TaskDefaultsDto,
