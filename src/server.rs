@@ -72,6 +72,7 @@ impl Server {
             }
         }
         service.set_max_workers(config.max_workers);
+        service.set_local_threads(config.workers.threads);
         let source = LocalSource::new(service.clone(), config.maintenance.requeue_delay);
         let pool = (config.workers.threads > 0)
             .then(|| WorkerPool::start(source.clone(), sandbox, config.workers.clone()));

@@ -1,5 +1,6 @@
-//! Why a job is where it is, in words an operator can act on: held, runs at T, queue paused,
-//! queue full n/n, behind N jobs, running attempt k, or how it ended.
+//! Why a job is where it is, in words an operator can act on: held, runs at T, queue paused
+//! (also for a job waiting to be queued in it), queue full n/n, behind N jobs, nothing here
+//! serves its queue, its task deleted, running attempt k, or how it ended.
 
 use std::fmt;
 
@@ -8,18 +9,33 @@ use serde::Serialize;
 use crate::domain::QueuePosition;
 use crate::domain::{Job, JobState, Timestamp};
 
+/// What the service knows around a job besides the job and its place in the queue.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Circumstances {
+    pub(super) queue_paused: bool,
+    pub(super) task_registered: bool,
+    /// Whether a guest thread of this process or a remote worker attached to it serves the
+    /// job's queue; `None` when unknown (another node may serve it).
+    pub(super) served: Option<bool>,
+}
+
 /// The answer to "why is this job not running (or done)?".
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Explanation {
     pub state: JobState,
     /// One short code per cause: `held`, `scheduled`, `paused`, `queue_full`, `behind`,
-    /// `next`, `running`, `completed`, `failed`, `cancelled`.
+    /// `next`, `no_worker`, `task_deleted`, `running`, `completed`, `failed`, `cancelled`.
     pub causes: Vec<&'static str>,
     pub message: String,
 }
 
 impl Explanation {
-    pub(super) fn of(job: &Job, position: Option<&QueuePosition>, now: Timestamp) -> Self {
+    pub(super) fn of(
+        job: &Job,
+        position: Option<&QueuePosition>,
+        around: &Circumstances,
+        now: Timestamp,
+    ) -> Self {
         let mut causes = Vec::new();
         let mut parts: Vec<String> = Vec::new();
         match job.state {
@@ -40,6 +56,13 @@ impl Explanation {
                     job.run_at.0,
                     wait.as_secs_f64()
                 ));
+                if around.queue_paused {
+                    causes.push("paused");
+                    parts.push(format!(
+                        "queue {} is paused: once due it waits there until resumed",
+                        job.queue
+                    ));
+                }
             }
             JobState::Queued => {
                 if let Some(p) = position {
@@ -100,6 +123,26 @@ impl Explanation {
                     job.state, job.attempts
                 ));
             }
+        }
+        let waiting = matches!(
+            job.state,
+            JobState::Held | JobState::Scheduled | JobState::Queued
+        );
+        if waiting && around.served == Some(false) {
+            causes.push("no_worker");
+            parts.push(format!(
+                "nothing here serves queue {}: no guest threads in this server and no remote \
+                 worker attached for it",
+                job.queue
+            ));
+        }
+        if waiting && !around.task_registered {
+            causes.push("task_deleted");
+            parts.push(format!(
+                "task {} is no longer registered; the job runs the module version it was \
+                 submitted with",
+                job.task
+            ));
         }
         Explanation {
             state: job.state,

@@ -630,7 +630,26 @@ impl Service {
         } else {
             None
         };
-        Ok(Explanation::of(&job, position.as_ref(), self.now()))
+        let settings = self.shared.queue_settings().await?;
+        let circumstances = explain::Circumstances {
+            queue_paused: settings
+                .iter()
+                .any(|(config, paused)| config.name == job.queue && *paused),
+            task_registered: self.shared.store.get_task(&job.task).await?.is_some(),
+            // On a store other nodes share, their threads may serve the queue: unknown here.
+            served: self
+                .shared
+                .outbox
+                .is_none()
+                .then(|| self.serves(&job.queue))
+                .flatten(),
+        };
+        Ok(Explanation::of(
+            &job,
+            position.as_ref(),
+            &circumstances,
+            self.now(),
+        ))
     }
 
     fn queues_changed(&self) {

@@ -58,11 +58,23 @@ impl Entry {
 }
 
 /// The register.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Workers {
     entries: Mutex<HashMap<String, Entry>>,
     /// At most this many workers that are not gone; 0 for any number.
     max: AtomicUsize,
+    /// Guest threads of this process, once the server said (`usize::MAX`: not said).
+    local_threads: AtomicUsize,
+}
+
+impl Default for Workers {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+            max: AtomicUsize::new(0),
+            local_threads: AtomicUsize::new(usize::MAX),
+        }
+    }
 }
 
 impl Workers {
@@ -72,6 +84,34 @@ impl Workers {
 }
 
 impl Service {
+    /// Says how many guest threads this process runs for its own store (0: only remote
+    /// workers run its jobs), so `explain` can tell when nothing here serves a queue.
+    pub fn set_local_threads(&self, threads: usize) {
+        self.shared
+            .workers
+            .local_threads
+            .store(threads, Ordering::Relaxed);
+    }
+
+    /// Whether anything attached to this process serves `queue`: its guest threads, or a
+    /// remote worker (not gone) that takes every queue or this one. `None` when this process
+    /// was not told its guest threads.
+    pub(crate) fn serves(&self, queue: &QueueName) -> Option<bool> {
+        let local = self.shared.workers.local_threads.load(Ordering::Relaxed);
+        if local == usize::MAX {
+            return None;
+        }
+        if local > 0 {
+            return Some(true);
+        }
+        let now = self.now();
+        Some(
+            self.shared.workers.lock().values().any(|w| {
+                !w.gone(now) && (w.hello.queues.is_empty() || w.hello.queues.contains(queue))
+            }),
+        )
+    }
+
     /// Limits how many workers (not gone) may call at once; `None` takes any number.
     pub fn set_max_workers(&self, max: Option<usize>) {
         self.shared

@@ -8,7 +8,7 @@ use remotask::domain::{
     CancelOutcome, Clock, JobFilter, JobState, Limits, ManualClock, Metering, QueueConfig,
     QueueName, Reason, RetryPolicy, TaskDefaults, Timestamp,
 };
-use remotask::service::ServiceError;
+use remotask::service::{ServiceError, WorkerHello};
 
 use crate::support::{Engine, no_backoff};
 
@@ -173,6 +173,54 @@ async fn a_spent_cpu_budget_doubles_it_for_the_next_attempt_within_the_queue_cap
             .is_err()
     );
     e.stop_workers().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_names_a_paused_queue_a_queue_nothing_serves_and_a_deleted_task() {
+    let e = Engine::new().await;
+    let q: QueueName = "later".parse().unwrap();
+    e.service.set_paused(&q, true).await.unwrap();
+    let mut delayed = Engine::request("echo", &[]);
+    delayed.queue = Some(q.clone());
+    delayed.delay = Some(Duration::from_secs(3600));
+    let delayed = e.submit(delayed).await;
+    let why = e.service.explain(delayed.id).await.unwrap();
+    assert_eq!(why.causes, ["scheduled", "paused"], "{why:?}");
+    assert!(why.message.contains("queue later is paused"), "{why}");
+
+    // Told it runs no guest threads, and with no remote worker attached, the server says
+    // nothing serves the queue; a remote worker for another queue does not change that.
+    let queued = e.submit(Engine::request("echo", &[])).await;
+    let causes = |e: &Engine, id| {
+        let service = e.service.clone();
+        async move { service.explain(id).await.unwrap().causes }
+    };
+    assert!(
+        !causes(&e, queued.id).await.contains(&"no_worker"),
+        "not told: unknown"
+    );
+    e.service.set_local_threads(0);
+    assert!(causes(&e, queued.id).await.contains(&"no_worker"));
+    e.service
+        .worker_seen(WorkerHello {
+            name: "elsewhere".into(),
+            address: "127.0.0.1".into(),
+            version: None,
+            queues: vec!["other".parse().unwrap()],
+            threads: Some(1),
+            lease_ttl: Duration::from_secs(30),
+        })
+        .unwrap();
+    assert!(causes(&e, queued.id).await.contains(&"no_worker"));
+    e.service.set_local_threads(2);
+    assert!(!causes(&e, queued.id).await.contains(&"no_worker"));
+
+    e.service
+        .delete_task(&"echo".parse().unwrap())
+        .await
+        .unwrap();
+    let why = e.service.explain(queued.id).await.unwrap();
+    assert!(why.causes.contains(&"task_deleted"), "{why:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
