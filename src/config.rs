@@ -14,6 +14,7 @@
 //! log_format = "human"             # or "json": one JSON object per line
 //! log_level = "info"               # a tracing filter; RUST_LOG wins when set
 //! max_workers = 4                  # remote workers at once; absent: any number
+//! autostart = ["default", "reports-*"]  # queues that process at start; absent: all
 //! bind = "0.0.0.0:7443"            # default 127.0.0.1:7070, this machine only
 //! tls_cert = "server.pem"          # serve HTTPS: the certificate chain and its key (PEM),
 //! tls_key = "server.key"           # both or neither
@@ -80,6 +81,9 @@ pub struct ConfigFile {
     pub log_format: Option<String>,
     /// A `tracing` filter (`info`, `remotask=debug`); `RUST_LOG` wins when set.
     pub log_level: Option<String>,
+    /// Queue-name patterns (`*` any run of characters, `?` one): at start, queues that match
+    /// none are paused until resumed. Absent: every queue processes.
+    pub autostart: Option<Vec<String>>,
     #[serde(default)]
     pub queues: Vec<QueueFile>,
 }
@@ -125,6 +129,53 @@ pub struct ServerConfig {
     pub log_format: LogFormat,
     /// A `tracing` filter for the log, if configured (`RUST_LOG` wins when set).
     pub log_level: Option<String>,
+    /// The queues that process at start; `None`: all of them.
+    pub autostart: Option<Autostart>,
+}
+
+/// Queue-name patterns: `*` stands for any run of characters, `?` for one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Autostart(Vec<String>);
+
+impl Autostart {
+    /// The patterns, refused when one is empty or holds what no queue name can.
+    pub fn new(patterns: Vec<String>) -> Result<Self, String> {
+        for p in &patterns {
+            let name_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+            if p.is_empty() || !p.chars().all(|c| name_char(c) || c == '*' || c == '?') {
+                return Err(format!(
+                    "autostart pattern {p:?}: a queue name with * and ? (letters, digits, - _ .)"
+                ));
+            }
+        }
+        Ok(Self(patterns))
+    }
+
+    pub fn matches(&self, queue: &str) -> bool {
+        self.0.iter().any(|p| glob(p.as_bytes(), queue.as_bytes()))
+    }
+
+    /// The patterns that match none of `queues`.
+    pub fn unmatched<'a>(&'a self, queues: &[String]) -> Vec<&'a str> {
+        self.0
+            .iter()
+            .filter(|p| !queues.iter().any(|q| glob(p.as_bytes(), q.as_bytes())))
+            .map(String::as_str)
+            .collect()
+    }
+}
+
+/// Whether `name` matches `pattern` (`*` any run, `?` one character).
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some(b'*'), _) => {
+            glob(&pattern[1..], name) || (!name.is_empty() && glob(pattern, &name[1..]))
+        }
+        (Some(b'?'), Some(_)) => glob(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => glob(&pattern[1..], &name[1..]),
+        _ => false,
+    }
 }
 
 impl ServerConfig {
@@ -215,6 +266,7 @@ impl ServerConfig {
             },
             log_format,
             log_level: o.log_level.or(file.log_level),
+            autostart: file.autostart.map(Autostart::new).transpose()?,
         })
     }
 }
@@ -362,6 +414,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(flags.tls.unwrap().key, PathBuf::from("b.key"));
+    }
+
+    #[test]
+    fn autostart_patterns_match_queue_names_and_bad_ones_are_refused() {
+        let config = parse(r#"autostart = ["default", "reports-*", "q?"]"#).unwrap();
+        let a = config.autostart.unwrap();
+        assert!(a.matches("default") && a.matches("reports-") && a.matches("reports-eu"));
+        assert!(a.matches("q1") && !a.matches("q12") && !a.matches("other"));
+        let queues = ["default".to_owned(), "reports-eu".to_owned()];
+        assert_eq!(a.unmatched(&queues), ["q?"]);
+        assert_eq!(parse("").unwrap().autostart, None);
+        assert!(
+            parse(r#"autostart = ["a b"]"#)
+                .unwrap_err()
+                .contains("autostart")
+        );
+        assert!(parse(r#"autostart = [""]"#).is_err());
     }
 
     #[test]

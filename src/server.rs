@@ -59,18 +59,7 @@ impl Server {
             ..SandboxConfig::default()
         })?;
         let service = Service::new(store, sandbox.clone(), Arc::new(SystemClock));
-        for queue in &config.queues {
-            let over = service.put_queue(queue.clone()).await?;
-            if !over.is_empty() {
-                let tasks: Vec<String> = over.iter().map(ToString::to_string).collect();
-                tracing::warn!(
-                    queue = %queue.name,
-                    tasks = %tasks.join(", "),
-                    "the queue's caps are below these tasks' default limits: their jobs are \
-                     refused unless they give limits within the caps"
-                );
-            }
-        }
+        configure_queues(&service, config).await?;
         service.set_max_workers(config.max_workers);
         service.set_local_threads(config.workers.threads);
         let source = LocalSource::new(service.clone(), config.maintenance.requeue_delay);
@@ -125,4 +114,39 @@ impl Server {
             pool.shutdown().await;
         }
     }
+}
+
+/// Stores the configured queues (warning about tasks whose defaults their caps now refuse),
+/// then pauses the queues `autostart` does not name (warning about patterns that name none).
+async fn configure_queues(service: &Service, config: &ServerConfig) -> Result<(), ServerError> {
+    for queue in &config.queues {
+        let over = service.put_queue(queue.clone()).await?;
+        if !over.is_empty() {
+            let tasks: Vec<String> = over.iter().map(ToString::to_string).collect();
+            tracing::warn!(
+                queue = %queue.name,
+                tasks = %tasks.join(", "),
+                "the queue's caps are below these tasks' default limits: their jobs are \
+                 refused unless they give limits within the caps"
+            );
+        }
+    }
+    let Some(autostart) = &config.autostart else {
+        return Ok(());
+    };
+    let queues: Vec<_> = service
+        .queues()
+        .await?
+        .into_iter()
+        .map(|q| q.config.name)
+        .collect();
+    let names: Vec<String> = queues.iter().map(ToString::to_string).collect();
+    for pattern in autostart.unmatched(&names) {
+        tracing::warn!(pattern, "the autostart pattern matches no queue");
+    }
+    for queue in queues.iter().filter(|q| !autostart.matches(q.as_str())) {
+        service.set_paused(queue, true).await?;
+        tracing::info!(queue = %queue, "paused at start: autostart does not name it");
+    }
+    Ok(())
 }

@@ -183,6 +183,44 @@ async fn serve_refuses_a_bad_config_with_a_clear_error() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autostart_pauses_the_queues_it_does_not_name_and_warns_of_patterns_naming_none() {
+    let data = tempfile::tempdir().unwrap();
+    let config = data.path().join("remotask.toml");
+    std::fs::write(
+        &config,
+        "autostart = [\"fast*\", \"ghost-?\"]\n\
+         [[queues]]\nname = \"fast-lane\"\n\
+         [[queues]]\nname = \"slow\"\n",
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let (child, url, lines) = serve_at(
+        data.path(),
+        "127.0.0.1:0",
+        &["--workers", "0", "--config", &config],
+    );
+    let _server = Reap(child);
+    let warned = lines
+        .iter()
+        .any(|l| l.contains("autostart pattern matches no queue") && l.contains("ghost-?"));
+    assert!(warned, "{lines:#?}");
+    let (code, out, err) = cli(&url, data.path(), &["queue", "list", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let queues: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let paused = |name: &str| {
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["name"] == name)
+            .unwrap_or_else(|| panic!("{name} in {queues}"))["paused"]
+            .clone()
+    };
+    assert_eq!(paused("fast-lane"), false);
+    assert_eq!(paused("slow"), true);
+}
+
 /// Runs the CLI against `url`, with the data dir for the admin token and no user config.
 pub(crate) fn cli(url: &str, data_dir: &Path, args: &[&str]) -> (i32, String, String) {
     let out = remotask()
