@@ -103,6 +103,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(_) => ApiError::unprocessable("invalid", message),
             ServiceError::OverCap(_) => ApiError::unprocessable("over_cap", message),
             ServiceError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "conflict", message),
+            ServiceError::Store(ref s) if s.is_disk_full() => ApiError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "disk_full",
+                "the server's disk is full: nothing was stored; try again once there is space",
+            ),
             ServiceError::Store(_) => ApiError::internal(Chain(&e)),
         }
     }

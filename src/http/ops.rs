@@ -10,14 +10,27 @@ use axum::response::{IntoResponse, Response};
 use super::error::{ApiError, ApiResult};
 use super::{AppState, Caller};
 use crate::domain::{JobState, QueueStats, Role};
-use crate::service::{MetricsSnapshot, WorkerView};
+use crate::service::{MetricsSnapshot, StoreHealth, WorkerView};
 
 /// Liveness: the process answers and its store is readable.
 #[utoipa::path(get, path = "/healthz", tag = "ops", security(()),
-    responses((status = 200, description = "ok"), (status = 503, description = "the store cannot be read")))]
+    responses((status = 200, description = "ok"),
+        (status = 503, description = "the store cannot be read, or cannot write (its disk is full)")))]
 pub(super) async fn healthz(State(s): State<AppState>) -> Response {
-    match s.service.queues().await {
-        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+    let health = match s.service.queues().await {
+        Ok(_) => s.service.store_health().await,
+        Err(e) => Err(e),
+    };
+    match health {
+        Ok(StoreHealth::Writable) => (StatusCode::OK, "ok\n").into_response(),
+        Ok(StoreHealth::DiskFull { since }) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "store cannot write: its disk is full (since {})\n",
+                crate::http::dto::time(since)
+            ),
+        )
+            .into_response(),
         Err(e) => {
             tracing::warn!(error = %crate::telemetry::Chain(&e), "health check failed");
             (StatusCode::SERVICE_UNAVAILABLE, "store unavailable\n").into_response()
@@ -42,6 +55,15 @@ pub(super) async fn metrics(State(s): State<AppState>, caller: Caller) -> ApiRes
     );
     let leading = u8::from(s.service.metrics().leading);
     out.line(format_args!("remotask_leader {leading}"));
+    out.family(
+        "remotask_store_disk_full_total",
+        "counter",
+        "Writes the store refused because its disk was full.",
+    );
+    out.line(format_args!(
+        "remotask_store_disk_full_total {}",
+        s.service.disk_full_total()
+    ));
     out.family(
         "remotask_background_errors_total",
         "counter",

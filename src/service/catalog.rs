@@ -33,12 +33,13 @@ impl Service {
             .await
             .map_err(|e| ServiceError::Invalid(format!("admission did not finish: {e}")))??;
         let size = module.len() as u64;
-        self.shared.store.put_module(module).await?;
-        let task = self
-            .shared
-            .store
-            .put_task(name, report.digest, size, defaults, self.now())
-            .await?;
+        self.noted(self.shared.store.put_module(module).await)?;
+        let task = self.noted(
+            self.shared
+                .store
+                .put_task(name, report.digest, size, defaults, self.now())
+                .await,
+        )?;
         Ok((task, report))
     }
 

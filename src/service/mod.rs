@@ -5,6 +5,7 @@
 mod catalog;
 mod events;
 mod explain;
+mod health;
 mod maintenance;
 mod schedules;
 mod signals;
@@ -22,6 +23,7 @@ use tokio::sync::Notify;
 
 pub use events::{DURATION_BUCKETS, JobEvent, Metrics, MetricsSnapshot};
 pub use explain::Explanation;
+pub use health::StoreHealth;
 pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use schedules::{ScheduleRequest, ScheduleView};
 pub use source::LocalSource;
@@ -120,6 +122,8 @@ pub(crate) struct Shared {
     pub(crate) queues_changed: std::sync::atomic::AtomicU64,
     /// The queues' settings as last read (see `Shared::queue_settings`).
     queue_settings: Mutex<Option<CachedQueues>>,
+    /// Whether the store's writes fail for want of space.
+    pub(crate) store_writes: health::StoreWrites,
 }
 
 /// Jobs marked as not announced `queued` yet ([`Service::expect_queued`]); unmarks what is
@@ -277,6 +281,7 @@ impl Service {
             metrics: Metrics::default(),
             queues_changed: std::sync::atomic::AtomicU64::new(0),
             queue_settings: Mutex::default(),
+            store_writes: health::StoreWrites::default(),
         });
         Self { shared }
     }
@@ -380,7 +385,7 @@ impl Service {
         let jobs = self.resolve_all(requests, self.now()).await?;
         let accepted: Vec<Job> = jobs.iter().cloned().map(NewJob::into_job).collect();
         let _expected = self.expect_new(&accepted);
-        let inserted = self.shared.store.insert_jobs(jobs).await?;
+        let inserted = self.noted(self.shared.store.insert_jobs(jobs).await)?;
         let mut out = Vec::with_capacity(inserted.len());
         for (i, job) in inserted.into_iter().zip(accepted) {
             match i {

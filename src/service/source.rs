@@ -395,7 +395,8 @@ impl Source for LocalSource {
         }
         let states: Vec<JobState> = ends.iter().map(|end| end.finish.state()).collect();
         let retried = states.contains(&JobState::Scheduled);
-        let written = match shared.store.finish_many(ends, self.service.now()).await {
+        let ended = shared.store.finish_many(ends, self.service.now()).await;
+        let written = match self.service.noted(ended) {
             Ok(written) => written,
             Err(e) => {
                 // Kept for the report's retry.

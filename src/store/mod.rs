@@ -78,6 +78,39 @@ impl StoreError {
     }
 }
 
+impl StoreError {
+    /// Whether the store could not write because its disk is full: SQLite's `SQLITE_FULL`,
+    /// PostgreSQL's `disk_full`, or `ENOSPC` from a file of the store's own (a module blob,
+    /// the log), anywhere in the error's chain.
+    pub fn is_disk_full(&self) -> bool {
+        // Start inside the shared source: an `Arc` as an error hides the type it holds.
+        let mut next: Option<&(dyn std::error::Error + 'static)> = match self {
+            StoreError::Database(source) | StoreError::Io { source, .. } => Some(&**source),
+            _ => None,
+        };
+        while let Some(e) = next {
+            if let Some(rusqlite::Error::SqliteFailure(f, _)) = e.downcast_ref::<rusqlite::Error>()
+                && f.code == rusqlite::ErrorCode::DiskFull
+            {
+                return true;
+            }
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && (io.kind() == std::io::ErrorKind::StorageFull
+                    || io.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()))
+            {
+                return true;
+            }
+            if let Some(pg) = e.downcast_ref::<tokio_postgres::Error>()
+                && pg.code() == Some(&tokio_postgres::error::SqlState::DISK_FULL)
+            {
+                return true;
+            }
+            next = e.source();
+        }
+        false
+    }
+}
+
 pub type StoreResult<T> = Result<T, StoreError>;
 
 /// What a submit did.
@@ -376,5 +409,39 @@ pub trait Store: Send + Sync + 'static {
     /// before each round. A store only one process uses always says yes.
     async fn lead(&self) -> StoreResult<bool> {
         Ok(true)
+    }
+
+    /// Bytes free on the disk that holds the store, where this process can see it (SQLite's
+    /// file system; not a database server's).
+    fn free_bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StoreError;
+
+    #[test]
+    fn a_full_disk_is_told_from_other_failures_whatever_reports_it() {
+        let full = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+            None,
+        );
+        assert!(StoreError::database(full).is_disk_full());
+        let busy = rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+            None,
+        );
+        assert!(!StoreError::database(busy).is_disk_full());
+        let nospc = std::io::Error::from_raw_os_error(28);
+        assert!(StoreError::io("cannot store the module", nospc).is_disk_full());
+        let blob = super::BlobError::Io {
+            path: "m.wasm".into(),
+            source: std::io::Error::from_raw_os_error(28),
+        };
+        assert!(StoreError::io("cannot store the module", blob).is_disk_full());
+        let other = std::io::Error::from_raw_os_error(13);
+        assert!(!StoreError::io("cannot store the module", other).is_disk_full());
     }
 }

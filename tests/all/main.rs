@@ -5,6 +5,7 @@ mod architecture;
 mod cache;
 mod cli;
 mod concurrency;
+mod disk;
 mod guests;
 mod http;
 mod isolation;

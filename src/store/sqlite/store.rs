@@ -28,6 +28,12 @@ fn blob_error(e: BlobError) -> StoreError {
 
 #[async_trait::async_trait]
 impl Store for SqliteStore {
+    fn free_bytes(&self) -> Option<u64> {
+        let dir = self.inner.path.parent()?;
+        let stat = rustix::fs::statvfs(dir).ok()?;
+        Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+    }
+
     async fn put_task(
         &self,
         name: &TaskName,
