@@ -9,6 +9,7 @@
 
 mod auth;
 mod body;
+mod contract;
 pub mod dto;
 mod error;
 mod events;
@@ -184,9 +185,11 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(leases::workers))
 }
 
-/// The OpenAPI document of every route.
+/// The OpenAPI document of every route, completed (`contract.rs`).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api().into_openapi()
+    let mut doc = api().into_openapi();
+    contract::complete(&mut doc);
+    doc
 }
 
 /// The whole API as an axum router; tests call it with `oneshot`, `serve` binds it.

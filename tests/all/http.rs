@@ -124,6 +124,55 @@ fn assert_error(status: StatusCode, body: &[u8], want: StatusCode, code: &str, w
     }
 }
 
+/// The Python tools `scripts/setup` installs, in their virtual environment.
+fn venv_tool(name: &str) -> std::path::PathBuf {
+    let venv = std::env::var_os("REMOTASK_VENV").map_or_else(
+        || std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/remotask-venv"),
+        std::path::PathBuf::from,
+    );
+    let tool = venv.join("bin").join(name);
+    assert!(
+        tool.exists(),
+        "{} is missing: run scripts/setup",
+        tool.display()
+    );
+    tool
+}
+
+#[test]
+fn the_openapi_document_is_valid_openapi_and_says_how_tokens_are_refused() {
+    let doc = serde_json::to_value(remotask::http::openapi()).unwrap();
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec_pretty(&doc).unwrap()).unwrap();
+    let out = std::process::Command::new(venv_tool("openapi-spec-validator"))
+        .arg(file.path())
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let responses = op["responses"].as_object().unwrap();
+            assert!(
+                responses
+                    .values()
+                    .all(|r| r["description"].as_str().is_some_and(|d| !d.is_empty())),
+                "{method} {path}: a response without a description"
+            );
+            let public = path == "/healthz" || path == "/v1/openapi.json";
+            if !public {
+                for status in ["401", "403"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path}: no {status}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_is_in_the_openapi_document_and_answers() {
     let api = Api::new().await;
