@@ -2,12 +2,15 @@
 //! that a new route cannot forget: operation ids are unique (a handler's name shared by two
 //! resources, like `list`, is prefixed with its tag); every response has a description; every
 //! operation that needs a token says how one is refused (401 none or unknown, 403 the role
-//! does not allow it); every operation that writes says the store's disk can be full (507).
+//! does not allow it); every operation that writes says the store's disk can be full (507);
+//! every operation with parameters or a body says a malformed one is refused (400); and a
+//! path parameter named `id`, `name` or `digest` has the pattern the server checks.
 
 use std::collections::HashMap;
 
-use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
 use utoipa::openapi::response::Response;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr};
 
 /// Completes `doc` as the module comment says.
@@ -19,7 +22,19 @@ pub(super) fn complete(doc: &mut OpenApi) {
                 .security
                 .as_ref()
                 .is_some_and(|s| s.iter().all(|r| r == &Default::default()));
+            let takes_input = operation.request_body.is_some()
+                || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if let RefOr::T(parameter) = parameter {
+                    constrain(parameter);
+                }
+            }
             let responses = &mut operation.responses.responses;
+            if takes_input {
+                responses
+                    .entry("400".to_owned())
+                    .or_insert_with(|| error("400"));
+            }
             if !public {
                 for status in ["401", "403"] {
                     responses
@@ -63,6 +78,28 @@ fn unique_operation_ids(doc: &mut OpenApi) {
             }
         }
     }
+}
+
+/// A job id (26 Crockford base-32 characters), a name (task, queue, schedule) or a module
+/// digest in a path, as the server checks it.
+fn constrain(parameter: &mut Parameter) {
+    if parameter.parameter_in != ParameterIn::Path {
+        return;
+    }
+    let (pattern, max) = match parameter.name.as_str() {
+        "id" if parameter.description.as_deref() != Some("token id") => {
+            ("^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", 26)
+        }
+        "name" => ("^[a-z0-9][a-z0-9._-]{0,63}$", 64),
+        "digest" => ("^[0-9a-f]{64}$", 64),
+        _ => return,
+    };
+    let schema = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some(pattern))
+        .max_length(Some(max))
+        .build();
+    parameter.schema = Some(RefOr::T(Schema::Object(schema)));
 }
 
 /// The operations of a path, each with whether it writes.

@@ -55,7 +55,7 @@ pub(super) async fn list_tokens(
 /// Revokes a token; requests with it are refused from now on. The last live admin token is
 /// not revoked (409): without it no one could administer the server.
 #[utoipa::path(delete, path = "/v1/tokens/{id}", tag = "tokens",
-    params(("id" = String, Path)),
+    params(("id" = String, Path, description = "token id")),
     responses((status = 204, description = "revoked"),
         (status = 404, body = super::ErrorBody, description = "no live token has this id"),
         (status = 409, body = super::ErrorBody, description = "the last live admin token")))]
