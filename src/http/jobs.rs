@@ -205,6 +205,7 @@ pub(super) struct ListQuery {
     /// The `next` of the previous page.
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
@@ -268,6 +269,7 @@ pub(super) async fn list(
 #[into_params(parameter_in = Query)]
 pub(super) struct WaitQuery {
     /// Wait up to this many seconds (at most 300) for the job to end before answering.
+    #[param(minimum = 0, maximum = 300)]
     wait: Option<f64>,
 }
 

@@ -208,6 +208,7 @@ pub(super) async fn resume(
 #[into_params(parameter_in = Query)]
 pub(super) struct NextQuery {
     /// How many fire times (1 to 100, default 5).
+    #[param(minimum = 1, maximum = 100)]
     n: Option<usize>,
 }
 

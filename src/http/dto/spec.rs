@@ -20,6 +20,7 @@ use crate::domain::RetryPolicy;
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct JobSpec {
     /// The task name.
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub task: String,
     /// The input as a JSON value (the guest's stdin is its JSON text).
     #[schema(value_type = Object)]

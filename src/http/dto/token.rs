@@ -11,6 +11,7 @@ use crate::domain::TokenRecord;
 #[serde(deny_unknown_fields)]
 pub struct CreateToken {
     /// admin, submit, worker or read.
+    #[schema(pattern = "^(admin|submit|worker|read)$")]
     pub role: String,
     #[serde(default)]
     pub name: String,
