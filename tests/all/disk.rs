@@ -6,7 +6,6 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -93,12 +92,8 @@ async fn a_full_disk_refuses_writes_with_507_keeps_what_was_accepted_and_recover
     };
     assert!(upload("echo", "echo").await.unwrap().status().is_success());
     let before = api
-        .submit(vec![json!({"task": "echo", "input": {"kept": 1}})])
+        .run_one(json!({"task": "echo", "input": {"kept": 1}}))
         .await;
-    let before = api
-        .wait_ended(&before, Duration::from_secs(30))
-        .await
-        .remove(0);
     assert_eq!(before["state"], "completed", "{before}");
 
     let filler = disk.fill();
@@ -124,14 +119,7 @@ async fn a_full_disk_refuses_writes_with_507_keeps_what_was_accepted_and_recover
     let (status, text) = health(&api).await;
     assert_eq!(status, 503, "{text}");
     assert!(text.contains("disk is full"), "{text}");
-    let metrics = api
-        .request(reqwest::Method::GET, "/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.metrics().await;
     let counted = metrics
         .lines()
         .find_map(|l| l.strip_prefix("remotask_store_disk_full_total "))
@@ -148,12 +136,8 @@ async fn a_full_disk_refuses_writes_with_507_keeps_what_was_accepted_and_recover
         "recovered by itself"
     );
     let after = api
-        .submit(vec![json!({"task": "echo", "input": {"after": 1}})])
+        .run_one(json!({"task": "echo", "input": {"after": 1}}))
         .await;
-    let after = api
-        .wait_ended(&after, Duration::from_secs(30))
-        .await
-        .remove(0);
     assert_eq!(after["output"], json!({"after": 1}));
     assert!(
         upload("hostile", "hostile")

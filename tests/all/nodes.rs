@@ -33,15 +33,7 @@ impl Node {
 
     /// Whether `/metrics` says this node leads maintenance.
     async fn leads(&self) -> bool {
-        let text = self
-            .api
-            .request(reqwest::Method::GET, "/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = self.api.metrics().await;
         text.lines().any(|l| l == "remotask_leader 1")
     }
 }

@@ -213,6 +213,24 @@ impl Api {
         r.json().await.unwrap()
     }
 
+    /// Submits one job (a request body) and waits up to 30 s for it to end; the job.
+    pub(crate) async fn run_one(&self, job: Value) -> Value {
+        let ids = self.submit(vec![job]).await;
+        self.wait_ended(&ids, Duration::from_secs(30))
+            .await
+            .remove(0)
+    }
+
+    /// `/metrics`, as text.
+    pub(crate) async fn metrics(&self) -> String {
+        let r = self
+            .request(reqwest::Method::GET, "/metrics")
+            .send()
+            .await
+            .unwrap();
+        r.text().await.unwrap()
+    }
+
     pub(crate) async fn job(&self, id: &str) -> Value {
         self.get(&format!("/v1/jobs/{id}")).await
     }
