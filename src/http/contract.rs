@@ -10,12 +10,23 @@ use std::collections::HashMap;
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
 use utoipa::openapi::response::Response;
-use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
-use utoipa::openapi::{Content, OpenApi, Ref, RefOr};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Required};
 
 /// Completes `doc` as the module comment says.
 pub(super) fn complete(doc: &mut OpenApi) {
     unique_operation_ids(doc);
+    module_bodies_are_bytes(doc);
+    if let Some(clean) = doc
+        .paths
+        .paths
+        .get_mut("/v1/jobs/clean")
+        .and_then(|item| item.post.as_mut())
+        && let Some(RefOr::T(body)) = &mut clean.request_body
+    {
+        // The server cleans every ended job when a clean comes without a body.
+        body.required = Some(Required::False);
+    }
     for item in doc.paths.paths.values_mut() {
         for (writes, operation) in operations(item) {
             let public = operation
@@ -100,6 +111,32 @@ fn constrain(parameter: &mut Parameter) {
         .max_length(Some(max))
         .build();
     parameter.schema = Some(RefOr::T(Schema::Object(schema)));
+}
+
+/// A module upload's body is bytes (`string`, `binary`), not the array of integers the
+/// route's `Vec<u8>` says; the server reads it whatever its content type, so it is offered
+/// as `application/octet-stream` too, which generic clients know how to send.
+fn module_bodies_are_bytes(doc: &mut OpenApi) {
+    for item in doc.paths.paths.values_mut() {
+        for (_, operation) in operations(item) {
+            let Some(RefOr::T(body)) = &mut operation.request_body else {
+                continue;
+            };
+            if !body.content.contains_key("application/wasm") {
+                continue;
+            }
+            for media in ["application/wasm", "application/octet-stream"] {
+                let bytes = ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                    .build();
+                body.content.insert(
+                    media.to_owned(),
+                    RefOr::T(Content::new(Some(RefOr::T(Schema::Object(bytes))))),
+                );
+            }
+        }
+    }
 }
 
 /// The operations of a path, each with whether it writes.

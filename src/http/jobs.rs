@@ -159,6 +159,7 @@ pub(super) async fn submit(
 #[utoipa::path(post, path = "/v1/jobs/batch", tag = "jobs",
     request_body = SubmitBatch,
     responses((status = 202, body = BatchResult), (status = 400, body = super::ErrorBody),
+        (status = 404, body = super::ErrorBody, description = "a job names an unknown task"),
         (status = 413, body = super::ErrorBody), (status = 422, body = super::ErrorBody)))]
 pub(super) async fn submit_batch(
     State(s): State<AppState>,
@@ -198,7 +199,9 @@ pub(super) async fn submit_batch(
 pub(super) struct ListQuery {
     /// Comma-separated states, e.g. `queued,running`.
     state: Option<String>,
+    #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     task: Option<String>,
+    #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     queue: Option<String>,
     context: Option<String>,
     unique_key: Option<String>,
@@ -240,6 +243,16 @@ pub(super) async fn list(
         ));
     }
     let bad = |e: crate::domain::NameError| ApiError::bad_request("invalid_query", e.to_string());
+    // An empty value is no filter, as a form with a field left blank sends it.
+    let given = |v: Option<String>| v.filter(|v| !v.is_empty());
+    let q = ListQuery {
+        task: given(q.task),
+        queue: given(q.queue),
+        context: given(q.context),
+        unique_key: given(q.unique_key),
+        after: given(q.after),
+        ..q
+    };
     let filter = JobFilter {
         states: states(q.state.as_deref())?,
         task: q.task.as_deref().map(str::parse).transpose().map_err(bad)?,
@@ -526,8 +539,9 @@ pub(super) async fn delete_job(
 
 /// Removes ended (completed, failed, cancelled) jobs; live jobs are kept.
 #[utoipa::path(post, path = "/v1/jobs/clean", tag = "jobs",
-    request_body = CleanRequest,
-    responses((status = 200, body = CountDto), (status = 403, body = super::ErrorBody)))]
+    request_body(content = CleanRequest, description = "optional: without a body, every ended job", content_type = "application/json"),
+    responses((status = 200, body = CountDto), (status = 403, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody, description = "older_than_seconds is not a number of seconds from 0")))]
 pub(super) async fn clean(
     State(s): State<AppState>,
     caller: Caller,
@@ -537,11 +551,19 @@ pub(super) async fn clean(
     let bytes = read_body(body, s.caps.body_bytes, "the request body").await?;
     let req: CleanRequest = if bytes.is_empty() {
         CleanRequest::default()
+    } else if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(ApiError::bad_request(
+            "invalid_json",
+            "the body of a clean is a JSON object, or nothing",
+        ));
     } else {
         parse_json(&bytes)?
     };
+    // Beyond what a duration holds is older than anything stored: no job is that old.
     let older_than = match req.older_than_seconds {
-        Some(v) if v.is_finite() && v >= 0.0 => Some(Duration::from_secs_f64(v)),
+        Some(v) if v.is_finite() && v >= 0.0 => {
+            Some(Duration::try_from_secs_f64(v).unwrap_or(Duration::MAX))
+        }
         Some(v) => {
             return Err(invalid(
                 "older_than_seconds",

@@ -58,7 +58,9 @@ impl UploadQuery {
             || self.max_seconds.is_some()
             || self.memory_bytes.is_some()
             || self.retries.is_some();
-        let mut dto: TaskDefaultsDto = match &self.defaults {
+        // An empty parameter is no parameter, as a form with a field left blank sends it.
+        let defaults = self.defaults.as_deref().filter(|d| !d.is_empty());
+        let mut dto: TaskDefaultsDto = match defaults {
             Some(json) => parse_json(json.as_bytes())?,
             None if simple => TaskDefaultsDto::default(),
             None => return Ok(None),

@@ -15,7 +15,8 @@ use crate::domain::Role;
 #[utoipa::path(post, path = "/v1/tokens", tag = "tokens",
     request_body = CreateToken,
     responses((status = 201, body = TokenDto), (status = 400, body = super::ErrorBody),
-        (status = 403, body = super::ErrorBody)))]
+        (status = 403, body = super::ErrorBody),
+        (status = 422, body = super::ErrorBody, description = "an unknown role, or a name that is not 0 to 200 printable characters")))]
 pub(super) async fn create_token(
     State(s): State<AppState>,
     caller: Caller,

@@ -20,7 +20,7 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// A new token with `role` and `name`, made at `now`: a fresh secret and the record to store.
 pub fn new_token(role: Role, name: &str, now: Timestamp) -> ServiceResult<NewToken> {
-    if name.len() > 200 || name.chars().any(char::is_control) {
+    if name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(ServiceError::Invalid(
             "a token name is at most 200 printable characters".into(),
         ));

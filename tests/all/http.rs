@@ -174,6 +174,57 @@ fn the_openapi_document_is_valid_openapi_and_says_how_tokens_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_fuzzer_found_is_answered_with_the_one_error_shape_or_taken() {
+    let api = Api::new().await;
+    // A clean older than any duration can hold is older than every job: none, not a panic.
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/jobs/clean",
+            Some(&api.admin),
+            br#"{"older_than_seconds": 1.3963474200220405e+308}"#.to_vec(),
+        )
+        .await;
+    assert_eq!(
+        (s, String::from_utf8_lossy(&b).as_ref()),
+        (StatusCode::OK, r#"{"count":0}"#)
+    );
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/jobs/clean",
+            Some(&api.admin),
+            b"[null]".to_vec(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        &["JSON object"],
+    );
+    // Empty filters and an empty defaults parameter are no filter and no defaults.
+    let (s, _) = api
+        .admin_json(
+            Method::GET,
+            "/v1/jobs?state=&task=&queue=&context=&after=",
+            Value::Null,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/tasks/plain?defaults=",
+            Some(&api.admin),
+            guest_bytes("echo"),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_is_in_the_openapi_document_and_answers() {
     let api = Api::new().await;
     let (status, doc) = api

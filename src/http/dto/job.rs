@@ -318,5 +318,6 @@ pub struct CancelFilter {
 #[serde(deny_unknown_fields)]
 pub struct CleanRequest {
     /// Only jobs that ended longer ago than this; all ended jobs when absent.
+    #[schema(minimum = 0)]
     pub older_than_seconds: Option<f64>,
 }

@@ -13,7 +13,9 @@ pub struct CreateToken {
     /// admin, submit, worker or read.
     #[schema(pattern = "^(admin|submit|worker|read)$")]
     pub role: String,
+    /// 0 to 200 printable characters.
     #[serde(default)]
+    #[schema(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]{0,200}$")]
     pub name: String,
 }
 
