@@ -198,6 +198,9 @@ pub(super) async fn submit_batch(
 #[into_params(parameter_in = Query)]
 pub(super) struct ListQuery {
     /// Comma-separated states, e.g. `queued,running`.
+    #[param(
+        pattern = "^((held|scheduled|queued|running|completed|failed|cancelled|delayed|processing|error)(,(held|scheduled|queued|running|completed|failed|cancelled|delayed|processing|error))*)?$"
+    )]
     state: Option<String>,
     #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     task: Option<String>,
@@ -206,6 +209,7 @@ pub(super) struct ListQuery {
     context: Option<String>,
     unique_key: Option<String>,
     /// The `next` of the previous page.
+    #[param(pattern = "^([0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25})?$")]
     after: Option<String>,
     /// Page size, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]

@@ -37,13 +37,18 @@ pub(super) struct UploadQuery {
     /// All defaults as JSON (a `TaskDefaultsDto`).
     defaults: Option<String>,
     /// Queue for the task's jobs.
+    #[param(pattern = "^([a-z0-9][a-z0-9._-]{0,63})?$")]
     queue: Option<String>,
+    #[param(minimum = 1)]
     fuel: Option<u64>,
     /// CPU-time budget in milliseconds.
+    #[param(minimum = 1, maximum = 86_400_000)]
     cpu_ms: Option<u64>,
     /// `fuel` or `cpu`.
     metering: Option<super::dto::MeteringDto>,
+    #[param(minimum = 0.001, maximum = 86_400)]
     max_seconds: Option<f64>,
+    #[param(minimum = 65_536, maximum = 4_294_967_296_u64)]
     memory_bytes: Option<u64>,
     /// Extra attempts after the first.
     retries: Option<u32>,
@@ -51,7 +56,7 @@ pub(super) struct UploadQuery {
 
 impl UploadQuery {
     fn defaults(&self) -> ApiResult<Option<TaskDefaults>> {
-        let simple = self.queue.is_some()
+        let simple = self.queue.as_ref().is_some_and(|q| !q.is_empty())
             || self.fuel.is_some()
             || self.cpu_ms.is_some()
             || self.metering.is_some()
@@ -65,8 +70,8 @@ impl UploadQuery {
             None if simple => TaskDefaultsDto::default(),
             None => return Ok(None),
         };
-        if self.queue.is_some() {
-            dto.queue = self.queue.clone();
+        if let Some(queue) = self.queue.as_ref().filter(|q| !q.is_empty()) {
+            dto.queue = Some(queue.clone());
         }
         if self.fuel.is_some()
             || self.cpu_ms.is_some()

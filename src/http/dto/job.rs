@@ -28,6 +28,7 @@ pub struct SubmitOptions {
     /// Run no earlier than this many seconds from now.
     pub delay_seconds: Option<f64>,
     /// Run no earlier than this RFC 3339 time.
+    #[schema(format = DateTime)]
     pub run_at: Option<String>,
     /// Keep the job held until released.
     #[serde(default)]
@@ -303,8 +304,11 @@ impl EventDto {
 pub struct CancelFilter {
     /// Only jobs in these states (of held, scheduled, queued, running).
     #[serde(default)]
+    #[schema(inline, value_type = Vec<String>, pattern = "^(held|scheduled|queued|running|delayed|processing)$")]
     pub state: Vec<String>,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub task: Option<String>,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub queue: Option<String>,
     pub context: Option<String>,
     pub unique_key: Option<String>,

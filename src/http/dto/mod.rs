@@ -107,18 +107,26 @@ impl From<MeteringDto> for Metering {
 #[serde(deny_unknown_fields)]
 pub struct LimitsDto {
     /// Fuel units, enforced when `metering` is `fuel`.
+    #[schema(minimum = 1)]
     pub fuel: Option<u64>,
     /// CPU time the guest may spend, in milliseconds, in either metering; spent: `cpu_limit`.
     /// Absent in an answer: no CPU-time budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub cpu_ms: Option<u64>,
     /// `fuel` (deterministic, about half the engine's speed on compute) or `cpu` (no fuel:
     /// the engine's speed; `cpu_ms` and `max_seconds` bound the guest).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metering: Option<MeteringDto>,
+    /// Wall-clock budget in seconds, 0.001 to 86400.
+    #[schema(minimum = 0.001, maximum = 86_400)]
     pub max_seconds: Option<f64>,
+    /// 64 KiB to 4 GiB.
+    #[schema(minimum = 65_536, maximum = 4_294_967_296_u64)]
     pub memory_bytes: Option<u64>,
+    #[schema(maximum = 268_435_456)]
     pub stdout_bytes: Option<u64>,
+    #[schema(maximum = 268_435_456)]
     pub stderr_bytes: Option<u64>,
 }
 

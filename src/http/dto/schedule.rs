@@ -30,11 +30,16 @@ pub struct ScheduleOptions {
     pub cron: Option<String>,
     /// An IANA time zone for `cron` or the field sets (UTC when absent).
     pub tz: Option<String>,
+    #[schema(min_items = 1)]
     pub minute: Option<Vec<u32>>,
+    #[schema(min_items = 1)]
     pub hour: Option<Vec<u32>>,
+    #[schema(min_items = 1)]
     pub day_of_month: Option<Vec<u32>>,
+    #[schema(min_items = 1)]
     pub month: Option<Vec<u32>>,
     /// Monday = 0 ... Sunday = 6.
+    #[schema(min_items = 1)]
     pub day_of_week: Option<Vec<u32>>,
     /// Fire once, this long after the schedule is created.
     pub delay_seconds: Option<f64>,

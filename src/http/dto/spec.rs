@@ -33,6 +33,7 @@ pub struct JobSpec {
     pub args: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub queue: Option<String>,
     #[serde(default)]
     pub priority: i32,

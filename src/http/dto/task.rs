@@ -15,6 +15,7 @@ use crate::sandbox::AdmissionReport;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TaskDefaultsDto {
+    #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub queue: Option<String>,
     pub limits: Option<LimitsDto>,
     #[schema(value_type = Object)]
