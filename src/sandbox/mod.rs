@@ -28,7 +28,7 @@ use tokio::sync::Notify;
 pub use admission::{AdmissionError, AdmissionReport, ExportInfo, ImportInfo};
 pub use attempt::{AttemptReport, AttemptRequest, Receipt};
 
-use crate::domain::ModuleDigest;
+use crate::domain::{Metering, ModuleDigest};
 use scratch::ScratchPool;
 
 /// How the sandbox is set up; one per process.
@@ -258,6 +258,12 @@ impl Sandbox {
             });
         }
         admission::admit(self, digest, &bytes)
+    }
+
+    /// Compiles (or loads from the artifact cache) `module` in the form `metering` runs it in,
+    /// ahead of its first attempt; why it could not.
+    pub fn prepare(&self, module: &TaskModule, metering: Metering) -> Result<(), String> {
+        forms::form(self, &module.compiled, metering).map(|_| ())
     }
 
     /// Runs one attempt to its end on the current async runtime.

@@ -4,10 +4,10 @@
 
 use super::{Service, ServiceError, ServiceResult, submit};
 use crate::domain::{
-    ModuleDigest, QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord,
+    Metering, ModuleDigest, QueueConfig, QueueName, QueueStats, TaskDefaults, TaskName, TaskRecord,
     TaskVersion,
 };
-use crate::sandbox::AdmissionReport;
+use crate::sandbox::{AdmissionError, AdmissionReport};
 
 impl Service {
     /// Admits `module` and registers it as the newest version of `name`. The module bytes
@@ -24,10 +24,18 @@ impl Service {
         if let Some(defaults) = &defaults {
             self.check_defaults_fit(defaults).await?;
         }
+        let metering = self.default_metering(defaults.as_ref()).await?;
         let sandbox = self.shared.sandbox.clone();
         let (report, module) =
             tokio::task::spawn_blocking(move || -> ServiceResult<(AdmissionReport, Vec<u8>)> {
                 let admitted = sandbox.admit(&module)?;
+                // A task whose jobs run without fuel by default gets that form now, not at
+                // its first attempt; a module that cannot be compiled so is refused.
+                if metering != Metering::Fuel {
+                    sandbox
+                        .prepare(&admitted, metering)
+                        .map_err(|e| ServiceError::Refused(AdmissionError::Invalid(e)))?;
+                }
                 Ok((admitted.report().clone(), module))
             })
             .await
@@ -145,6 +153,23 @@ impl Service {
             .map(|t| t.name)
             .collect();
         Ok(over)
+    }
+
+    /// The metering a task's jobs run under when they give none: its defaults', else its
+    /// queue's.
+    async fn default_metering(&self, defaults: Option<&TaskDefaults>) -> ServiceResult<Metering> {
+        if let Some(limits) = defaults.and_then(|d| d.limits.as_ref()) {
+            return Ok(limits.metering);
+        }
+        let name = defaults
+            .and_then(|d| d.queue.clone())
+            .unwrap_or_else(QueueName::default_queue);
+        Ok(self
+            .shared
+            .queue_config(&name)
+            .await?
+            .default_limits
+            .metering)
     }
 
     /// Task defaults whose limits fit the caps of the queue they name (or the default queue).

@@ -224,6 +224,36 @@ async fn explain_names_a_paused_queue_a_queue_nothing_serves_and_a_deleted_task(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_that_runs_without_fuel_by_default_is_compiled_so_at_upload() {
+    let mut e = Engine::new().await;
+    let defaults = TaskDefaults {
+        limits: Some(Limits::default().with_metering(Metering::Cpu)),
+        ..TaskDefaults::default()
+    };
+    e.service
+        .register_task(
+            &"cpu-echo".parse().unwrap(),
+            crate::support::guest_bytes("echo"),
+            Some(defaults),
+        )
+        .await
+        .unwrap();
+    e.start_workers(1);
+    let job = e.submit(Engine::request("cpu-echo", &[])).await;
+    let done = e.wait(job.id).await;
+    assert_eq!(done.state, JobState::Completed);
+    assert_eq!(done.limits.metering, Metering::Cpu);
+    let attempts = e.service.attempts(job.id).await.unwrap();
+    let receipt = &attempts[0].receipt;
+    assert!(receipt["fuel_consumed"].is_null(), "{receipt}");
+    assert_eq!(
+        receipt["compile_cache"], "memory",
+        "its CPU-time form was made at upload, not at its first attempt"
+    );
+    e.stop_workers().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_backoff_waits_for_the_clock() {
     let clock = ManualClock::new(Timestamp(1_700_000_000_000));
     let mut e = Engine::with_clock(Arc::new(clock.clone())).await;
