@@ -10,7 +10,9 @@ use std::collections::HashMap;
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
 use utoipa::openapi::response::Response;
-use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
+use utoipa::openapi::schema::{
+    AllOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
+};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Required};
 
 /// Completes `doc` as the module comment says.
@@ -27,6 +29,7 @@ pub(super) fn complete(doc: &mut OpenApi) {
         // The server cleans every ended job when a clean comes without a body.
         body.required = Some(Required::False);
     }
+    schedule_names_required_on_create(doc);
     for item in doc.paths.paths.values_mut() {
         for (writes, operation) in operations(item) {
             let public = operation
@@ -137,6 +140,41 @@ fn module_bodies_are_bytes(doc: &mut OpenApi) {
             }
         }
     }
+}
+
+/// One body describes a schedule to create and one to update, and only a create must name
+/// it: the create's body is that schema with `name` required.
+fn schedule_names_required_on_create(doc: &mut OpenApi) {
+    let Some(create) = doc
+        .paths
+        .paths
+        .get_mut("/v1/schedules")
+        .and_then(|item| item.post.as_mut())
+    else {
+        return;
+    };
+    let Some(RefOr::T(body)) = &mut create.request_body else {
+        return;
+    };
+    let Some(RefOr::T(json)) = body.content.get_mut("application/json") else {
+        return;
+    };
+    let Some(input) = json.schema.take() else {
+        return;
+    };
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[a-z0-9][a-z0-9._-]{0,63}$"))
+        .build();
+    let named = ObjectBuilder::new()
+        .property("name", Schema::Object(name))
+        .required("name")
+        .build();
+    let schema = AllOfBuilder::new()
+        .item(input)
+        .item(Schema::Object(named))
+        .build();
+    json.schema = Some(RefOr::T(Schema::AllOf(schema)));
 }
 
 /// The operations of a path, each with whether it writes.
