@@ -224,6 +224,46 @@ async fn what_a_fuzzer_found_is_answered_with_the_one_error_shape_or_taken() {
     assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
 }
 
+#[test]
+fn a_client_generated_from_the_document_uploads_submits_and_reads_the_output() {
+    let data = tempfile::tempdir().unwrap();
+    let compiled = crate::remote::shared_cache().join("compiled");
+    std::os::unix::fs::symlink(compiled, data.path().join("cache")).unwrap();
+    let (child, url) = crate::serve::serve_http(data.path(), &["--workers", "1"]);
+    let _server = crate::serve::Reap(child);
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let generated = tempfile::tempdir().unwrap();
+    // The document the server serves at /v1/openapi.json.
+    let doc = generated.path().join("openapi.json");
+    std::fs::write(&doc, remotask::http::openapi().to_pretty_json().unwrap()).unwrap();
+    let made = std::process::Command::new(venv_tool("openapi-python-client"))
+        .args(["generate", "--meta", "none", "--path"])
+        .arg(&doc)
+        .arg("--output-path")
+        .arg(generated.path().join("remotask_client"))
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let script = crate::support::workspace().join("tests/all/fixtures/client_check.py");
+    let ran = std::process::Command::new(venv_tool("python"))
+        .arg(script)
+        .arg(generated.path())
+        .args([&url, admin.trim()])
+        .arg(crate::support::guest("echo"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{said}");
+    assert_eq!(
+        String::from_utf8_lossy(&ran.stdout).trim(),
+        r#"{"from": "a generated client"}"#
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_route_is_in_the_openapi_document_and_answers() {
     let api = Api::new().await;

@@ -124,7 +124,7 @@ pub struct JobDto {
     pub attempts: u32,
     pub max_attempts: u32,
     pub progress: Option<ProgressDto>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Value>)]
     pub output: Option<Value>,
     /// json, text or base64.
     pub output_encoding: Option<String>,

@@ -23,7 +23,7 @@ pub struct JobSpec {
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub task: String,
     /// The input as a JSON value (the guest's stdin is its JSON text).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Value>)]
     pub input: Option<Value>,
     /// The input as text, passed as it is.
     pub input_text: Option<String>,
@@ -38,7 +38,7 @@ pub struct JobSpec {
     #[serde(default)]
     pub priority: i32,
     pub limits: Option<LimitsDto>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub retry: Option<RetryPolicy>,
     pub context: Option<String>,
 }

@@ -18,7 +18,7 @@ pub struct TaskDefaultsDto {
     #[schema(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     pub queue: Option<String>,
     pub limits: Option<LimitsDto>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub retry: Option<RetryPolicy>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
