@@ -10,9 +10,7 @@ use std::collections::HashMap;
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
 use utoipa::openapi::response::Response;
-use utoipa::openapi::schema::{
-    AllOfBuilder, KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type,
-};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::{Content, OpenApi, Ref, RefOr, Required};
 
 /// Completes `doc` as the module comment says.
@@ -143,38 +141,41 @@ fn module_bodies_are_bytes(doc: &mut OpenApi) {
 }
 
 /// One body describes a schedule to create and one to update, and only a create must name
-/// it: the create's body is that schema with `name` required.
+/// it: the create's body is `NewSchedule`, that schema with `name` a required string.
 fn schedule_names_required_on_create(doc: &mut OpenApi) {
-    let Some(create) = doc
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    let Some(RefOr::T(Schema::Object(input))) = components.schemas.get("ScheduleInput") else {
+        return;
+    };
+    let mut create = input.clone();
+    let name = ObjectBuilder::new()
+        .schema_type(Type::String)
+        .pattern(Some("^[a-z0-9][a-z0-9._-]{0,63}$"))
+        .max_length(Some(64))
+        .description(Some("The schedule's name."))
+        .build();
+    create
+        .properties
+        .insert("name".to_owned(), RefOr::T(Schema::Object(name)));
+    create.required.push("name".to_owned());
+    create.description = Some("A schedule to create: as `ScheduleInput`, with its name.".into());
+    components
+        .schemas
+        .insert("NewSchedule".to_owned(), RefOr::T(Schema::Object(create)));
+    let body = doc
         .paths
         .paths
         .get_mut("/v1/schedules")
         .and_then(|item| item.post.as_mut())
-    else {
-        return;
-    };
-    let Some(RefOr::T(body)) = &mut create.request_body else {
-        return;
-    };
-    let Some(RefOr::T(json)) = body.content.get_mut("application/json") else {
-        return;
-    };
-    let Some(input) = json.schema.take() else {
-        return;
-    };
-    let name = ObjectBuilder::new()
-        .schema_type(Type::String)
-        .pattern(Some("^[a-z0-9][a-z0-9._-]{0,63}$"))
-        .build();
-    let named = ObjectBuilder::new()
-        .property("name", Schema::Object(name))
-        .required("name")
-        .build();
-    let schema = AllOfBuilder::new()
-        .item(input)
-        .item(Schema::Object(named))
-        .build();
-    json.schema = Some(RefOr::T(Schema::AllOf(schema)));
+        .and_then(|create| match &mut create.request_body {
+            Some(RefOr::T(body)) => body.content.get_mut("application/json"),
+            _ => None,
+        });
+    if let Some(RefOr::T(json)) = body {
+        json.schema = Some(RefOr::Ref(Ref::from_schema_name("NewSchedule")));
+    }
 }
 
 /// The operations of a path, each with whether it writes.
