@@ -1,5 +1,6 @@
 //! The stored text of a job's limits and retry policy: fields in a fixed order, separated by
-//! `;`, instead of JSON objects that repeat every field's name.
+//! `;`, instead of JSON objects that repeat every field's name. Also the JSON columns'
+//! codec both backends share (`json`, `parse_json`).
 //!
 //! Every job row carries both, and a job's row is written three times (submitted, claimed,
 //! ended): as JSON they were about 340 of its 550 bytes, so most of what the single writer
@@ -18,7 +19,24 @@
 //! so a value read is the value written. Rows of schema versions before 7 hold JSON, which
 //! starts with `{` and is still read.
 
+use super::{StoreError, StoreResult};
 use crate::domain::{Limits, Metering, RetryPolicy};
+
+/// A value as the JSON text of a column.
+pub(crate) fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
+}
+
+/// The JSON text of a column of `table`, read; a row that does not read is corrupt.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    s: &str,
+) -> StoreResult<T> {
+    serde_json::from_str(s).map_err(|e| StoreError::Corrupt {
+        table,
+        message: format!("{e}: {s}"),
+    })
+}
 
 /// `limits` as stored.
 pub(crate) fn limits_text(l: &Limits) -> String {

@@ -226,10 +226,9 @@ async fn write_jobs(
     let col = |f: fn(&JobCopy) -> String| jobs.iter().map(f).collect::<Vec<String>>();
     let opt = |f: fn(&JobCopy) -> Option<String>| jobs.iter().map(f).collect::<Vec<_>>();
     let int = |f: fn(&JobCopy) -> Option<i64>| jobs.iter().map(f).collect::<Vec<_>>();
-    let bytes = |f: fn(&JobCopy) -> Option<Vec<u8>>| jobs.iter().map(f).collect::<Vec<_>>();
-    let ids = bytes(|c| Some(id_bytes(c.job.id)));
-    let inputs = bytes(|c| Some(c.job.input.clone()));
-    let outputs = bytes(|c| c.job.output.clone());
+    let ids: Vec<Vec<u8>> = jobs.iter().map(|c| id_bytes(c.job.id)).collect();
+    let inputs: Vec<&[u8]> = jobs.iter().map(|c| c.job.input.as_slice()).collect();
+    let outputs: Vec<Option<&[u8]>> = jobs.iter().map(|c| c.job.output.as_deref()).collect();
     let priorities: Vec<i32> = jobs.iter().map(|c| c.job.priority).collect();
     let attempts: Vec<i32> = jobs.iter().map(|c| c.job.attempts as i32).collect();
     let cancels: Vec<bool> = jobs.iter().map(|c| c.cancel_requested).collect();

@@ -33,16 +33,7 @@ pub(super) fn job_id(table: &'static str, bytes: &[u8]) -> StoreResult<JobId> {
     Ok(JobId::from_u128(u128::from_be_bytes(bytes)))
 }
 
-pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
-}
-
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    s: &str,
-) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| corrupt(table, format!("{e}: {s}")))
-}
+pub(super) use crate::store::columns::{json, parse_json};
 
 fn parsed<T: std::str::FromStr>(table: &'static str, s: &str) -> StoreResult<T>
 where

@@ -24,16 +24,7 @@ pub(super) const CLAIMED_COLUMNS: &str = "id, task, digest, input, args, env, pr
     context, limits, retry, attempts, output, error_reason, error_message, submitter, created_at, \
     finished_at";
 
-pub(super) fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_else(|_| "null".to_owned())
-}
-
-pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
-    table: &'static str,
-    s: &str,
-) -> StoreResult<T> {
-    serde_json::from_str(s).map_err(|e| corrupt(table, format!("{e}: {s}")))
-}
+pub(super) use crate::store::columns::{json, parse_json};
 
 /// A job row as stored, copied out of SQLite but not decoded: the writer thread returns these
 /// and the caller decodes them (ids, names, JSON columns) on its own thread.
