@@ -216,9 +216,6 @@ fn receipt_line(r: &AttemptReport) -> String {
         c.peak_memory_bytes as f64 / (1 << 20) as f64,
         c.wall_us as f64 / 1000.0,
         c.instantiate_us as f64 / 1000.0,
-        serde_json::to_value(c.compile_cache)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        c.compile_cache.as_str(),
     )
 }

@@ -28,7 +28,8 @@ pub(super) fn complete(doc: &mut OpenApi) {
         body.required = Some(Required::False);
     }
     schedule_names_required_on_create(doc);
-    for item in doc.paths.paths.values_mut() {
+    for (path, item) in doc.paths.paths.iter_mut() {
+        let jobs = path.starts_with("/v1/jobs/");
         for (writes, operation) in operations(item) {
             let public = operation
                 .security
@@ -38,7 +39,7 @@ pub(super) fn complete(doc: &mut OpenApi) {
                 || operation.parameters.as_ref().is_some_and(|p| !p.is_empty());
             for parameter in operation.parameters.iter_mut().flatten() {
                 if let RefOr::T(parameter) = parameter {
-                    constrain(parameter);
+                    constrain(parameter, jobs);
                 }
             }
             let responses = &mut operation.responses.responses;
@@ -92,16 +93,15 @@ fn unique_operation_ids(doc: &mut OpenApi) {
     }
 }
 
-/// A job id (26 Crockford base-32 characters), a name (task, queue, schedule) or a module
-/// digest in a path, as the server checks it.
-fn constrain(parameter: &mut Parameter) {
+/// A job id (26 Crockford base-32 characters; an `id` under `/v1/jobs/`, where `jobs` says
+/// the path is), a name (task, queue, schedule) or a module digest in a path, as the server
+/// checks it.
+fn constrain(parameter: &mut Parameter, jobs: bool) {
     if parameter.parameter_in != ParameterIn::Path {
         return;
     }
     let (pattern, max) = match parameter.name.as_str() {
-        "id" if parameter.description.as_deref() != Some("token id") => {
-            ("^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", 26)
-        }
+        "id" if jobs => ("^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$", 26),
         "name" => ("^[a-z0-9][a-z0-9._-]{0,63}$", 64),
         "digest" => ("^[0-9a-f]{64}$", 64),
         _ => return,

@@ -289,8 +289,9 @@ async fn run_metered(
     };
     let pipes = (stdout.clone(), stderr.clone());
     let meter = Arc::new(meter());
-    let armed = wasi_context(request, pipes, scratch.as_ref().map(|d| d.path()), deadline)
-        .and_then(|state| armed_store(&engine.engine, state, &limits, meter.clone()));
+    let scratch_dir = scratch.as_ref().map(|d| d.path());
+    let armed = wasi_context(request, pipes, scratch_dir, deadline, meter.clone())
+        .and_then(|state| armed_store(&engine.engine, state, &limits));
     let mut store = match armed {
         Ok(store) => store,
         Err(message) => return AttemptReport::host_error(message, compile_cache),
@@ -346,6 +347,7 @@ fn wasi_context(
     (stdout, stderr): (CappedPipe, CappedPipe),
     scratch: Option<&std::path::Path>,
     deadline: Instant,
+    cpu: Arc<CpuMeter>,
 ) -> Result<AttemptState, String> {
     let mut argv = Vec::with_capacity(request.args.len() + 1);
     argv.push(request.task_name.as_str());
@@ -372,7 +374,7 @@ fn wasi_context(
         },
         progress: request.progress,
         cpu_budget: request.limits.cpu_time,
-        cpu: Arc::default(),
+        cpu,
         cancel: request.cancel,
         deadline,
         stop: None,
@@ -384,11 +386,9 @@ fn wasi_context(
 /// cancelled or late guest and otherwise yields every tick.
 fn armed_store(
     engine: &Engine,
-    mut state: AttemptState,
+    state: AttemptState,
     limits: &Limits,
-    meter: Arc<CpuMeter>,
 ) -> Result<Store<AttemptState>, String> {
-    state.cpu = meter;
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     if limits.metering == Metering::Fuel {

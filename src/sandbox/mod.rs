@@ -97,6 +97,17 @@ pub enum CacheStatus {
     Miss,
 }
 
+impl CacheStatus {
+    /// The snake_case name used on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CacheStatus::Memory => "memory",
+            CacheStatus::Disk => "disk",
+            CacheStatus::Miss => "miss",
+        }
+    }
+}
+
 /// A compiled, linked module ready to instantiate. Cheap to clone.
 #[derive(Clone)]
 pub struct TaskModule {
@@ -290,5 +301,18 @@ impl Sandbox {
         let mut memory = self.inner.memory.lock().unwrap_or_else(|p| p.into_inner());
         memory.insert(compiled.digest, compiled.clone());
         compiled
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CacheStatus;
+
+    #[test]
+    fn cache_status_names_are_the_serde_names() {
+        for status in [CacheStatus::Memory, CacheStatus::Disk, CacheStatus::Miss] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+        }
     }
 }

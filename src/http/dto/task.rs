@@ -146,17 +146,9 @@ impl AdmissionDto {
                 })
                 .collect(),
             compile_ms: r.compile_ms,
-            compile_cache: cache_name(r.compile_cache),
+            compile_cache: r.compile_cache.as_str().to_owned(),
         }
     }
-}
-
-/// A compile-cache status as on the wire.
-pub(crate) fn cache_name(status: crate::sandbox::CacheStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
