@@ -22,6 +22,7 @@
 //! [[queues]]
 //! name = "default"
 //! concurrency = 5
+//! key_concurrency = 1              # jobs with one concurrency_key at once
 //! default_limits = { fuel = 10_000_000_000, max_seconds = 30 }
 //! caps = { max_seconds = 3600 }
 //! ```
@@ -44,6 +45,7 @@ use crate::worker::WorkerConfig;
 pub struct QueueFile {
     pub name: String,
     pub concurrency: Option<u32>,
+    pub key_concurrency: Option<u32>,
     #[serde(default)]
     pub default_limits: LimitsOverride,
     #[serde(default)]
@@ -316,6 +318,10 @@ fn queues(entries: &[QueueFile]) -> Result<Vec<QueueConfig>, String> {
         if concurrency == 0 {
             return Err(format!("queue {name}: concurrency must be at least 1"));
         }
+        let key_concurrency = q.key_concurrency.unwrap_or(base.key_concurrency);
+        if key_concurrency == 0 {
+            return Err(format!("queue {name}: key_concurrency must be at least 1"));
+        }
         let caps = q
             .caps
             .over(base.caps)
@@ -333,6 +339,7 @@ fn queues(entries: &[QueueFile]) -> Result<Vec<QueueConfig>, String> {
         queues.push(QueueConfig {
             name,
             concurrency,
+            key_concurrency,
             default_limits,
             caps,
         });

@@ -22,6 +22,7 @@ pub(crate) fn queued_job(i: u64) -> NewJob {
         start: Start::Now,
         unique_key: None,
         context: None,
+        concurrency_key: None,
         limits: Limits::default(),
         retry: RetryPolicy::default(),
         submitter: None,

@@ -399,6 +399,7 @@ mod tests {
             start: super::super::Start::Now,
             unique_key: None,
             context: None,
+            concurrency_key: None,
             limits: Limits::default(),
             retry,
             submitter: None,

@@ -26,7 +26,7 @@ pub use lifecycle::{
 };
 pub use limits::{Limits, LimitsError, LimitsOverride, Metering};
 pub use names::{NameError, QueueName, Role, ScheduleName, TaskName, WorkerName};
-pub use queue::{QueueConfig, QueuePosition, QueueStats};
+pub use queue::{KeyPosition, QueueConfig, QueuePosition, QueueStats};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobFilter, NewJob, Start, Timestamp};
 pub use retry::{Decision, RetryPolicy};

@@ -13,6 +13,9 @@ pub struct QueueConfig {
     pub name: QueueName,
     /// Jobs run at once; 1 runs them strictly one at a time in claim order.
     pub concurrency: u32,
+    /// Jobs with one `concurrency_key` run at once (at least 1): the context guard.
+    #[serde(default = "one")]
+    pub key_concurrency: u32,
     /// Limits of jobs that give none.
     pub default_limits: Limits,
     /// The most any job (or escalation) may ask for.
@@ -25,6 +28,7 @@ impl QueueConfig {
         Self {
             name,
             concurrency: 5,
+            key_concurrency: 1,
             default_limits: Limits::default(),
             caps: Limits {
                 fuel: 1_000_000_000_000,
@@ -55,4 +59,20 @@ pub struct QueuePosition {
     pub concurrency: u32,
     /// Queued jobs of the same queue that are claimed before this one.
     pub ahead: u64,
+    /// The job's concurrency key, when it has one: how many jobs with it run, and whether a
+    /// claim found the key at its limit and set the job aside until one of them ends.
+    pub key: Option<KeyPosition>,
+}
+
+/// Where a job with a `concurrency_key` stands behind its context guard.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPosition {
+    pub key: String,
+    pub running: u64,
+    pub limit: u32,
+    pub guarded: bool,
+}
+
+fn one() -> u32 {
+    1
 }

@@ -62,6 +62,9 @@ pub struct NewJob {
     pub start: Start,
     pub unique_key: Option<String>,
     pub context: Option<String>,
+    /// Jobs of one queue with the same key run at most the queue's `key_concurrency` at a
+    /// time (a context guard).
+    pub concurrency_key: Option<String>,
     pub limits: Limits,
     pub retry: RetryPolicy,
     pub submitter: Option<String>,
@@ -96,6 +99,7 @@ pub struct Job {
     pub run_at: Timestamp,
     pub unique_key: Option<String>,
     pub context: Option<String>,
+    pub concurrency_key: Option<String>,
     /// The limits of the next attempt (escalated after `deadline` / `out_of_fuel`).
     pub limits: Limits,
     pub retry: RetryPolicy,
@@ -154,6 +158,7 @@ impl NewJob {
             priority: self.priority,
             unique_key: self.unique_key,
             context: self.context,
+            concurrency_key: self.concurrency_key,
             limits: self.limits,
             retry: self.retry,
             attempts: 0,

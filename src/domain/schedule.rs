@@ -29,6 +29,8 @@ pub struct JobTemplate {
     pub limits: LimitsOverride,
     pub retry: Option<RetryPolicy>,
     pub context: Option<String>,
+    #[serde(default)]
+    pub concurrency_key: Option<String>,
 }
 
 /// What a fire does while the schedule's previous job is still live.

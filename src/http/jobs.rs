@@ -88,6 +88,7 @@ pub(super) fn job_template(job: JobSpec, caps: &HttpCaps) -> ApiResult<JobTempla
         limits: job.limits.map(|l| l.to_override()).unwrap_or_default(),
         retry: job.retry,
         context: job.context,
+        concurrency_key: job.concurrency_key,
     })
 }
 
@@ -119,6 +120,7 @@ fn to_request(body: SubmitJob, caps: &HttpCaps, submitter: &str) -> ApiResult<Su
     request.hold = submit.hold;
     request.unique_key = submit.unique_key;
     request.context = job.context;
+    request.concurrency_key = job.concurrency_key;
     request.limits = job.limits;
     request.retry = job.retry;
     request.submitter = Some(submitter.to_owned());

@@ -9,6 +9,7 @@
 
 mod auth;
 mod body;
+mod contexts;
 mod contract;
 pub mod dto;
 mod error;
@@ -162,6 +163,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::release))
         .routes(routes!(jobs::retry))
+        .routes(routes!(contexts::list_contexts))
         .routes(routes!(queues::list_queues))
         .routes(routes!(queues::get_queue))
         .routes(routes!(queues::pause))

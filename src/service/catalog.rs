@@ -125,9 +125,9 @@ impl Service {
     /// Stores a queue's settings; the tasks whose default limits are over its caps now (their
     /// jobs, submitted without limits of their own, would be refused), by name.
     pub async fn put_queue(&self, config: QueueConfig) -> ServiceResult<Vec<TaskName>> {
-        if config.concurrency == 0 {
+        if config.concurrency == 0 || config.key_concurrency == 0 {
             return Err(ServiceError::Invalid(format!(
-                "queue {}: concurrency must be at least 1",
+                "queue {}: concurrency and key_concurrency must be at least 1",
                 config.name
             )));
         }

@@ -1,6 +1,7 @@
 //! Why a job is where it is, in words an operator can act on: held, runs at T, queue paused
-//! (also for a job waiting to be queued in it), queue full n/n, behind N jobs, nothing here
-//! serves its queue, its task deleted, running attempt k, or how it ended.
+//! (also for a job waiting to be queued in it), queue full n/n, its concurrency key busy,
+//! behind N jobs, nothing here serves its queue, its task deleted, running attempt k, or how
+//! it ended.
 
 use std::fmt;
 
@@ -23,8 +24,9 @@ pub(super) struct Circumstances {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Explanation {
     pub state: JobState,
-    /// One short code per cause: `held`, `scheduled`, `paused`, `queue_full`, `behind`,
-    /// `next`, `no_worker`, `task_deleted`, `running`, `completed`, `failed`, `cancelled`.
+    /// One short code per cause: `held`, `scheduled`, `paused`, `queue_full`, `key_busy`,
+    /// `behind`, `next`, `no_worker`, `task_deleted`, `running`, `completed`, `failed`,
+    /// `cancelled`.
     pub causes: Vec<&'static str>,
     pub message: String,
 }
@@ -75,6 +77,14 @@ impl Explanation {
                         parts.push(format!(
                             "queue {} is full: {}/{} running",
                             job.queue, p.running, p.concurrency
+                        ));
+                    }
+                    if let Some(k) = p.key.as_ref().filter(|k| k.running >= u64::from(k.limit)) {
+                        causes.push("key_busy");
+                        parts.push(format!(
+                            "concurrency key {:?} is busy: {}/{} jobs with it running in \
+                             queue {}; it runs when one of them ends",
+                            k.key, k.running, k.limit, job.queue
                         ));
                     }
                     if p.ahead > 0 {

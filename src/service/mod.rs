@@ -464,6 +464,16 @@ impl Service {
         Ok(self.shared.store.list_jobs(filter).await?)
     }
 
+    /// The contexts live jobs carry, in order, with how many live jobs carry each: a page of
+    /// up to `limit` after `after`.
+    pub async fn live_contexts(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> ServiceResult<Vec<(String, u64)>> {
+        Ok(self.shared.store.live_contexts(after, limit).await?)
+    }
+
     /// Waits until the job is in a terminal state or `timeout` passes; returns it either way.
     /// Listens to job events, so it reads the job again only when something happened to it
     /// (or every 250 ms: another process on the same store may finish it).

@@ -40,6 +40,7 @@ fn request_for(name: &ScheduleName, job: &JobTemplate, fire: Timestamp) -> Submi
     r.limits = job.limits;
     r.retry = job.retry.clone();
     r.context = job.context.clone();
+    r.concurrency_key = job.concurrency_key.clone();
     r.unique_key = Some(fire_key(name, fire));
     r.submitter = Some(format!("schedule:{name}"));
     r

@@ -31,6 +31,9 @@ pub struct SubmitRequest {
     pub unique_key: Option<String>,
     /// A free string to find all jobs about one object.
     pub context: Option<String>,
+    /// Jobs of one queue with this key run no more at once than the queue's
+    /// `key_concurrency`.
+    pub concurrency_key: Option<String>,
     /// Fields laid over the task's default limits (else the queue's).
     pub limits: LimitsOverride,
     pub retry: Option<RetryPolicy>,
@@ -52,6 +55,7 @@ impl SubmitRequest {
             hold: false,
             unique_key: None,
             context: None,
+            concurrency_key: None,
             limits: LimitsOverride::default(),
             retry: None,
             submitter: None,
@@ -78,13 +82,18 @@ impl SubmitRequest {
             .or_else(|| task.defaults.retry.clone())
             .unwrap_or_default();
         retry.validate().map_err(invalid)?;
-        if let Some(key) = &self.unique_key
-            && (key.is_empty() || key.len() > 512)
-        {
-            return Err(invalid(format!(
-                "unique_key must be 1 to 512 bytes, got {}",
-                key.len()
-            )));
+        for (field, key) in [
+            ("unique_key", &self.unique_key),
+            ("concurrency_key", &self.concurrency_key),
+        ] {
+            if let Some(key) = key
+                && (key.is_empty() || key.len() > 512)
+            {
+                return Err(invalid(format!(
+                    "{field} must be 1 to 512 bytes, got {}",
+                    key.len()
+                )));
+            }
         }
         let start = match (self.hold, self.delay, self.run_at) {
             (true, _, _) => Start::Held,
@@ -109,6 +118,7 @@ impl SubmitRequest {
             start,
             unique_key: self.unique_key,
             context: self.context,
+            concurrency_key: self.concurrency_key,
             limits,
             retry,
             submitter: self.submitter,

@@ -362,6 +362,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Where a queued job stands in its queue.
     async fn position(&self, id: JobId) -> StoreResult<Option<QueuePosition>>;
+    /// The contexts that live jobs (held, scheduled, queued, running) carry, in order, with
+    /// how many live jobs carry each: up to `limit` after `after`.
+    async fn live_contexts(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, u64)>>;
     /// The earliest `run_at` of a scheduled job, to sleep until.
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>>;
 

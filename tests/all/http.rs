@@ -302,6 +302,7 @@ async fn every_route_is_in_the_openapi_document_and_answers() {
         "POST /v1/jobs/{id}/cancel",
         "POST /v1/jobs/{id}/release",
         "POST /v1/jobs/{id}/retry",
+        "GET /v1/contexts",
         "GET /v1/queues",
         "GET /v1/queues/{name}",
         "POST /v1/queues/{name}/pause",

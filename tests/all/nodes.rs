@@ -368,3 +368,83 @@ async fn a_schedule_fires_once_per_fire_time_with_two_nodes_and_after_its_leader
         "every second from the first fire to the last: {times:?}"
     );
 }
+
+/// Context guards hold across nodes: jobs with one concurrency key never run two at a time,
+/// though both nodes have free guest threads, and a job with another key runs beside them.
+/// Meanwhile explain says why a job waits, and the contexts of live jobs are listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_with_one_concurrency_key_run_one_at_a_time_across_nodes() {
+    let mut nodes = Nodes::new();
+    let a = nodes.start("2", &[]);
+    let b = nodes.start("2", &[]);
+    let job = |key: &str, seconds: &str| {
+        let mut j = sleeper(seconds);
+        j["concurrency_key"] = key.into();
+        j["context"] = format!("doc-{key}").into();
+        j
+    };
+    let mut ids = a
+        .api
+        .submit((0..3).map(|_| job("x", "0.5")).collect())
+        .await;
+    ids.extend(
+        b.api
+            .submit((0..3).map(|_| job("x", "0.5")).collect())
+            .await,
+    );
+    let contexts = a.api.get("/v1/contexts").await;
+    assert_eq!(
+        contexts["contexts"],
+        json!([{"context": "doc-x", "live": 6}]),
+        "{contexts}"
+    );
+    let other = b.api.submit(vec![job("y", "0.1")]).await.remove(0);
+
+    // While one x job runs, every other waits behind its key.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let waiting = loop {
+        let mut running = 0;
+        let mut queued = None;
+        for id in &ids {
+            match a.api.job(id).await["state"].as_str().unwrap() {
+                "running" => running += 1,
+                "queued" => queued = Some(id.clone()),
+                _ => {}
+            }
+        }
+        assert!(running <= 1, "{running} jobs with key x run at once");
+        if let (1, Some(id)) = (running, queued) {
+            break id;
+        }
+        assert!(Instant::now() < deadline, "no x job ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let why = b.api.get(&format!("/v1/jobs/{waiting}/explain")).await;
+    let causes = why["causes"].as_array().unwrap();
+    assert!(causes.contains(&json!("key_busy")), "{why}");
+    assert!(why["message"].as_str().unwrap().contains("\"x\""), "{why}");
+
+    let ended = a.api.wait_ended(&ids, Duration::from_secs(60)).await;
+    let mut spans: Vec<(String, String)> = ended
+        .iter()
+        .map(|j| {
+            assert_eq!(j["state"], "completed", "{j}");
+            let at = |f: &str| j[f].as_str().unwrap().to_owned();
+            (at("started_at"), at("finished_at"))
+        })
+        .collect();
+    // RFC 3339 times with milliseconds, all UTC: they sort as text.
+    spans.sort();
+    assert!(
+        spans.windows(2).all(|w| w[0].1 <= w[1].0),
+        "x jobs overlapped: {spans:#?}"
+    );
+    let y = a.api.job(&other).await;
+    assert_eq!(y["state"], "completed", "{y}");
+    assert!(
+        y["finished_at"].as_str().unwrap() < spans.last().unwrap().0.as_str(),
+        "the y job waited for the x jobs: {y}, {spans:#?}"
+    );
+    let left = b.api.get("/v1/contexts").await;
+    assert_eq!(left["contexts"], json!([]), "{left}");
+}

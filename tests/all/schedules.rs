@@ -32,6 +32,7 @@ fn template(task: &str, args: &[&str]) -> JobTemplate {
         limits: Default::default(),
         retry: None,
         context: None,
+        concurrency_key: None,
     }
 }
 

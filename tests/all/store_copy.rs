@@ -24,8 +24,9 @@ use crate::support::remotask;
 const T0: Timestamp = Timestamp(1_700_000_000_000);
 
 fn job(queue: &str, digest: ModuleDigest, start: Start) -> NewJob {
+    let id = JobId::generate();
     NewJob {
-        id: JobId::generate(),
+        id,
         task: "echo".parse().unwrap(),
         digest,
         queue: queue.parse().unwrap(),
@@ -36,6 +37,7 @@ fn job(queue: &str, digest: ModuleDigest, start: Start) -> NewJob {
         start,
         unique_key: None,
         context: Some("ctx".into()),
+        concurrency_key: Some(format!("key-{id}")),
         limits: Default::default(),
         retry: Default::default(),
         submitter: Some("tok".into()),
@@ -114,6 +116,7 @@ async fn source(store: &SqliteStore) -> (Lease, ModuleDigest) {
             limits: Default::default(),
             retry: None,
             context: None,
+            concurrency_key: None,
         },
         overlap: Overlap::Skip,
         catch_up: CatchUp::One,

@@ -12,7 +12,8 @@ use reqwest::Method;
 use super::submit::{self, SubmitArgs};
 use super::{Client, Connection, block_on, path_part, print_json, table};
 use crate::http::dto::{
-    CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto, JobDto, JobList,
+    CancelDto, CancelFilter, CleanRequest, ContextList, CountDto, EventDto, ExplainDto, JobDto,
+    JobList,
 };
 
 #[derive(Debug, Subcommand)]
@@ -62,6 +63,15 @@ pub enum JobCommand {
     Clean {
         #[arg(long, value_name = "SECONDS")]
         older_than: Option<f64>,
+    },
+    /// List the contexts that live jobs carry, with how many carry each.
+    Contexts {
+        /// Page size (1 to 1000).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Start after this context (the `next` of the previous page).
+        #[arg(long)]
+        after: Option<String>,
     },
     /// Print job state changes as they happen, until interrupted.
     Watch {
@@ -130,9 +140,36 @@ pub(in crate::cli) fn job(command: JobCommand, conn: &Connection) -> anyhow::Res
             JobCommand::Clean { older_than } => clean(c, conn, older_than).await,
             JobCommand::Watch { task, queue, job } => watch(c, conn, task, queue, job).await,
             JobCommand::Rm { id } => rm(c, conn, &id).await,
+            JobCommand::Contexts { limit, after } => contexts(c, conn, limit, after).await,
         };
         done.map(|()| ExitCode::SUCCESS)
     })
+}
+
+async fn contexts(
+    client: &Client,
+    conn: &Connection,
+    limit: u32,
+    after: Option<String>,
+) -> anyhow::Result<()> {
+    let mut query = vec![("limit", limit.to_string())];
+    query.extend(after.map(|a| ("after", a)));
+    let list: ContextList = client
+        .json(client.request(Method::GET, "/v1/contexts").query(&query))
+        .await?;
+    if conn.json {
+        return print_json(&list);
+    }
+    let rows: Vec<Vec<String>> = list
+        .contexts
+        .iter()
+        .map(|c| vec![c.context.clone(), c.live.to_string()])
+        .collect();
+    print!("{}", table(&["CONTEXT", "LIVE JOBS"], &rows));
+    if let Some(next) = &list.next {
+        println!("(more: --after {next})");
+    }
+    Ok(())
 }
 
 async fn get(client: &Client, conn: &Connection, id: &str) -> anyhow::Result<()> {

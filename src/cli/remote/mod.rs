@@ -52,6 +52,9 @@ pub struct JobArgs {
     /// A free string to find the jobs about one object.
     #[arg(long)]
     pub context: Option<String>,
+    /// Jobs of one queue with the same key run no more at once than its key_concurrency.
+    #[arg(long)]
+    pub concurrency_key: Option<String>,
     #[command(flatten)]
     pub budget: BudgetArgs,
 }
@@ -89,6 +92,7 @@ impl JobArgs {
             queue: self.queue.clone(),
             priority: self.priority,
             context: self.context.clone(),
+            concurrency_key: self.concurrency_key.clone(),
             ..JobSpec::default()
         };
         match self.guest.input()? {

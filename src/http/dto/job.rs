@@ -52,6 +52,7 @@ pub(super) const SUBMIT_FIELDS: &[&str] = &[
     "hold",
     "unique_key",
     "context",
+    "concurrency_key",
     "limits",
     "retry",
 ];
@@ -131,6 +132,7 @@ pub struct JobDto {
     pub error: Option<JobErrorDto>,
     pub unique_key: Option<String>,
     pub context: Option<String>,
+    pub concurrency_key: Option<String>,
     pub limits: LimitsDto,
     pub worker: Option<String>,
     pub submitter: Option<String>,
@@ -170,6 +172,7 @@ impl JobDto {
             }),
             unique_key: j.unique_key.clone(),
             context: j.context.clone(),
+            concurrency_key: j.concurrency_key.clone(),
             limits: LimitsDto::from_limits(&j.limits),
             worker: j.worker.clone(),
             submitter: j.submitter.clone(),
@@ -246,6 +249,21 @@ pub struct JobList {
     pub jobs: Vec<JobDto>,
     /// Pass as `after` to get the next page; absent on the last page.
     pub next: Option<String>,
+}
+
+/// A page of the contexts live jobs carry.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContextList {
+    pub contexts: Vec<ContextDto>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// A context and how many live (held, scheduled, queued or running) jobs carry it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ContextDto {
+    pub context: String,
+    pub live: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]

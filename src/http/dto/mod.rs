@@ -27,8 +27,9 @@ use super::error::ApiError;
 use crate::domain::{Limits, LimitsOverride, Metering, Timestamp};
 
 pub use job::{
-    AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, CountDto, EventDto, ExplainDto,
-    JobDto, JobErrorDto, JobList, ProgressDto, ReceiptDto, SubmitBatch, SubmitJob, SubmitOptions,
+    AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, ContextDto, ContextList,
+    CountDto, EventDto, ExplainDto, JobDto, JobErrorDto, JobList, ProgressDto, ReceiptDto,
+    SubmitBatch, SubmitJob, SubmitOptions,
 };
 pub use lease::{
     CancelEventDto, CursorDto, EndedDto, HeartbeatAnswer, HeartbeatRequest, HeldLease, LeaseDto,

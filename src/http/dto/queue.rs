@@ -12,6 +12,8 @@ use crate::domain::QueueStats;
 pub struct QueueDto {
     pub name: String,
     pub concurrency: u32,
+    /// Jobs with one `concurrency_key` that run at once.
+    pub key_concurrency: u32,
     pub paused: bool,
     pub default_limits: LimitsDto,
     pub caps: LimitsDto,
@@ -24,6 +26,7 @@ impl QueueDto {
         Self {
             name: q.config.name.to_string(),
             concurrency: q.config.concurrency,
+            key_concurrency: q.config.key_concurrency,
             paused: q.paused,
             default_limits: LimitsDto::from_limits(&q.config.default_limits),
             caps: LimitsDto::from_limits(&q.config.caps),

@@ -77,6 +77,7 @@ pub(super) const SCHEDULE_FIELDS: &[&str] = &[
     "limits",
     "retry",
     "context",
+    "concurrency_key",
 ];
 
 impl FieldGroup for ScheduleOptions {
@@ -125,6 +126,7 @@ pub struct ScheduleDto {
     pub queue: Option<String>,
     pub priority: i32,
     pub context: Option<String>,
+    pub concurrency_key: Option<String>,
     #[schema(value_type = Object)]
     pub input: Value,
     pub input_encoding: String,
@@ -156,6 +158,7 @@ impl ScheduleDto {
             queue: r.job.queue.as_ref().map(ToString::to_string),
             priority: r.job.priority,
             context: r.job.context.clone(),
+            concurrency_key: r.job.concurrency_key.clone(),
             input,
             input_encoding: encoding.into(),
             overlap: word(&r.overlap),

@@ -16,7 +16,7 @@ use super::flat::FieldGroup;
 use crate::domain::RetryPolicy;
 
 /// A job's task, input (one of `input`, `input_text`, `input_base64`, or none), arguments,
-/// environment, queue, priority, limits, retry policy and context.
+/// environment, queue, priority, limits, retry policy, context and concurrency key.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct JobSpec {
     /// The task name.
@@ -41,6 +41,10 @@ pub struct JobSpec {
     #[schema(value_type = Option<Object>)]
     pub retry: Option<RetryPolicy>,
     pub context: Option<String>,
+    /// Jobs of one queue with this key run no more at once than the queue's
+    /// `key_concurrency` (default 1), across every worker and node.
+    #[schema(min_length = 1, max_length = 512)]
+    pub concurrency_key: Option<String>,
 }
 
 impl FieldGroup for JobSpec {
@@ -63,6 +67,7 @@ impl FieldGroup for JobSpec {
             "limits" => self.limits = map.next_value()?,
             "retry" => self.retry = map.next_value()?,
             "context" => self.context = map.next_value()?,
+            "concurrency_key" => self.concurrency_key = map.next_value()?,
             _ => return Ok(false),
         }
         Ok(true)

@@ -36,6 +36,7 @@ fn full_spec() -> JobSpec {
             ..RetryPolicy::default()
         }),
         context: Some("order-9".into()),
+        concurrency_key: Some("order-9".into()),
     }
 }
 

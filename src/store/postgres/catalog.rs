@@ -102,8 +102,10 @@ pub(super) async fn put_task(
     Ok(())
 }
 
-/// One queue's settings and pause state, from a row `name, concurrency, default_limits,
-/// caps, paused`.
+/// A queue's columns, in the order [`queue_config`] reads them.
+const QUEUE_COLUMNS: &str = "name, concurrency, default_limits, caps, paused, key_concurrency";
+
+/// One queue's settings and pause state, from a row of [`QUEUE_COLUMNS`].
 fn queue_config(row: &tokio_postgres::Row) -> StoreResult<(QueueConfig, bool)> {
     let config = QueueConfig {
         name: row
@@ -111,6 +113,7 @@ fn queue_config(row: &tokio_postgres::Row) -> StoreResult<(QueueConfig, bool)> {
             .parse()
             .map_err(|e| corrupt("queues", e))?,
         concurrency: row.get::<_, i32>(1).max(0) as u32,
+        key_concurrency: row.get::<_, i32>(5).max(1) as u32,
         default_limits: rows::parse_json("queues", row.get(2))?,
         caps: rows::parse_json("queues", row.get(3))?,
     };
@@ -122,9 +125,7 @@ pub(super) async fn queue_configs(
     client: &impl GenericClient,
 ) -> StoreResult<Vec<(QueueConfig, bool)>> {
     let statement = client
-        .prepare_cached(
-            "SELECT name, concurrency, default_limits, caps, paused FROM queues ORDER BY name",
-        )
+        .prepare_cached(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))
         .await
         .map_err(db)?;
     client
@@ -144,8 +145,10 @@ pub(super) async fn queue_stats(
     let name = name.map(QueueName::as_str);
     let queues = client
         .query(
-            "SELECT name, concurrency, default_limits, caps, paused FROM queues \
-             WHERE $1::text IS NULL OR name = $1 ORDER BY name",
+            &format!(
+                "SELECT {QUEUE_COLUMNS} FROM queues \
+                 WHERE $1::text IS NULL OR name = $1 ORDER BY name"
+            ),
             &[&name],
         )
         .await
@@ -184,14 +187,17 @@ pub(super) async fn queue_stats(
 pub(super) async fn put_queue(client: &impl GenericClient, c: &QueueConfig) -> StoreResult<()> {
     client
         .execute(
-            "INSERT INTO queues (name, concurrency, default_limits, caps) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO queues (name, concurrency, default_limits, caps, key_concurrency) \
+             VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, \
-             default_limits = excluded.default_limits, caps = excluded.caps",
+             default_limits = excluded.default_limits, caps = excluded.caps, \
+             key_concurrency = excluded.key_concurrency",
             &[
                 &c.name.as_str(),
                 &(c.concurrency as i32),
                 &rows::json(&c.default_limits),
                 &rows::json(&c.caps),
+                &(c.key_concurrency.min(i32::MAX as u32) as i32),
             ],
         )
         .await

@@ -35,7 +35,7 @@ impl PgStore {
         if !holds.is_empty() {
             tx.batch_execute(
                 "TRUNCATE tasks, task_versions, modules, queues, jobs, attempts, job_counts, \
-                 tokens, schedules",
+                 tokens, schedules, guarded_keys",
             )
             .await
             .map_err(db)?;
@@ -205,12 +205,12 @@ async fn write_modules(
 const INSERT_JOBS: &str = "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, \
     priority, run_at, unique_key, context, limits, retry, attempts, lease, lease_expires, \
     worker, cancel_requested, progress_done, progress_total, output, error_reason, \
-    error_message, submitter, created_at, started_at, finished_at) \
+    error_message, submitter, created_at, started_at, finished_at, concurrency_key) \
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
         $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
         $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::int8[], \
         $18::text[], $19::bool[], $20::int8[], $21::int8[], $22::bytea[], $23::text[], \
-        $24::text[], $25::text[], $26::int8[], $27::int8[], $28::int8[])";
+        $24::text[], $25::text[], $26::int8[], $27::int8[], $28::int8[], $29::text[])";
 
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (job_id, number, reason, trap_kind, \
     exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at) \
@@ -264,6 +264,7 @@ async fn write_jobs(
                 &int(|c| Some(c.job.created_at.0)),
                 &int(|c| c.job.started_at.map(|t| t.0)),
                 &int(|c| c.job.finished_at.map(|t| t.0)),
+                &opt(|c| c.job.concurrency_key.clone()),
             ],
         )
         .await

@@ -7,8 +7,8 @@ use deadpool_postgres::GenericClient;
 use super::rows::{self, JOB_COLUMNS, id_bytes, job_id};
 use super::{corrupt, db};
 use crate::domain::{
-    AttemptRecord, CancelOutcome, Event, Job, JobFilter, JobId, JobState, NewJob, QueueConfig,
-    QueueName, QueuePosition, Timestamp,
+    AttemptRecord, CancelOutcome, Event, Job, JobFilter, JobId, JobState, KeyPosition, NewJob,
+    QueueConfig, QueueName, QueuePosition, Timestamp,
 };
 use crate::store::columns;
 use crate::store::guards::{Sql, guard, target};
@@ -24,25 +24,26 @@ const LIVE: &str =
 pub(super) const INSERT: &str = "WITH input AS ( \
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
         $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
-        $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[]) WITH ORDINALITY \
+        $12::text[], $13::text[], $14::text[], $15::text[], $16::int8[], $20::text[]) \
+        WITH ORDINALITY \
         AS v(id, task, digest, queue, state, input, args, env, priority, run_at, \
-            unique_key, context, limits, retry, submitter, created_at, ord) \
+            unique_key, context, limits, retry, submitter, created_at, concurrency_key, ord) \
 ), ensured AS ( \
     INSERT INTO queues (name, concurrency, default_limits, caps) \
     SELECT DISTINCT queue, $17::int4, $18::text, $19::text FROM input \
     ON CONFLICT (name) DO NOTHING \
 ), plain AS ( \
     INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, \
-        unique_key, context, limits, retry, submitter, created_at) \
+        unique_key, context, limits, retry, submitter, created_at, concurrency_key) \
     SELECT id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
-        context, limits, retry, submitter, created_at FROM input \
+        context, limits, retry, submitter, created_at, concurrency_key FROM input \
     WHERE unique_key IS NULL ORDER BY ord \
     RETURNING id, queue, state \
 ), keyed AS ( \
     INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, \
-        unique_key, context, limits, retry, submitter, created_at) \
+        unique_key, context, limits, retry, submitter, created_at, concurrency_key) \
     SELECT id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
-        context, limits, retry, submitter, created_at FROM input \
+        context, limits, retry, submitter, created_at, concurrency_key FROM input \
     WHERE unique_key IS NOT NULL ORDER BY ord \
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL \
         AND (state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running') \
@@ -83,6 +84,7 @@ pub(super) async fn insert(
     let retries = text(|j| columns::retry_text(&j.retry));
     let submitters: Vec<Option<&str>> = jobs.iter().map(|j| j.submitter.as_deref()).collect();
     let created: Vec<i64> = jobs.iter().map(|j| j.created_at.0).collect();
+    let guard_keys: Vec<Option<&str>> = jobs.iter().map(|j| j.concurrency_key.as_deref()).collect();
     let defaults = QueueConfig::with_defaults(QueueName::default_queue());
     let concurrency = defaults.concurrency as i32;
     let (default_limits, caps) = (
@@ -113,6 +115,7 @@ pub(super) async fn insert(
                 &concurrency,
                 &default_limits,
                 &caps,
+                &guard_keys,
             ],
         )
         .await
@@ -315,7 +318,8 @@ pub(super) async fn cancel(
         return Ok(CancelOutcome::AlreadyEnded(state));
     }
     let sql = format!(
-        "UPDATE jobs SET state = '{}', finished_at = $2, error_reason = 'cancelled', \
+        "UPDATE jobs SET state = '{}', guarded = false, finished_at = $2, \
+         error_reason = 'cancelled', \
          error_message = 'cancelled before it ran' WHERE id = $1 AND {} AND state = $3",
         target(Event::Cancel),
         guard(Event::Cancel)
@@ -425,6 +429,27 @@ pub(super) async fn clean(
     Ok(row.get::<_, i64>(0) as u64)
 }
 
+/// The contexts of live jobs after `after`, in order, with their live jobs: through
+/// `jobs_live_context`, so the ended jobs kept are never read.
+pub(super) async fn live_contexts(
+    client: &impl GenericClient,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<(String, u64)>> {
+    let sql = format!(
+        "SELECT context, count(*) FROM jobs WHERE context IS NOT NULL AND {LIVE} \
+         AND ($1::text IS NULL OR context > $1) GROUP BY context ORDER BY context LIMIT $2"
+    );
+    let rows = client
+        .query(&sql, &[&after, &i64::from(limit)])
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+        .collect())
+}
+
 /// Where a job stands in its queue.
 pub(super) async fn position(
     client: &impl GenericClient,
@@ -433,7 +458,7 @@ pub(super) async fn position(
     let key = id_bytes(id);
     let Some(row) = client
         .query_opt(
-            "SELECT queue, priority, run_at FROM jobs WHERE id = $1",
+            "SELECT queue, priority, run_at, concurrency_key, guarded FROM jobs WHERE id = $1",
             &[&key],
         )
         .await
@@ -442,14 +467,17 @@ pub(super) async fn position(
         return Ok(None);
     };
     let (queue, priority, run_at): (String, i32, i64) = (row.get(0), row.get(1), row.get(2));
+    let (guard_key, guarded): (Option<String>, bool) = (row.get(3), row.get(4));
     let settings = client
         .query_opt(
-            "SELECT concurrency, paused FROM queues WHERE name = $1",
+            "SELECT concurrency, paused, key_concurrency FROM queues WHERE name = $1",
             &[&queue],
         )
         .await
         .map_err(db)?;
-    let (concurrency, paused) = settings.map_or((0, false), |r| (r.get::<_, i32>(0), r.get(1)));
+    let (concurrency, paused, limit) = settings.map_or((0, false, 1), |r| {
+        (r.get::<_, i32>(0), r.get(1), r.get::<_, i32>(2))
+    });
     let running: i64 = client
         .query_one(
             "SELECT coalesce(sum(n), 0)::int8 FROM job_counts WHERE queue = $1 AND state = 'running'",
@@ -460,17 +488,38 @@ pub(super) async fn position(
         .get(0);
     let ahead: i64 = client
         .query_one(
-            "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'queued' AND \
-             (priority > $2 OR (priority = $2 AND (run_at < $3 OR (run_at = $3 AND id < $4))))",
+            "SELECT count(*) FROM jobs WHERE queue = $1 AND state = 'queued' AND NOT guarded \
+             AND (priority > $2 OR (priority = $2 AND (run_at < $3 OR (run_at = $3 AND id < $4))))",
             &[&queue, &priority, &run_at, &key],
         )
         .await
         .map_err(db)?
         .get(0);
+    let key = match guard_key {
+        Some(guard_key) => {
+            let running: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM jobs WHERE queue = $1 AND concurrency_key = $2 \
+                     AND state = 'running'",
+                    &[&queue, &guard_key],
+                )
+                .await
+                .map_err(db)?
+                .get(0);
+            Some(KeyPosition {
+                key: guard_key,
+                running: running.max(0) as u64,
+                limit: limit.max(1) as u32,
+                guarded,
+            })
+        }
+        None => None,
+    };
     Ok(Some(QueuePosition {
         paused,
         running: running.max(0) as u64,
         concurrency: concurrency.max(0) as u32,
         ahead: ahead as u64,
+        key,
     }))
 }

@@ -95,6 +95,7 @@ fn claimed(
         run_at: Timestamp(row.get(9)),
         unique_key: row.get(10),
         context: row.get(11),
+        concurrency_key: row.get(23),
         limits: columns::parse_limits(text(12)).map_err(|e| corrupt("jobs", e))?,
         retry: columns::parse_retry(text(13)).map_err(|e| corrupt("jobs", e))?,
         attempts: row.get::<_, i32>(14) as u32,

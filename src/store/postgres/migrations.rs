@@ -13,6 +13,7 @@ use crate::store::{StoreError, StoreResult};
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/01_schema.sql"),
     include_str!("migrations/02_functions.sql"),
+    include_str!("migrations/03_context_guards.sql"),
 ];
 
 /// The advisory lock key of migrations ("remotask" in ASCII, cut to 63 bits).

@@ -261,6 +261,14 @@ impl Store for PgStore {
         jobs::position(&self.durable().await?, id).await
     }
 
+    async fn live_contexts(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        jobs::live_contexts(&self.durable().await?, after.as_deref(), limit).await
+    }
+
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
         let client = self.durable().await?;
         let statement = client

@@ -72,18 +72,29 @@ pub(super) fn ensure_queue(conn: &Connection, name: &QueueName) -> StoreResult<(
     Ok(())
 }
 
+/// A queue's columns, in the order [`queue_row`] reads them.
+const QUEUE_COLUMNS: &str = "name, concurrency, default_limits, caps, paused, key_concurrency";
+
 /// A queue's settings and pause state as stored, not decoded yet.
-type QueueRow = (String, u32, String, String, bool);
+type QueueRow = (String, u32, String, String, bool, u32);
 
 fn queue_row(r: &Row<'_>) -> rusqlite::Result<QueueRow> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
 fn decode_queue(row: QueueRow) -> StoreResult<(QueueConfig, bool)> {
-    let (name, concurrency, default_limits, caps, paused) = row;
+    let (name, concurrency, default_limits, caps, paused, key_concurrency) = row;
     let config = QueueConfig {
         name: name.parse().map_err(|e| corrupt("queues", e))?,
         concurrency,
+        key_concurrency,
         default_limits: parse_json("queues", &default_limits)?,
         caps: parse_json("queues", &caps)?,
     };
@@ -93,9 +104,9 @@ fn decode_queue(row: QueueRow) -> StoreResult<(QueueConfig, bool)> {
 /// A queue's settings, pause state and job counts per state.
 pub(super) fn load_queue(conn: &Connection, name: &str) -> StoreResult<Option<QueueStats>> {
     let row = conn
-        .prepare_cached(
-            "SELECT name, concurrency, default_limits, caps, paused FROM queues WHERE name = ?1",
-        )
+        .prepare_cached(&format!(
+            "SELECT {QUEUE_COLUMNS} FROM queues WHERE name = ?1"
+        ))
         .map_err(db)?
         .query_row([name], queue_row)
         .optional()
@@ -235,15 +246,17 @@ pub(super) fn delete_task(conn: &Connection, name: &TaskName) -> StoreResult<boo
 /// Creates or updates a queue's settings, keeping its pause state.
 pub(super) fn put_queue(conn: &Connection, c: &QueueConfig) -> StoreResult<()> {
     conn.execute(
-        "INSERT INTO queues (name, concurrency, default_limits, caps, paused) \
-         VALUES (?1, ?2, ?3, ?4, 0) \
+        "INSERT INTO queues (name, concurrency, default_limits, caps, paused, key_concurrency) \
+         VALUES (?1, ?2, ?3, ?4, 0, ?5) \
          ON CONFLICT (name) DO UPDATE SET concurrency = excluded.concurrency, \
-         default_limits = excluded.default_limits, caps = excluded.caps",
+         default_limits = excluded.default_limits, caps = excluded.caps, \
+         key_concurrency = excluded.key_concurrency",
         params![
             c.name.as_str(),
             c.concurrency,
             json(&c.default_limits),
-            json(&c.caps)
+            json(&c.caps),
+            c.key_concurrency
         ],
     )
     .map_err(db)?;
@@ -262,9 +275,7 @@ pub(super) fn list_queues(conn: &Connection) -> StoreResult<Vec<QueueStats>> {
 /// Every queue's settings and pause state, without counts.
 pub(super) fn queue_configs(conn: &Connection) -> StoreResult<Vec<(QueueConfig, bool)>> {
     let mut stmt = conn
-        .prepare_cached(
-            "SELECT name, concurrency, default_limits, caps, paused FROM queues ORDER BY name",
-        )
+        .prepare_cached(&format!("SELECT {QUEUE_COLUMNS} FROM queues ORDER BY name"))
         .map_err(db)?;
     let rows = stmt.query_map([], queue_row).map_err(db)?;
     rows.map(|row| decode_queue(row.map_err(db)?)).collect()

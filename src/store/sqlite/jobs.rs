@@ -12,7 +12,8 @@ use super::moves::update;
 use super::rows::{EncodedJob, JOB_COLUMNS, query_jobs};
 use super::{corrupt, db};
 use crate::domain::{
-    CancelOutcome, Event, Job, JobFilter, JobId, JobState, QueueName, QueuePosition, Timestamp,
+    CancelOutcome, Event, Job, JobFilter, JobId, JobState, KeyPosition, QueueName, QueuePosition,
+    Timestamp,
 };
 use crate::store::guards::{Sql, guard};
 use crate::store::{Claimed, Inserted, StoreResult};
@@ -68,9 +69,9 @@ pub(super) fn insert_all(conn: &Connection, jobs: &[EncodedJob]) -> StoreResult<
 }
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, \
-     run_at, unique_key, context, limits, retry, submitter, created_at) VALUES ";
+     run_at, unique_key, context, limits, retry, submitter, created_at, concurrency_key) VALUES ";
 
-const INSERT_JOB_WIDTH: usize = 16;
+const INSERT_JOB_WIDTH: usize = 17;
 
 /// Inserts `jobs` in one statement.
 fn insert_rows(conn: &Connection, jobs: &[EncodedJob]) -> StoreResult<()> {
@@ -107,6 +108,7 @@ fn job_params(encoded: &EncodedJob) -> [&dyn rusqlite::ToSql; INSERT_JOB_WIDTH] 
         &encoded.retry,
         &job.submitter,
         &job.created_at.0,
+        &job.concurrency_key,
     ]
 }
 
@@ -257,7 +259,7 @@ pub(super) fn cancel(conn: &Connection, id: JobId, now: Timestamp) -> StoreResul
     static CANCEL: Sql = Sql::new(|| {
         update(
             Event::Cancel,
-            ", finished_at = ?2, error_reason = 'cancelled', \
+            ", guarded = 0, finished_at = ?2, error_reason = 'cancelled', \
              error_message = 'cancelled before it ran'",
             " AND state = ?3",
         )
@@ -417,29 +419,30 @@ pub(super) fn clean(conn: &Connection, before: Option<Timestamp>) -> StoreResult
     Ok(n as u64)
 }
 
-/// Where a job stands in its queue: the queue's pause, concurrency and running jobs, and the
-/// queued jobs claimed before it.
+/// Where a job stands in its queue: the queue's pause, concurrency and running jobs, the
+/// queued jobs claimed before it, and its context guard.
 pub(super) fn position(conn: &Connection, id: JobId) -> StoreResult<Option<QueuePosition>> {
-    let row: Option<(String, i32, i64)> = conn
+    type Row = (String, i32, i64, Option<String>, bool);
+    let row: Option<Row> = conn
         .query_row(
-            "SELECT queue, priority, run_at FROM jobs WHERE id = ?1",
+            "SELECT queue, priority, run_at, concurrency_key, guarded FROM jobs WHERE id = ?1",
             [id.to_string()],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .optional()
         .map_err(db)?;
-    let Some((queue, priority, run_at)) = row else {
+    let Some((queue, priority, run_at, key, guarded)) = row else {
         return Ok(None);
     };
-    let (concurrency, paused): (u32, bool) = conn
+    let (concurrency, paused, limit): (u32, bool, u32) = conn
         .query_row(
-            "SELECT concurrency, paused FROM queues WHERE name = ?1",
+            "SELECT concurrency, paused, key_concurrency FROM queues WHERE name = ?1",
             [&queue],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .optional()
         .map_err(db)?
-        .unwrap_or((0, false));
+        .unwrap_or((0, false, 1));
     let running: i64 = conn
         .query_row(
             "SELECT coalesce(sum(n), 0) FROM job_counts WHERE queue = ?1 AND state = 'running'",
@@ -449,18 +452,51 @@ pub(super) fn position(conn: &Connection, id: JobId) -> StoreResult<Option<Queue
         .map_err(db)?;
     let ahead: i64 = conn
         .query_row(
-            "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'queued' AND \
-             (priority > ?2 OR (priority = ?2 AND (run_at < ?3 OR (run_at = ?3 AND id < ?4))))",
+            "SELECT count(*) FROM jobs WHERE queue = ?1 AND state = 'queued' AND guarded = 0 \
+             AND (priority > ?2 OR (priority = ?2 AND (run_at < ?3 OR (run_at = ?3 AND id < ?4))))",
             params![queue, priority, run_at, id.to_string()],
             |r| r.get(0),
         )
         .map_err(db)?;
+    let key = match key {
+        Some(key) => Some(KeyPosition {
+            running: super::claims::key_running(conn, &queue, &key)? as u64,
+            key,
+            limit,
+            guarded,
+        }),
+        None => None,
+    };
     Ok(Some(QueuePosition {
         paused,
         running: running as u64,
         concurrency,
         ahead: ahead as u64,
+        key,
     }))
+}
+
+/// The contexts of live jobs after `after`, in order, with their live jobs: through
+/// `jobs_live_context`, so the ended jobs kept are never read.
+pub(super) fn live_contexts(
+    conn: &Connection,
+    after: Option<&str>,
+    limit: u32,
+) -> StoreResult<Vec<(String, u64)>> {
+    static SQL: Sql = Sql::new(|| {
+        format!(
+            "SELECT context, count(*) FROM jobs WHERE context IS NOT NULL AND {LIVE_STATES} \
+             AND (?1 IS NULL OR context > ?1) GROUP BY context ORDER BY context LIMIT ?2"
+        )
+    });
+    let mut stmt = conn.prepare_cached(SQL.get()).map_err(db)?;
+    let rows = stmt
+        .query_map(params![after, limit], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(db)?;
+    rows.map(|r| r.map(|(c, n)| (c, n.max(0) as u64)).map_err(db))
+        .collect()
 }
 
 /// The earliest `run_at` of a scheduled job.

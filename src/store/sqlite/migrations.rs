@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/07_compact_columns.sql"),
     include_str!("migrations/08_attempts_without_foreign_key.sql"),
     include_str!("migrations/09_lease_counter.sql"),
+    include_str!("migrations/10_context_guards.sql"),
 ];
 
 /// Applies the migrations `conn`'s database does not have yet.

@@ -15,14 +15,14 @@ use crate::store::{AttemptEnd, StoreResult};
 
 pub(super) const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
     context, limits, retry, attempts, progress_done, progress_total, output, error_reason, error_message, \
-    submitter, worker, created_at, started_at, finished_at, lease, lease_expires";
+    submitter, worker, created_at, started_at, finished_at, lease, lease_expires, concurrency_key";
 
 /// What a claim returns of each job: `JOB_COLUMNS` but those the claim sets itself (state,
 /// queue, worker, start, lease, progress), which [`JobRow::claimed`] fills in. Copying the
 /// returned columns out was a quarter of a claim's time in the writer.
 pub(super) const CLAIMED_COLUMNS: &str = "id, task, digest, input, args, env, priority, run_at, unique_key, \
     context, limits, retry, attempts, output, error_reason, error_message, submitter, created_at, \
-    finished_at";
+    finished_at, concurrency_key";
 
 pub(super) use crate::store::columns::{json, parse_json};
 
@@ -36,6 +36,7 @@ pub(super) struct JobRow {
     run_at: i64,
     unique_key: Option<String>,
     context: Option<String>,
+    concurrency_key: Option<String>,
     attempts: u32,
     progress: (Option<i64>, Option<i64>),
     output: Option<Vec<u8>>,
@@ -70,6 +71,7 @@ impl JobRow {
                 row.get(24).map_err(db)?,
             ),
             lease: (row.get(25).map_err(db)?, row.get(26).map_err(db)?),
+            concurrency_key: row.get(27).map_err(db)?,
         })
     }
 
@@ -108,6 +110,7 @@ impl JobRow {
                 row.get(18).map_err(db)?,
             ),
             lease: (Some(token), Some(expires)),
+            concurrency_key: row.get(19).map_err(db)?,
         })
     }
 
@@ -146,6 +149,7 @@ impl JobRow {
             run_at: Timestamp(self.run_at),
             unique_key: self.unique_key,
             context: self.context,
+            concurrency_key: self.concurrency_key,
             limits: parsed_again(&mut parsed.limits, limits, columns::parse_limits)?,
             retry: parsed_again(&mut parsed.retry, retry, columns::parse_retry)?,
             attempts: self.attempts,

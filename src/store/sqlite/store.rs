@@ -230,6 +230,15 @@ impl Store for SqliteStore {
         self.read(move |conn| jobs::position(conn, id)).await
     }
 
+    async fn live_contexts(
+        &self,
+        after: Option<String>,
+        limit: u32,
+    ) -> StoreResult<Vec<(String, u64)>> {
+        self.read(move |conn| jobs::live_contexts(conn, after.as_deref(), limit))
+            .await
+    }
+
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
         self.read_point(jobs::next_scheduled)
     }

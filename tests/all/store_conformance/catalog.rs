@@ -145,6 +145,7 @@ pub(super) async fn a_schedule_fire_is_applied_once(store: impl Store) {
             limits: Default::default(),
             retry: None,
             context: None,
+            concurrency_key: None,
         },
         overlap: Overlap::Allow,
         catch_up: CatchUp::One,

@@ -1,5 +1,5 @@
-//! Claims: order, concurrency and pause, parked claims, due scheduled jobs, and a claimed
-//! job equal to the job as stored.
+//! Claims: order, concurrency and pause, parked claims, due scheduled jobs, a claimed job
+//! equal to the job as stored, and context guards.
 
 use super::*;
 
@@ -273,4 +273,112 @@ async fn insert_and_claim_in(store: &impl Store, q: &str, n: usize) -> Vec<Claim
         .jobs;
     assert_eq!(claimed.len(), n);
     claimed
+}
+
+/// Context guards: a queue runs at most `key_concurrency` jobs with one concurrency key at a
+/// time. A claim passes over (and sets aside) jobs whose key is at its limit and says the
+/// guard stopped it; an attempt's end gives the key room at the next claim, to the next job
+/// of the key in claim order. Keys are the queue's own; a guarded job cancelled and retried
+/// comes back; a raised limit takes effect at the next claim.
+pub(super) async fn context_guards_hold_jobs_with_a_busy_key(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    set_concurrency(&store, &q, 10).await;
+    let keyed = |queue: &str, priority: i32, key: Option<&str>| NewJob {
+        concurrency_key: key.map(str::to_owned),
+        ..new_job(queue, priority, T0)
+    };
+    let jobs = vec![
+        keyed("q", 9, Some("a")),
+        keyed("q", 8, Some("a")),
+        keyed("q", 7, Some("b")),
+        keyed("q", 6, None),
+        keyed("q", 5, Some("a")),
+        keyed("q", 4, Some("b")),
+        keyed("other", 3, Some("a")),
+    ];
+    let id: Vec<JobId> = jobs.iter().map(|j| j.id).collect();
+    store.insert_jobs(jobs).await.unwrap();
+    let (ids, guarded, first) = take(&store, 10).await;
+    assert_eq!(
+        ids,
+        vec![id[0], id[2], id[3]],
+        "one job per key, and the one without"
+    );
+    assert!(guarded, "the guard, not a lack of jobs, stopped the claim");
+    assert_eq!(first[0].job.concurrency_key.as_deref(), Some("a"));
+    let (ids, guarded, _) = take(&store, 10).await;
+    assert_eq!((ids, guarded), (vec![], true), "keys a and b are busy");
+    let other = store
+        .claim(&"other".parse().unwrap(), "w", 10, 1000, T0)
+        .await;
+    assert_eq!(
+        other.unwrap().jobs.len(),
+        1,
+        "key a of another queue is its own"
+    );
+
+    // Where the held jobs stand: set aside behind their key.
+    let at = store.position(id[1]).await.unwrap().unwrap();
+    let key = at.key.expect("a keyed job's position names its key");
+    assert_eq!((key.key.as_str(), key.running, key.limit), ("a", 1, 1));
+    assert!(key.guarded);
+    assert_eq!(store.position(id[3]).await.unwrap().unwrap().key, None);
+
+    // A's job completes: the next job with key a, in claim order, is taken; the last waits.
+    let done = |c: &Claimed| AttemptEnd {
+        id: c.job.id,
+        queue: c.job.queue.clone(),
+        lease: c.lease,
+        attempt: Some(attempt(1, Reason::Completed)),
+        finish: Finish::Completed { output: vec![] },
+    };
+    assert_eq!(
+        store.finish_many(vec![done(&first[0])], T0).await.unwrap(),
+        [true]
+    );
+    let (ids, _, second) = take(&store, 10).await;
+    assert_eq!(ids, vec![id[1]]);
+
+    // A guarded job cancelled and retried comes back to the line.
+    assert_eq!(
+        store.cancel(id[4], T0).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    assert!(store.retry(id[4], T0).await.unwrap());
+    assert_eq!(
+        take(&store, 10).await.0,
+        vec![],
+        "key a still runs its one job"
+    );
+
+    // A raised limit: a second job with each key runs beside the first.
+    store
+        .put_queue(&QueueConfig {
+            concurrency: 10,
+            key_concurrency: 2,
+            ..QueueConfig::with_defaults(q.clone())
+        })
+        .await
+        .unwrap();
+    let (mut ids, guarded, _) = take(&store, 10).await;
+    ids.sort();
+    let mut both = vec![id[4], id[5]];
+    both.sort();
+    assert_eq!((ids, guarded), (both, false));
+    assert_eq!(
+        store.finish_many(vec![done(&second[0])], T0).await.unwrap(),
+        [true]
+    );
+    assert_counts_match(&store, "after guarded claims").await;
+}
+
+/// The ids a claim of up to `max` jobs of queue `q` took, whether its queue's concurrency or
+/// a guard stopped it, and the jobs.
+async fn take(store: &impl Store, max: u32) -> (Vec<JobId>, bool, Vec<Claimed>) {
+    let claims = store
+        .claim(&"q".parse().unwrap(), "w", max, 1000, T0)
+        .await
+        .unwrap();
+    let ids = claims.jobs.iter().map(|c| c.job.id).collect();
+    (ids, claims.at_concurrency, claims.jobs)
 }

@@ -1,5 +1,5 @@
 //! Jobs: large submits, listing, unique keys, the operator's moves, the per-queue counts,
-//! and a failed write that leaves nothing.
+//! a failed write that leaves nothing, and the contexts of live jobs.
 
 use super::*;
 
@@ -404,4 +404,38 @@ pub(super) async fn a_failed_write_leaves_nothing_and_spares_the_writes_beside_i
         }
     }
     assert_counts_match(&store, "after keyed submits sent together").await;
+}
+
+/// The contexts of live jobs, in order, each with its count of live jobs; ended jobs and
+/// jobs without a context are not counted; pages follow `after`.
+pub(super) async fn live_contexts_count_live_jobs_a_page_at_a_time(store: impl Store) {
+    let with = |context: Option<&str>| NewJob {
+        context: context.map(str::to_owned),
+        ..new_job("q", 0, T0)
+    };
+    let jobs = vec![
+        with(Some("b")),
+        with(Some("a")),
+        with(Some("b")),
+        with(None),
+        with(Some("c")),
+        with(Some("d")),
+    ];
+    let cancelled = jobs[4].id;
+    store.insert_jobs(jobs).await.unwrap();
+    assert_eq!(
+        store.cancel(cancelled, T0).await.unwrap(),
+        CancelOutcome::Cancelled
+    );
+    let page = |after: Option<&str>, limit| {
+        let store = &store;
+        let after = after.map(str::to_owned);
+        async move { store.live_contexts(after, limit).await.unwrap() }
+    };
+    let owned = |v: &[(&str, u64)]| -> Vec<(String, u64)> {
+        v.iter().map(|(c, n)| (c.to_string(), *n)).collect()
+    };
+    assert_eq!(page(None, 10).await, owned(&[("a", 1), ("b", 2), ("d", 1)]));
+    assert_eq!(page(None, 2).await, owned(&[("a", 1), ("b", 2)]));
+    assert_eq!(page(Some("b"), 2).await, owned(&[("d", 1)]));
 }
