@@ -16,6 +16,7 @@ mod retry;
 mod schedule;
 mod task;
 mod token;
+pub mod whole;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};

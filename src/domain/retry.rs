@@ -15,6 +15,7 @@ use super::{Limits, Reason};
 #[serde(default, deny_unknown_fields)]
 pub struct RetryPolicy {
     /// Extra attempts after the first.
+    #[serde(deserialize_with = "super::whole::int")]
     pub retries: u32,
     /// Delay before the first retry, in seconds.
     pub backoff_seconds: f64,

@@ -6,6 +6,8 @@
 //! every operation with parameters or a body says a malformed one is refused (400); and a
 //! path parameter named `id`, `name` or `digest` has the pattern the server checks.
 
+mod bodies;
+
 use std::collections::HashMap;
 
 use utoipa::openapi::path::{Operation, Parameter, ParameterIn, PathItem};
@@ -28,6 +30,8 @@ pub(super) fn complete(doc: &mut OpenApi) {
         body.required = Some(Required::False);
     }
     schedule_names_required_on_create(doc);
+    bodies::exact(doc);
+    upload_defaults_are_json(doc);
     for (path, item) in doc.paths.paths.iter_mut() {
         let jobs = path.starts_with("/v1/jobs/");
         for (writes, operation) in operations(item) {
@@ -175,6 +179,32 @@ fn schedule_names_required_on_create(doc: &mut OpenApi) {
         });
     if let Some(RefOr::T(json)) = body {
         json.schema = Some(RefOr::Ref(Ref::from_schema_name("NewSchedule")));
+    }
+}
+
+/// An upload's `defaults` parameter is a `TaskDefaultsDto` written as JSON, which OpenAPI
+/// says with the parameter's `content` (a generic client sends it serialized).
+fn upload_defaults_are_json(doc: &mut OpenApi) {
+    let upload = doc
+        .paths
+        .paths
+        .get_mut("/v1/tasks/{name}")
+        .and_then(|item| item.put.as_mut());
+    for parameter in upload
+        .into_iter()
+        .flat_map(|u| u.parameters.iter_mut().flatten())
+    {
+        if let RefOr::T(p) = parameter
+            && p.name == "defaults"
+        {
+            p.schema = None;
+            p.content.insert(
+                "application/json".to_owned(),
+                RefOr::T(Content::new(Some(RefOr::Ref(Ref::from_schema_name(
+                    "TaskDefaultsDto",
+                ))))),
+            );
+        }
     }
 }
 

@@ -24,10 +24,16 @@ use crate::service::JobEvent;
 #[into_params(parameter_in = Query)]
 pub(super) struct EventsQuery {
     /// Only jobs of this task.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     task: Option<String>,
     /// Only jobs of this queue.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     queue: Option<String>,
     /// Only this job.
+    #[param(
+        pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$",
+        max_length = 26
+    )]
     job: Option<String>,
 }
 

@@ -481,7 +481,18 @@ pub(super) async fn cancel_matching(
     }
     let bad = |e: crate::domain::NameError| ApiError::bad_request("invalid_filter", e.to_string());
     let filter = JobFilter {
-        states: states(Some(&f.state.join(",")))?,
+        // Each state on its own: an empty one is refused, not read as no filter.
+        states: f
+            .state
+            .iter()
+            .map(|s| match s.parse::<JobState>()? {
+                st if st.is_terminal() => {
+                    Err(format!("a {st} job has ended: it cannot be cancelled"))
+                }
+                st => Ok(st),
+            })
+            .collect::<Result<_, String>>()
+            .map_err(|e| ApiError::bad_request("invalid_filter", e))?,
         task: f.task.as_deref().map(str::parse).transpose().map_err(bad)?,
         queue: f
             .queue

@@ -303,6 +303,7 @@ pub(super) async fn report(
 #[into_params(parameter_in = Query)]
 pub(super) struct CancelsQuery {
     /// The worker whose jobs' cancels to push.
+    #[param(pattern = "^[a-z0-9][a-z0-9._-]{0,63}$", max_length = 64)]
     worker: String,
 }
 

@@ -145,8 +145,8 @@ pub(super) async fn update(
         .as_deref()
         .is_some_and(|n| n != name.as_str())
     {
-        return Err(ApiError::bad_request(
-            "invalid_json",
+        return Err(ApiError::unprocessable(
+            "invalid",
             "`name` must match the schedule in the path (rename by delete and create)",
         ));
     }

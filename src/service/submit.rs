@@ -86,12 +86,13 @@ impl SubmitRequest {
             ("unique_key", &self.unique_key),
             ("concurrency_key", &self.concurrency_key),
         ] {
+            // Characters, as the API's schema counts a string's length.
             if let Some(key) = key
-                && (key.is_empty() || key.len() > 512)
+                && !(1..=512).contains(&key.chars().count())
             {
                 return Err(invalid(format!(
-                    "{field} must be 1 to 512 bytes, got {}",
-                    key.len()
+                    "{field} must be 1 to 512 characters, got {}",
+                    key.chars().count()
                 )));
             }
         }

@@ -125,7 +125,7 @@ fn assert_error(status: StatusCode, body: &[u8], want: StatusCode, code: &str, w
 }
 
 /// The Python tools `scripts/setup` installs, in their virtual environment.
-fn venv_tool(name: &str) -> std::path::PathBuf {
+pub(crate) fn venv_tool(name: &str) -> std::path::PathBuf {
     let venv = std::env::var_os("REMOTASK_VENV").map_or_else(
         || std::path::PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/remotask-venv"),
         std::path::PathBuf::from,
@@ -222,6 +222,74 @@ async fn what_a_fuzzer_found_is_answered_with_the_one_error_shape_or_taken() {
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{}", String::from_utf8_lossy(&b));
+    // A whole number is an integer however it is written; a time may have any offset.
+    let (s, b) = api
+        .admin_json(
+            Method::POST,
+            "/v1/jobs",
+            json!({"task": "plain", "priority": 3.0, "limits": {"fuel": 1e6},
+                "retry": {"retries": 2.0}, "run_at": "2000-01-01T01:30:00+01:30"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+    assert_eq!(b["priority"], 3, "{b}");
+    assert_eq!(b["limits"]["fuel"], 1_000_000, "{b}");
+    assert_eq!(b["run_at"], "2000-01-01T00:00:00.000Z", "{b}");
+    let (s, b) = api
+        .call(
+            Method::POST,
+            "/v1/jobs",
+            Some(&api.admin),
+            br#"{"task": "plain", "priority": 3.5}"#.to_vec(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        &["priority"],
+    );
+    // A cancel's states are each a state a live job can be in: not empty, not ended.
+    for state in ["", "completed"] {
+        let body = json!({"state": [state], "queue": "default"}).to_string();
+        let (s, b) = api
+            .call(Method::POST, "/v1/jobs/cancel", Some(&api.admin), body)
+            .await;
+        assert_error(s, &b, StatusCode::BAD_REQUEST, "invalid_filter", &[]);
+    }
+    // A schedule's name in an update's body that is not the path's is refused as invalid.
+    let (s, b) = api
+        .call(
+            Method::PUT,
+            "/v1/schedules/nightly",
+            Some(&api.admin),
+            br#"{"name": "other", "task": "plain", "cron": "0 3 * * *"}"#.to_vec(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        &["must match"],
+    );
+    // A task's default environment has variable names, as a job's does.
+    let (s, b) = api
+        .call(
+            Method::PATCH,
+            "/v1/tasks/plain",
+            Some(&api.admin),
+            br#"{"env": {"": "x"}}"#.to_vec(),
+        )
+        .await;
+    assert_error(
+        s,
+        &b,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid",
+        &["variable name"],
+    );
 }
 
 #[test]

@@ -5,6 +5,7 @@ mod architecture;
 mod cache;
 mod cli;
 mod concurrency;
+mod contract;
 mod disk;
 mod guests;
 mod http;

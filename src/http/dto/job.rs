@@ -25,7 +25,8 @@ pub struct SubmitJob {
 /// What only a submit says: when the job may start, and the key that keeps it unique.
 #[derive(Debug, Clone, Default, Serialize, ToSchema)]
 pub struct SubmitOptions {
-    /// Run no earlier than this many seconds from now.
+    /// Run no earlier than this many seconds from now (at most 366 days).
+    #[schema(minimum = 0, maximum = 31_622_400)]
     pub delay_seconds: Option<f64>,
     /// Run no earlier than this RFC 3339 time.
     #[schema(format = DateTime)]
@@ -33,6 +34,8 @@ pub struct SubmitOptions {
     /// Keep the job held until released.
     #[serde(default)]
     pub hold: bool,
+    /// While a live job has this key, submitting another returns that job.
+    #[schema(min_length = 1, max_length = 512)]
     pub unique_key: Option<String>,
 }
 

@@ -196,6 +196,10 @@ pub struct HeartbeatRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeldLease {
+    #[schema(
+        pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$",
+        max_length = 26
+    )]
     pub id: String,
     pub token: i64,
     /// The attempt's progress, as its guest last reported it.
@@ -266,6 +270,10 @@ pub struct ReportRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndedDto {
+    #[schema(
+        pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$",
+        max_length = 26
+    )]
     pub id: String,
     pub token: i64,
     #[serde(default)]

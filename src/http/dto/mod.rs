@@ -24,7 +24,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::error::ApiError;
-use crate::domain::{Limits, LimitsOverride, Metering, Timestamp};
+use crate::domain::{Limits, LimitsOverride, Metering, Timestamp, whole};
 
 pub use job::{
     AttemptDto, BatchResult, CancelDto, CancelFilter, CleanRequest, ContextDto, ContextList,
@@ -50,17 +50,15 @@ pub fn time(t: Timestamp) -> String {
         .to_string()
 }
 
+/// An RFC 3339 time (any offset, any year; a time before 1970 is 1970).
 pub fn parse_time(s: &str) -> Result<Timestamp, ApiError> {
-    let t = humantime::parse_rfc3339_weak(s).map_err(|e| {
+    let t = chrono::DateTime::parse_from_rfc3339(s).map_err(|e| {
         ApiError::bad_request(
             "invalid_time",
             format!("run_at {s:?} is not an RFC 3339 time: {e}"),
         )
     })?;
-    Ok(Timestamp(
-        t.duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64),
-    ))
+    Ok(Timestamp(t.timestamp_millis().max(0)))
 }
 
 /// Bytes as JSON when they parse, else as text, else base64; with the encoding named.
@@ -109,11 +107,13 @@ impl From<MeteringDto> for Metering {
 pub struct LimitsDto {
     /// Fuel units, enforced when `metering` is `fuel`.
     #[schema(minimum = 1)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub fuel: Option<u64>,
     /// CPU time the guest may spend, in milliseconds, in either metering; spent: `cpu_limit`.
     /// Absent in an answer: no CPU-time budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(minimum = 1, maximum = 86_400_000)]
+    #[serde(deserialize_with = "whole::option")]
     pub cpu_ms: Option<u64>,
     /// `fuel` (deterministic, about half the engine's speed on compute) or `cpu` (no fuel:
     /// the engine's speed; `cpu_ms` and `max_seconds` bound the guest).
@@ -124,10 +124,13 @@ pub struct LimitsDto {
     pub max_seconds: Option<f64>,
     /// 64 KiB to 4 GiB.
     #[schema(minimum = 65_536, maximum = 4_294_967_296_u64)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub memory_bytes: Option<u64>,
     #[schema(maximum = 268_435_456)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub stdout_bytes: Option<u64>,
     #[schema(maximum = 268_435_456)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub stderr_bytes: Option<u64>,
 }
 

@@ -9,6 +9,7 @@ use utoipa::ToSchema;
 use super::flat::{self, FieldGroup};
 use super::{JobDto, JobSpec, encode_bytes, time};
 use crate::domain::Job;
+use crate::domain::whole::Whole;
 
 /// A schedule to create or update: the spec (exactly one of `cron` (+ `tz`), the field sets,
 /// `delay_seconds`), the job each fire submits ([`JobSpec`]), and the policies, all at the
@@ -90,11 +91,11 @@ impl FieldGroup for ScheduleOptions {
             "name" => self.name = map.next_value()?,
             "cron" => self.cron = map.next_value()?,
             "tz" => self.tz = map.next_value()?,
-            "minute" => self.minute = map.next_value()?,
-            "hour" => self.hour = map.next_value()?,
-            "day_of_month" => self.day_of_month = map.next_value()?,
-            "month" => self.month = map.next_value()?,
-            "day_of_week" => self.day_of_week = map.next_value()?,
+            "minute" => self.minute = ints(map.next_value()?),
+            "hour" => self.hour = ints(map.next_value()?),
+            "day_of_month" => self.day_of_month = ints(map.next_value()?),
+            "month" => self.month = ints(map.next_value()?),
+            "day_of_week" => self.day_of_week = ints(map.next_value()?),
             "delay_seconds" => self.delay_seconds = map.next_value()?,
             "overlap" => self.overlap = map.next_value()?,
             "catch_up" => self.catch_up = map.next_value()?,
@@ -103,6 +104,11 @@ impl FieldGroup for ScheduleOptions {
         }
         Ok(true)
     }
+}
+
+/// A field set as read: whole numbers however they are written.
+fn ints(set: Option<Vec<Whole<u32>>>) -> Option<Vec<u32>> {
+    set.map(|s| s.into_iter().map(|w| w.0).collect())
 }
 
 flat::flat_body!(

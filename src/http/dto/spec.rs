@@ -14,6 +14,7 @@ use utoipa::ToSchema;
 use super::LimitsDto;
 use super::flat::FieldGroup;
 use crate::domain::RetryPolicy;
+use crate::domain::whole::Whole;
 
 /// A job's task, input (one of `input`, `input_text`, `input_base64`, or none), arguments,
 /// environment, queue, priority, limits, retry policy, context and concurrency key.
@@ -63,7 +64,7 @@ impl FieldGroup for JobSpec {
             "args" => self.args = map.next_value()?,
             "env" => self.env = map.next_value()?,
             "queue" => self.queue = map.next_value()?,
-            "priority" => self.priority = map.next_value()?,
+            "priority" => self.priority = map.next_value::<Whole<i32>>()?.0,
             "limits" => self.limits = map.next_value()?,
             "retry" => self.retry = map.next_value()?,
             "context" => self.context = map.next_value()?,

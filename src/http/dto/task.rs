@@ -49,6 +49,22 @@ impl TaskDefaultsDto {
             ),
             None => None,
         };
+        if self.env.len() > 256 {
+            return Err(ApiError::unprocessable(
+                "invalid",
+                "env: at most 256 variables",
+            ));
+        }
+        if let Some(key) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err(ApiError::unprocessable(
+                "invalid",
+                format!("env: {key:?} is not a variable name"),
+            ));
+        }
         Ok(TaskDefaults {
             queue,
             limits,
