@@ -2,10 +2,11 @@
 //! waiting or running, a page at a time. The jobs of one are `GET /v1/jobs?context=`.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
+use super::body::Query;
 use super::dto::{ContextDto, ContextList};
 use super::error::{ApiError, ApiResult};
 use super::{AppState, Caller};
