@@ -29,6 +29,13 @@ where
     Whole::deserialize(deserializer).map(|w| w.0)
 }
 
+/// For a `u64` field whose wire type is a 64-bit integer (JSON Schema's `int64`): any whole
+/// number from 0 to `i64::MAX`.
+pub fn int64<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    let n: i64 = int(deserializer)?;
+    u64::try_from(n).map_err(|_| de::Error::invalid_value(Unexpected::Signed(n), &"a count"))
+}
+
 /// For `#[serde(default, deserialize_with)]` on an optional integer field.
 pub fn option<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
 where

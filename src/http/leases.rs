@@ -132,6 +132,12 @@ pub(super) async fn lease(
             r.max
         )));
     }
+    if r.threads.is_some_and(|t| !(1..=1024).contains(&t)) {
+        return Err(unprocessable(format!(
+            "threads must be between 1 and 1024, got {}",
+            r.threads.unwrap_or_default()
+        )));
+    }
     if !(r.wait_seconds.is_finite() && (0.0..=MAX_WAIT.as_secs_f64()).contains(&r.wait_seconds)) {
         return Err(unprocessable(format!(
             "wait_seconds must be between 0 and 60, got {}",

@@ -10,9 +10,11 @@ use crate::http::venv_tool;
 use crate::serve::{Reap, serve_http};
 
 /// Runs schemathesis against the document at `url` with `token`, with the exceptions in
-/// `fixtures/schemathesis.toml` and then `filters`; panics with its report on any finding.
+/// `fixtures/schemathesis.toml`, the hooks in `fixtures/schemathesis_hooks.py`, and then
+/// `filters`; panics with its report on any finding.
 fn fuzz(url: &str, token: &str, filters: &[&str]) {
-    let config = crate::support::workspace().join("tests/all/fixtures/schemathesis.toml");
+    let fixtures = crate::support::workspace().join("tests/all/fixtures");
+    let config = fixtures.join("schemathesis.toml");
     let reports = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let out = Command::new(venv_tool("schemathesis"))
@@ -29,6 +31,8 @@ fn fuzz(url: &str, token: &str, filters: &[&str]) {
         .args(["--generation-database", "none", "--no-color"])
         .args(["--request-timeout", "10"])
         .args(filters)
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env("PYTHONPATH", &fixtures)
         .current_dir(reports.path())
         .output()
         .unwrap();
@@ -52,10 +56,7 @@ fn the_api_fuzzer_finds_nothing_with_every_check_against_a_real_server() {
     let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
     let (url, admin) = (url.as_str(), admin.trim());
     // Every route an admin may call, but revoking a token (last, below: it would revoke the
-    // token the run uses) and a worker's lease routes: `POST /v1/leases` long-polls for up
-    // to `wait_seconds` (0 to 60) when no job is queued, so a fuzzer following the document
-    // waits minutes, and the lease bodies (progress, reports) are not yet exact in the
-    // document; tests/all/remote.rs drives them with real workers.
+    // token the run uses) and the lease routes, which a worker token calls (next).
     fuzz(
         url,
         admin,
@@ -66,8 +67,37 @@ fn the_api_fuzzer_finds_nothing_with_every_check_against_a_real_server() {
             "revoke_token",
         ],
     );
+    // A remote worker's routes with a worker token: leases (each wait cut short by the
+    // hooks), heartbeats, reports of ended attempts, the stream of pushed cancels.
+    let worker = worker_token(url, admin);
+    fuzz(url, &worker, &["--include-path-regex", "^/v1/leases"]);
     // The token routes, revoking included, last.
     fuzz(url, admin, &["--include-path-regex", "^/v1/tokens"]);
+}
+
+/// A new token with the `worker` role, made through the API.
+fn worker_token(url: &str, admin: &str) -> String {
+    let out = crate::support::remotask()
+        .args([
+            "token",
+            "create",
+            "--role",
+            "worker",
+            "--name",
+            "fuzzed-worker",
+        ])
+        .args(["--server", url, "--token", admin])
+        .env_remove("REMOTASK_TOKEN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned()
 }
 
 /// The routes of the README's table: one row a path, its methods in the first column.

@@ -1,7 +1,8 @@
 //! The request bodies made exact where a field's Rust type says less than the server checks:
 //! an environment's variable names, base64 input, at most one of the three inputs, a retry
 //! policy's fields and bounds, the shape of a schedule's time zone and its field-set ranges,
-//! and a cancel's "at least one filter". A generic client or a fuzzer that follows the
+//! a cancel's "at least one filter", and an ended attempt's report unless it was
+//! interrupted. A generic client or a fuzzer that follows the
 //! document then sends only what the server takes. What a body means stays with its
 //! handler; this file only writes down what the handler already refuses.
 
@@ -11,7 +12,7 @@ use utoipa::openapi::schema::{
 };
 use utoipa::openapi::{OpenApi, Ref, RefOr};
 
-use crate::domain::Reason;
+use crate::domain::{Reason, TrapKind};
 
 /// Names of variables: not empty, without `=` or NUL (as `http/jobs.rs` checks them).
 const ENV_NAME: &str = "^[^=\\u0000]+$";
@@ -21,6 +22,9 @@ const MAX_ENV: usize = 256;
 /// padding has no bits beyond the data.
 const BASE64: &str =
     "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/][AQgw]==|[A-Za-z0-9+/]{2}[AEIMQUYcgkosw048]=)?$";
+
+/// A task, queue or worker name.
+const NAME: &str = "^[a-z0-9][a-z0-9._-]{0,63}$";
 
 /// An IANA time zone's name, as chrono-tz spells them.
 const TZ_NAME: &str = "^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
@@ -54,6 +58,23 @@ pub(super) fn exact(doc: &mut OpenApi) {
         }
         if name == "CancelFilter" {
             at_least_one_filter(object);
+        }
+        if name == "EndedDto" {
+            report_unless_interrupted(object);
+        }
+        if name == "ReportDto" {
+            report(object);
+        }
+        if name == "LeaseRequest"
+            && let Some(RefOr::T(Schema::Array(queues))) = object.properties.get_mut("queues")
+        {
+            queues.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(Schema::Object(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(NAME))
+                    .max_length(Some(64))
+                    .build(),
+            ))));
         }
     }
 }
@@ -133,6 +154,50 @@ fn at_least_one_filter(body: &mut Object) {
     }
     branches.push(json!({"required": ["all"], "properties": {"all": {"const": true}}}));
     keyword(body, "anyOf", Value::Array(branches));
+}
+
+/// An ended attempt carries its report unless it says `interrupted: true`.
+fn report_unless_interrupted(body: &mut Object) {
+    keyword(
+        body,
+        "if",
+        json!({"required": ["interrupted"], "properties": {"interrupted": {"const": true}}}),
+    );
+    keyword(
+        body,
+        "else",
+        json!({"required": ["report"],
+               "properties": {"report": {"$ref": "#/components/schemas/ReportDto"}}}),
+    );
+}
+
+/// A worker's report names a reason and a trap kind the server knows, its times are RFC 3339
+/// and its output and log base64.
+fn report(body: &mut Object) {
+    let words = |all: Vec<Value>| ObjectBuilder::new().enum_values(Some(all)).build();
+    let reasons = Reason::ALL.iter().map(|r| json!(r.as_str())).collect();
+    body.properties.insert(
+        "reason".to_owned(),
+        RefOr::T(Schema::Object(words(reasons))),
+    );
+    let mut kinds: Vec<Value> = TrapKind::ALL.iter().map(|k| json!(k.as_str())).collect();
+    kinds.push(Value::Null);
+    body.properties.insert(
+        "trap_kind".to_owned(),
+        RefOr::T(Schema::Object(words(kinds))),
+    );
+    for field in ["started_at", "finished_at"] {
+        if let Some(RefOr::T(Schema::Object(t))) = body.properties.get_mut(field) {
+            t.format = Some(utoipa::openapi::schema::SchemaFormat::KnownFormat(
+                utoipa::openapi::schema::KnownFormat::DateTime,
+            ));
+        }
+    }
+    for field in ["output_base64", "stderr_base64"] {
+        if let Some(RefOr::T(Schema::Object(b))) = body.properties.get_mut(field) {
+            b.pattern = Some(BASE64.to_owned());
+        }
+    }
 }
 
 /// Adds a JSON Schema keyword utoipa's `Object` has no field for; its extensions map is

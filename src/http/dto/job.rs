@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use super::flat::{self, FieldGroup};
 use super::{JobSpec, LimitsDto, encode_bytes, time};
-use crate::domain::{AttemptRecord, Job};
+use crate::domain::{AttemptRecord, Job, whole};
 use crate::service::{Explanation, JobEvent};
 
 /// A job to submit: what it runs ([`JobSpec`]) and when it may start, all at the top level
@@ -100,7 +100,9 @@ pub struct BatchResult {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ProgressDto {
+    #[serde(deserialize_with = "crate::domain::whole::int")]
     pub done: i64,
+    #[serde(deserialize_with = "crate::domain::whole::int")]
     pub total: i64,
 }
 
@@ -184,24 +186,35 @@ impl JobDto {
     }
 }
 
-/// What an attempt cost, as the sandbox measured it.
+/// What an attempt cost, as the sandbox measured it: in a job's attempts, and in a remote
+/// worker's report (where a count left out is 0).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(default)]
 pub struct ReceiptDto {
     /// Fuel consumed; absent when the attempt ran under CPU-time metering.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "whole::option"
+    )]
     pub fuel_consumed: Option<u64>,
     /// CPU time the guest's thread spent, in microseconds (time asleep not counted).
+    #[serde(default, deserialize_with = "whole::int64")]
     pub cpu_us: u64,
     /// The largest the guest's linear memory grew to, in bytes.
+    #[serde(default, deserialize_with = "whole::int64")]
     pub peak_memory_bytes: u64,
     /// From the start of the attempt to its end, in microseconds.
+    #[serde(default, deserialize_with = "whole::int64")]
     pub wall_us: u64,
     /// Creating the store and instantiating, in microseconds.
+    #[serde(default, deserialize_with = "whole::int64")]
     pub instantiate_us: u64,
     /// Where the compiled code came from: `memory`, `disk` or `miss`.
+    #[schema(pattern = "^(memory|disk|miss)$")]
     pub compile_cache: String,
+    #[serde(default, deserialize_with = "whole::int64")]
     pub stdout_bytes: u64,
+    #[serde(default, deserialize_with = "whole::int64")]
     pub stderr_bytes: u64,
 }
 

@@ -9,7 +9,8 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::{LimitsDto, ProgressDto, time};
+use super::{LimitsDto, ProgressDto, ReceiptDto, time};
+use crate::domain::whole;
 use crate::domain::{JobId, Lease, QueueName, Reason, Timestamp, TrapKind};
 use crate::sandbox::{AttemptReport, Receipt};
 use crate::worker::{Cursor, Ended, LeaseState, Outcome, Work};
@@ -24,14 +25,11 @@ fn unbase64(what: &str, text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("{what} is not base64: {e}"))
 }
 
-/// A time on the wire, read back.
+/// A time on the wire, read back: RFC 3339, any offset (a time before 1970 is 1970).
 fn timestamp(what: &str, text: &str) -> Result<Timestamp, String> {
-    let t = humantime::parse_rfc3339_weak(text)
+    let t = chrono::DateTime::parse_from_rfc3339(text)
         .map_err(|e| format!("{what} {text:?} is not an RFC 3339 time: {e}"))?;
-    let ms = t
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    Ok(Timestamp(ms))
+    Ok(Timestamp(t.timestamp_millis().max(0)))
 }
 
 /// A worker asks for jobs.
@@ -46,6 +44,7 @@ pub struct LeaseRequest {
     pub queues: Vec<String>,
     /// At most this many jobs.
     #[schema(minimum = 1, maximum = 1000)]
+    #[serde(deserialize_with = "whole::int")]
     pub max: u32,
     /// With no job to give, wait at most this long for one, in seconds.
     #[serde(default)]
@@ -55,6 +54,8 @@ pub struct LeaseRequest {
     #[schema(minimum = 1, maximum = 3600)]
     pub lease_seconds: Option<f64>,
     /// Guest threads of the worker, shown in the list of workers.
+    #[schema(minimum = 1, maximum = 1024)]
+    #[serde(default, deserialize_with = "whole::option")]
     pub threads: Option<u32>,
     /// The worker's version, shown in the list of workers.
     pub version: Option<String>,
@@ -67,7 +68,9 @@ pub struct LeaseRequest {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CursorDto {
+    #[serde(deserialize_with = "whole::int64")]
     pub work: u64,
+    #[serde(deserialize_with = "whole::int64")]
     pub room: u64,
     #[serde(default)]
     pub full: Vec<String>,
@@ -201,6 +204,7 @@ pub struct HeldLease {
         max_length = 26
     )]
     pub id: String,
+    #[serde(deserialize_with = "whole::int")]
     pub token: i64,
     /// The attempt's progress, as its guest last reported it.
     pub progress: Option<ProgressDto>,
@@ -275,6 +279,7 @@ pub struct EndedDto {
         max_length = 26
     )]
     pub id: String,
+    #[serde(deserialize_with = "whole::int")]
     pub token: i64,
     #[serde(default)]
     pub interrupted: bool,
@@ -289,6 +294,7 @@ pub struct ReportDto {
     /// One of the termination reasons (`completed`, `guest_error`, `trap`, ...).
     pub reason: String,
     pub trap_kind: Option<String>,
+    #[serde(default, deserialize_with = "whole::option")]
     pub exit_code: Option<i32>,
     pub message: Option<String>,
     pub output_base64: String,
@@ -296,8 +302,7 @@ pub struct ReportDto {
     #[serde(default)]
     pub stderr_truncated: bool,
     /// The attempt's receipt (fuel, peak memory, wall and instantiate time, cache, sizes).
-    #[schema(value_type = Object)]
-    pub receipt: Receipt,
+    pub receipt: ReceiptDto,
     pub started_at: String,
     pub finished_at: String,
 }
@@ -318,7 +323,7 @@ impl EndedDto {
                 output_base64: b64().encode(&report.output),
                 stderr_base64: b64().encode(&report.stderr),
                 stderr_truncated: report.stderr_truncated,
-                receipt: report.receipt.clone(),
+                receipt: receipt_dto(&report.receipt),
                 started_at: time(*started_at),
                 finished_at: time(*finished_at),
             }),
@@ -371,9 +376,21 @@ impl ReportDto {
             output: unbase64("output_base64", &self.output_base64)?,
             stderr: unbase64("stderr_base64", &self.stderr_base64)?,
             stderr_truncated: self.stderr_truncated,
-            receipt: self.receipt.clone(),
+            receipt: receipt(&self.receipt)?,
         })
     }
+}
+
+/// A receipt as the wire carries it.
+fn receipt_dto(receipt: &Receipt) -> ReceiptDto {
+    ReceiptDto::from_stored(&serde_json::to_value(receipt).unwrap_or_default())
+}
+
+/// A receipt from the wire, as the sandbox's type: what is left out counts 0; the cache
+/// status must be one the sandbox names.
+fn receipt(dto: &ReceiptDto) -> Result<Receipt, String> {
+    let value = serde_json::to_value(dto).map_err(|e| e.to_string())?;
+    serde_json::from_value(value).map_err(|e| format!("receipt: {e}"))
 }
 
 /// Whether each reported attempt was applied, in order. `refused`: its lease was stale (the
