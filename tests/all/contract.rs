@@ -1,6 +1,7 @@
 //! The API contract from outside: schemathesis, with every check, against a real server
 //! finds nothing the server and its OpenAPI document disagree on; and the README's table of
-//! routes is exactly the document's paths and methods.
+//! routes is exactly the document's paths and methods, and its table of trap kinds the
+//! document's kinds.
 
 use std::collections::BTreeSet;
 use std::process::Command;
@@ -135,4 +136,37 @@ fn the_readme_lists_exactly_the_routes_of_the_openapi_document() {
         missing.is_empty() && extra.is_empty(),
         "README lacks {missing:?}; README has, the document does not, {extra:?}"
     );
+}
+
+/// The README's table of trap kinds names exactly the kinds the document gives an attempt.
+#[test]
+fn the_readme_lists_exactly_the_trap_kinds_of_the_openapi_document() {
+    let doc = serde_json::to_value(remotask::http::openapi()).unwrap();
+    let attempt = &doc["components"]["schemas"]["AttemptDto"]["properties"]["trap_kind"];
+    let documented: BTreeSet<String> = attempt["enum"]
+        .as_array()
+        .unwrap_or_else(|| panic!("trap_kind has no enum: {attempt}"))
+        .iter()
+        .filter_map(|k| k.as_str().map(str::to_owned))
+        .collect();
+    let readme = std::fs::read_to_string(crate::support::workspace().join("README.md")).unwrap();
+    let table = readme
+        .split("| trap_kind | what the guest did |")
+        .nth(1)
+        .expect("the README has the table of trap kinds");
+    let listed: BTreeSet<String> = table
+        .lines()
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            row.split('|')
+                .nth(1)
+                .unwrap()
+                .trim()
+                .trim_matches('`')
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(listed, documented);
+    assert_eq!(documented.len(), remotask::domain::TrapKind::ALL.len());
 }

@@ -62,7 +62,7 @@ pub(super) fn exact(doc: &mut OpenApi) {
         if name == "EndedDto" {
             report_unless_interrupted(object);
         }
-        if name == "ReportDto" {
+        if name == "ReportDto" || name == "AttemptDto" {
             report(object);
         }
         if name == "LeaseRequest"
@@ -171,8 +171,8 @@ fn report_unless_interrupted(body: &mut Object) {
     );
 }
 
-/// A worker's report names a reason and a trap kind the server knows, its times are RFC 3339
-/// and its output and log base64.
+/// An attempt (as a worker reports it, and as a job's history shows it) names a reason and a
+/// trap kind the server knows; a report's times are RFC 3339 and its output and log base64.
 fn report(body: &mut Object) {
     let words = |all: Vec<Value>| ObjectBuilder::new().enum_values(Some(all)).build();
     let reasons = Reason::ALL.iter().map(|r| json!(r.as_str())).collect();
