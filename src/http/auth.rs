@@ -33,13 +33,23 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     /// The caller holding `secret`, or `None` if it is not a live token.
     pub async fn caller(&self, service: &Service, secret: &str) -> ServiceResult<Option<Caller>> {
-        let key = crate::service::hash_secret(secret);
+        self.caller_by_hash(service, crate::service::hash_secret(secret))
+            .await
+    }
+
+    /// The caller holding the token whose secret hashes to `key`, or `None` if it is not a
+    /// live token (a console session keeps the hash, never the secret).
+    pub async fn caller_by_hash(
+        &self,
+        service: &Service,
+        key: String,
+    ) -> ServiceResult<Option<Caller>> {
         if let Some((caller, at)) = self.lock().get(&key)
             && at.elapsed() < CACHE_FOR
         {
             return Ok(Some(caller.clone()));
         }
-        let found = service.token_for_secret(secret).await?.map(|t| Caller {
+        let found = service.token_for_hash(&key).await?.map(|t| Caller {
             role: t.role,
             token_id: t.id,
         });

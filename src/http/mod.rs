@@ -22,6 +22,7 @@ mod schedules;
 mod tasks;
 mod tls;
 mod tokens;
+mod ui;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -70,6 +71,10 @@ impl Default for HttpCaps {
 pub struct AppState {
     pub service: Service,
     pub auth: Auth,
+    /// The web console's sessions.
+    pub(crate) sessions: ui::Sessions,
+    /// Whether the server speaks HTTPS: the console's cookie is then `Secure`.
+    pub secure_cookies: bool,
     pub caps: HttpCaps,
     /// The source that the lease API hands remote workers' jobs out of.
     pub leases: Arc<LocalSource>,
@@ -86,6 +91,8 @@ impl AppState {
         Self {
             service,
             auth: Auth::default(),
+            sessions: ui::Sessions::default(),
+            secure_cookies: false,
             caps,
             leases,
             stop,
@@ -198,6 +205,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (router, _) = api().split_for_parts();
     router
+        .merge(ui::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         // Bodies are read by the handlers with their own caps and error shape.
@@ -213,6 +221,10 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let state = AppState {
+        secure_cookies: tls.is_some(),
+        ..state
+    };
     let app = router(state).into_make_service_with_connect_info::<leases::PeerAddr>();
     match tls {
         None => {

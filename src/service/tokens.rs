@@ -68,6 +68,11 @@ impl Service {
         }
     }
 
+    /// The live token whose secret hashes to `hash` ([`hash_secret`]).
+    pub async fn token_for_hash(&self, hash: &str) -> ServiceResult<Option<TokenRecord>> {
+        Ok(self.shared.store.token_by_hash(hash).await?)
+    }
+
     /// The live token whose secret is `secret`.
     pub async fn token_for_secret(&self, secret: &str) -> ServiceResult<Option<TokenRecord>> {
         Ok(self

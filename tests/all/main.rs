@@ -2,9 +2,11 @@
 
 mod admission;
 mod architecture;
+mod browser;
 mod cache;
 mod cli;
 mod concurrency;
+mod console;
 mod contract;
 mod disk;
 mod guests;

@@ -1,0 +1,218 @@
+//! A real browser for the console's tests: headless Chromium driven over WebDriver by
+//! Debian's `chromedriver`, with the few commands the tests use (open a page, find elements
+//! by CSS selector, type, click, read text, run a script, size the window).
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::remote::free_port;
+
+/// `chromedriver` and one browser session; both end when this is dropped.
+pub(crate) struct Browser {
+    driver: Child,
+    base: String,
+    http: reqwest::Client,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    pub(crate) async fn start() -> Self {
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver runs: scripts/setup installs it");
+        let http = reqwest::Client::new();
+        let root = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http.get(format!("{root}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        // As root Chromium needs --no-sandbox; the rest keep it off this closed network.
+        let args = [
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            &format!("--user-data-dir={}", profile.path().display()),
+        ];
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
+        }}});
+        let session: Value = http
+            .post(format!("{root}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let id = session["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {session}"));
+        Self {
+            driver,
+            base: format!("{root}/session/{id}"),
+            http,
+            profile,
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer: Value = request.send().await.unwrap().json().await.unwrap();
+        if answer["value"]["error"].is_string() {
+            panic!("WebDriver {path}: {}", answer["value"]);
+        }
+        answer["value"].clone()
+    }
+
+    pub(crate) async fn open(&self, url: &str) {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    pub(crate) async fn url(&self) -> String {
+        let v = self.call(reqwest::Method::GET, "/url", None).await;
+        v.as_str().unwrap().to_owned()
+    }
+
+    /// Waits (up to 10 s) until the page's URL ends with `end`, after a click that navigates.
+    pub(crate) async fn wait_for(&self, end: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url().await;
+            if url.ends_with(end) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{url} is not {end}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The elements matching `css`, as WebDriver references.
+    pub(crate) async fn all(&self, css: &str) -> Vec<String> {
+        let found = self
+            .call(
+                reqwest::Method::POST,
+                "/elements",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        found
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| {
+                e.as_object()
+                    .unwrap()
+                    .values()
+                    .next()
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    /// The one element matching `css`, waited for up to 10 s (a page may still be loading).
+    pub(crate) async fn one(&self, css: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let mut found = self.all(css).await;
+            if found.len() == 1 {
+                return found.remove(0);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} elements {css} on {}",
+                found.len(),
+                self.url().await
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(crate) async fn type_into(&self, css: &str, text: &str) {
+        let e = self.one(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/value"),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    pub(crate) async fn click(&self, css: &str) {
+        let e = self.one(css).await;
+        self.call(
+            reqwest::Method::POST,
+            &format!("/element/{e}/click"),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// The visible text of the one element matching `css`.
+    pub(crate) async fn text(&self, css: &str) -> String {
+        let e = self.one(css).await;
+        let v = self
+            .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+            .await;
+        v.as_str().unwrap().to_owned()
+    }
+
+    /// What `script` (a function body) returns in the page.
+    pub(crate) async fn run(&self, script: &str) -> Value {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    pub(crate) async fn resize(&self, width: u32, height: u32) {
+        self.call(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+}
+
+impl Browser {
+    /// Ends the session (the browser exits), then the driver.
+    pub(crate) async fn quit(self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        // A browser left by a test that failed before `quit`.
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(self.profile.path())
+            .status();
+    }
+}

@@ -1,0 +1,311 @@
+//! The web console in a real browser (headless Chromium over WebDriver) against a real
+//! `remotask serve`: signing in and out, what each role is offered and what the server
+//! refuses whatever a page showed, a job's page and its actions with their messages, queues
+//! paused from the console, labelled fields, and a phone-sized window.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::browser::Browser;
+use crate::remote::{Api, guest_dir};
+use crate::serve::{Reap, cli, serve_http};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// A server with the echo and hostile guests registered and no guest threads (so jobs stay
+/// where they are put), its admin API, and tokens of the other roles.
+struct Console {
+    data: tempfile::TempDir,
+    _modules: tempfile::TempDir,
+    _server: Reap,
+    url: String,
+    api: Api,
+}
+
+impl Console {
+    fn start() -> Self {
+        let data = tempfile::tempdir().unwrap();
+        let modules = guest_dir();
+        let (child, url) = serve_http(
+            data.path(),
+            &[
+                "--workers",
+                "0",
+                "--register-dir",
+                modules.path().to_str().unwrap(),
+            ],
+        );
+        let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+        Self {
+            api: Api::new(url.clone(), admin.trim().to_owned()),
+            _server: Reap(child),
+            _modules: modules,
+            data,
+            url,
+        }
+    }
+
+    fn token(&self, role: &str) -> String {
+        let (code, out, err) = cli(
+            &self.url,
+            self.data.path(),
+            &["token", "create", "--role", role, "--name", role],
+        );
+        assert_eq!(code, 0, "{err}");
+        out.lines().next().unwrap().trim().to_owned()
+    }
+
+    /// Signs `browser` in with `token` from a page that needs a session; lands on `path`.
+    async fn sign_in(&self, browser: &Browser, token: &str, path: &str) {
+        browser.open(&format!("{}{path}", self.url)).await;
+        assert!(
+            browser.url().await.contains("/ui/login?next="),
+            "{} sends to sign-in",
+            path
+        );
+        browser.type_into("#token", token).await;
+        browser.click("form.login button[type=submit]").await;
+        browser.wait_for(path).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
+    let console = Console::start();
+    let held = console
+        .api
+        .submit(vec![
+            json!({"task": "echo", "input": {"n": 1}, "hold": true, "context": "order-7"}),
+        ])
+        .await
+        .remove(0);
+    let browser = Browser::start().await;
+
+    // `/` goes to the console, which asks to sign in; a wrong token is refused there.
+    browser.open(&format!("{}/", console.url)).await;
+    assert!(browser.url().await.contains("/ui/login"));
+    browser.type_into("#token", "rt_not-a-token").await;
+    browser.click("form.login button[type=submit]").await;
+    assert!(
+        browser.text(".error").await.contains("Unknown or revoked"),
+        "{}",
+        browser.url().await
+    );
+
+    // A submit token: the job's page shows the job and offers the moves its state allows.
+    let submit = console.token("submit");
+    let page = format!("/ui/jobs/{held}");
+    console.sign_in(&browser, &submit, &page).await;
+    assert_eq!(browser.text("h1").await, format!("Job {held}"));
+    let shown = browser.text("main").await;
+    for words in ["held", "order-7", "\"n\": 1"] {
+        assert!(shown.contains(words), "{words:?} in {shown}");
+    }
+    let buttons = browser.all(".actions button").await.len();
+    assert_eq!(buttons, 3, "cancel, release and delete for a held job");
+    browser
+        .click(&format!("form[action='/ui/jobs/{held}/release'] button"))
+        .await;
+    assert_eq!(browser.text(".note").await, "Released.");
+    let job = console.api.job(&held).await;
+    assert_eq!(job["state"], "queued", "{job}");
+
+    // The job table finds it, by state and by id.
+    browser
+        .open(&format!("{}/ui/jobs?state=queued", console.url))
+        .await;
+    let rows = browser.all("tbody tr").await.len();
+    assert_eq!(rows, 1);
+    browser.type_into("input[name=id]", &held).await;
+    browser.click("form.filters:nth-of-type(2) button").await;
+    browser.wait_for(&page).await;
+
+    // A submit token cannot pause a queue: the page offers nothing, the server refuses.
+    browser.open(&format!("{}/ui/queues", console.url)).await;
+    assert!(browser.all("form[action$='/pause']").await.is_empty());
+    browser.click("form.signout button").await;
+    browser.wait_for("/ui/login").await;
+    browser.open(&format!("{}{page}", console.url)).await;
+    assert!(browser.url().await.contains("/ui/login"), "signed out");
+
+    // A read token sees the job and is offered no action.
+    let read = console.token("read");
+    console.sign_in(&browser, &read, &page).await;
+    assert!(browser.all(".actions button").await.is_empty());
+
+    // The admin pauses the default queue from the console, and is told so.
+    browser.click("form.signout button").await;
+    browser.wait_for("/ui/login").await;
+    console
+        .sign_in(&browser, &console.api.admin, "/ui/queues")
+        .await;
+    browser
+        .click("form[action='/ui/queues/default/pause'] button")
+        .await;
+    assert_eq!(browser.text(".note").await, "Queue default paused.");
+    let queue = console.api.get("/v1/queues/default").await;
+    assert_eq!(queue["paused"], true, "{queue}");
+
+    // Every field has a label; nothing is wider than a 375 px phone but the tables, which
+    // scroll in their own box.
+    for path in ["/ui", "/ui/jobs", &page, "/ui/queues"] {
+        browser.open(&format!("{}{path}", console.url)).await;
+        let unlabelled = browser
+            .run(
+                "return [...document.querySelectorAll('input:not([type=hidden]), select')]\
+                 .filter(e => !e.labels || e.labels.length === 0).length;",
+            )
+            .await;
+        assert_eq!(unlabelled, json!(0), "{path}");
+    }
+    browser.resize(375, 800).await;
+    for path in ["/ui", "/ui/jobs", &page, "/ui/queues"] {
+        browser.open(&format!("{}{path}", console.url)).await;
+        let wide = browser
+            .run("return document.documentElement.scrollWidth;")
+            .await;
+        let inner = browser.run("return window.innerWidth;").await;
+        assert!(
+            wide.as_u64().unwrap() <= inner.as_u64().unwrap(),
+            "{path} is {wide} px wide in a {inner} px window"
+        );
+    }
+    browser.quit().await;
+}
+
+/// What the server refuses whatever a page showed: an action without the session's CSRF
+/// token, an action the role does not allow, and a page without a session. The cookie is
+/// `HttpOnly` and `SameSite=Strict` (and not `Secure` over plain HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_refuses_forged_forms_and_roles_that_do_not_allow_an_action() {
+    let console = Console::start();
+    let id = console
+        .api
+        .submit(vec![json!({"task": "echo", "hold": true})])
+        .await
+        .remove(0);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let sign_in = |token: String| {
+        let http = http.clone();
+        let url = console.url.clone();
+        async move {
+            let r = http
+                .post(format!("{url}/ui/login"))
+                .header("content-type", FORM)
+                .body(
+                    serde_urlencoded::to_string([("token", token.as_str()), ("next", "/ui")])
+                        .unwrap(),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 303, "signed in");
+            let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+            for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+                assert!(cookie.contains(attribute), "{cookie}");
+            }
+            assert!(!cookie.contains("Secure"), "{cookie}");
+            cookie.split(';').next().unwrap().to_owned()
+        }
+    };
+    let csrf_of = |page: String| {
+        let start = page.find("name=\"csrf\" value=\"").unwrap() + 19;
+        page[start..start + 64].to_owned()
+    };
+    let get = |cookie: String, path: String| {
+        let http = http.clone();
+        let url = console.url.clone();
+        async move {
+            http.get(format!("{url}{path}"))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let post = |cookie: String, path: String, csrf: String| {
+        let http = http.clone();
+        let url = console.url.clone();
+        async move {
+            http.post(format!("{url}{path}"))
+                .header("cookie", cookie)
+                .header("content-type", FORM)
+                .body(serde_urlencoded::to_string([("csrf", csrf)]).unwrap())
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+
+    // No session: every page sends to sign-in, every action too.
+    let r = get(String::new(), "/ui/jobs".into()).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/ui/login?next=%2Fui%2Fjobs");
+    let r = post(String::new(), format!("/ui/jobs/{id}/cancel"), "x".into()).await;
+    assert_eq!(r.status(), 303);
+
+    // A read session: the page has a CSRF token, but cancelling is not its role's.
+    let read = sign_in(console.token("read")).await;
+    let page = get(read.clone(), "/ui".into()).await.text().await.unwrap();
+    let token = csrf_of(page);
+    let r = post(read.clone(), format!("/ui/jobs/{id}/cancel"), token).await;
+    assert_eq!(r.status(), 403);
+
+    // A submit session: a forged form (no or another CSRF token) is refused, its own works.
+    let submit = sign_in(console.token("submit")).await;
+    let r = post(
+        submit.clone(),
+        format!("/ui/jobs/{id}/cancel"),
+        "0".repeat(64),
+    )
+    .await;
+    assert_eq!(r.status(), 403);
+    let page = get(submit.clone(), "/ui".into())
+        .await
+        .text()
+        .await
+        .unwrap();
+    let r = post(
+        submit.clone(),
+        format!("/ui/jobs/{id}/cancel"),
+        csrf_of(page),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        r.headers()["location"]
+            .to_str()
+            .unwrap()
+            .contains("note=Cancelled"),
+        "{:?}",
+        r.headers()
+    );
+    let job = console.api.job(&id).await;
+    assert_eq!(job["state"], "cancelled", "{job}");
+
+    // Revoking the token ends its sessions (after the token cache's few seconds).
+    let tokens = console.api.get("/v1/tokens").await;
+    let submit_id = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["role"] == "submit")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = console
+        .api
+        .request(reqwest::Method::DELETE, &format!("/v1/tokens/{submit_id}"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r = get(submit, "/ui".into()).await;
+    assert_eq!(r.status(), 303, "a revoked token's session is over");
+}
