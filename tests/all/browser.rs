@@ -62,12 +62,15 @@ impl Browser {
         let id = session["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {session}"));
-        Self {
+        let browser = Self {
             driver,
             base: format!("{root}/session/{id}"),
             http,
             profile,
-        }
+        };
+        // A desktop's window; a test makes it a phone's when it means to.
+        browser.resize(1280, 900).await;
+        browser
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {

@@ -149,7 +149,14 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
 
     // Every field has a label; nothing is wider than a 375 px phone but the tables, which
     // scroll in their own box.
-    for path in ["/ui", "/ui/jobs", &page, "/ui/queues"] {
+    for path in [
+        "/ui",
+        "/ui/jobs",
+        &page,
+        "/ui/queues",
+        "/ui/tasks",
+        "/ui/schedules",
+    ] {
         browser.open(&format!("{}{path}", console.url)).await;
         let unlabelled = browser
             .run(
@@ -160,7 +167,14 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         assert_eq!(unlabelled, json!(0), "{path}");
     }
     browser.resize(375, 800).await;
-    for path in ["/ui", "/ui/jobs", &page, "/ui/queues"] {
+    for path in [
+        "/ui",
+        "/ui/jobs",
+        &page,
+        "/ui/queues",
+        "/ui/tasks",
+        "/ui/schedules",
+    ] {
         browser.open(&format!("{}{path}", console.url)).await;
         let wide = browser
             .run("return document.documentElement.scrollWidth;")
@@ -308,4 +322,77 @@ async fn the_console_refuses_forged_forms_and_roles_that_do_not_allow_an_action(
     tokio::time::sleep(Duration::from_secs(6)).await;
     let r = get(submit, "/ui".into()).await;
     assert_eq!(r.status(), 303, "a revoked token's session is over");
+}
+
+/// The admin's pages: a token made in the console (its secret shown once) works on the API
+/// until it is revoked there; a schedule is paused from its page; tasks show their versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
+    let console = Console::start();
+    let r = console
+        .api
+        .request(reqwest::Method::POST, "/v1/schedules")
+        .json(&json!({"name": "nightly", "cron": "0 3 * * *", "task": "echo"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let browser = Browser::start().await;
+    console
+        .sign_in(&browser, &console.api.admin, "/ui/tokens")
+        .await;
+    browser.type_into("input[name=name]", "ci").await;
+    browser.click("form.filters button").await;
+    let secret = browser.text("#secret").await;
+    let api = |token: &str| {
+        let http = reqwest::Client::new();
+        let url = format!("{}/v1/tasks", console.url);
+        let token = token.to_owned();
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(api(&secret).await, 200, "the new read token works");
+    browser.open(&format!("{}/ui/tokens", console.url)).await;
+    assert!(
+        !browser.text("main").await.contains(&secret),
+        "the secret is shown once"
+    );
+    browser.click("form[data-token='ci'] button").await;
+    assert!(browser.text(".note").await.contains("revoked"));
+    assert_eq!(api(&secret).await, 401, "a revoked token is refused");
+    // The last admin token cannot be revoked, from the console either.
+    browser.click("form[data-token='first admin'] button").await;
+    assert!(
+        browser
+            .text(".note")
+            .await
+            .contains("last live admin token"),
+        "{}",
+        browser.text(".note").await
+    );
+
+    browser.open(&format!("{}/ui/schedules", console.url)).await;
+    let shown = browser.text("main").await;
+    assert!(shown.contains("cron \"0 3 * * *\" in UTC"), "{shown}");
+    browser
+        .click("form[action='/ui/schedules/nightly/pause'] button")
+        .await;
+    assert_eq!(browser.text(".note").await, "Schedule nightly paused.");
+    let nightly = console.api.get("/v1/schedules/nightly").await;
+    assert_eq!(nightly["paused"], true, "{nightly}");
+
+    browser.open(&format!("{}/ui/tasks", console.url)).await;
+    let tasks = console.api.get("/v1/tasks").await;
+    let shown = browser.text("main").await;
+    for task in tasks.as_array().unwrap() {
+        let digest = task["digest"].as_str().unwrap();
+        assert!(shown.contains(digest), "{digest} in {shown}");
+    }
+    browser.quit().await;
 }

@@ -85,7 +85,7 @@ struct Csrf {
 }
 
 /// The refusal (403) of a form whose CSRF token is not the session's.
-fn forged(viewer: &Viewer, body: &[u8]) -> Option<Response> {
+pub(super) fn forged(viewer: &Viewer, body: &[u8]) -> Option<Response> {
     let given = serde_urlencoded::from_bytes::<Csrf>(body).map(|c| c.csrf);
     // Compared in full whatever the first difference, so the time says nothing.
     let same = given.is_ok_and(|g| {
@@ -119,7 +119,7 @@ pub(super) async fn logout(State(s): State<AppState>, viewer: Viewer, body: Byte
 }
 
 /// Back to `path` with `note` shown.
-fn back(path: &str, note: &str) -> Response {
+pub(super) fn back(path: &str, note: &str) -> Response {
     let note: String = form_urlencoded::byte_serialize(note.as_bytes()).collect();
     Redirect::to(&format!("{path}?note={note}")).into_response()
 }

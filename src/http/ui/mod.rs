@@ -2,9 +2,10 @@
 //! in the binary, no script needed to read or act. Signing in with a token starts a session
 //! (`session.rs`); what a page offers follows the token's role, and every action checks the
 //! role again and the session's CSRF token (`actions.rs`). Pages read the service, as the
-//! API's handlers do (`pages.rs`).
+//! API's handlers do (`pages.rs`: jobs and queues; `catalog.rs`: tasks, schedules, tokens).
 
 mod actions;
+mod catalog;
 mod pages;
 mod session;
 
@@ -33,6 +34,17 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/jobs/{id}/{action}", post(actions::job_action))
         .route("/ui/queues", get(pages::queues))
         .route("/ui/queues/{name}/{action}", post(actions::queue_action))
+        .route("/ui/tasks", get(catalog::tasks))
+        .route("/ui/schedules", get(catalog::schedules))
+        .route(
+            "/ui/schedules/{name}/{action}",
+            post(catalog::schedule_action_post),
+        )
+        .route(
+            "/ui/tokens",
+            get(catalog::tokens).post(catalog::create_token),
+        )
+        .route("/ui/tokens/{id}/revoke", post(catalog::revoke_token))
         .route("/ui/console.css", get(stylesheet))
 }
 
@@ -71,6 +83,9 @@ fn page(title: &str, viewer: Option<&Viewer>, note: Option<&str>, body: Markup) 
                             a href="/ui" { "Dashboard" }
                             a href="/ui/jobs" { "Jobs" }
                             a href="/ui/queues" { "Queues" }
+                            a href="/ui/tasks" { "Tasks" }
+                            a href="/ui/schedules" { "Schedules" }
+                            @if v.can(Role::Admin) { a href="/ui/tokens" { "Tokens" } }
                         }
                         form class="signout" method="post" action="/ui/logout" {
                             (csrf(v))

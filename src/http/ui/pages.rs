@@ -17,7 +17,7 @@ use crate::http::dto::{ReceiptDto, time};
 /// A message to show after an action, carried by the redirect.
 #[derive(Debug, Default, Deserialize)]
 pub(super) struct Note {
-    note: Option<String>,
+    pub(super) note: Option<String>,
 }
 
 fn store_failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
