@@ -117,7 +117,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         .await;
     let rows = browser.all("tbody tr").await.len();
     assert_eq!(rows, 1);
-    browser.type_into("input[name=id]", &held).await;
+    browser.type_into("form.filters input[name=id]", &held).await;
     browser.click("form.filters:nth-of-type(2) button").await;
     browser.wait_for(&page).await;
 
@@ -395,4 +395,64 @@ async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
         assert!(shown.contains(digest), "{digest} in {shown}");
     }
     browser.quit().await;
+}
+
+/// The job table's bulk actions: the jobs selected, then every job the filters match.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_table_cancels_retries_and_deletes_the_selected_or_all_matching() {
+    let console = Console::start();
+    let job = || json!({"task": "echo", "hold": true, "context": "batch"});
+    let ids = console.api.submit(vec![job(), job(), job()]).await;
+    console
+        .api
+        .submit(vec![json!({"task": "echo", "hold": true})])
+        .await;
+    let browser = Browser::start().await;
+    let table = "/ui/jobs?context=batch";
+    console.sign_in(&browser, &console.api.admin, table).await;
+    assert_eq!(browser.all("tbody tr").await.len(), 3);
+    for id in &ids[..2] {
+        browser.click(&format!("input[value='{id}']")).await;
+    }
+    browser.click("button[value=cancel]").await;
+    assert_eq!(browser.text(".note").await, "Cancelled 2 jobs.");
+    assert_eq!(
+        states(&console.api, &ids).await,
+        ["cancelled", "cancelled", "held"]
+    );
+
+    browser
+        .open(&format!(
+            "{}/ui/jobs?context=batch&state=cancelled",
+            console.url
+        ))
+        .await;
+    browser.click("button[value=retry-all]").await;
+    assert_eq!(browser.text(".note").await, "Retried 2 jobs.");
+    assert_eq!(
+        states(&console.api, &ids).await,
+        ["queued", "queued", "held"]
+    );
+
+    browser.open(&format!("{}{table}", console.url)).await;
+    browser.click("button[value=cancel-all]").await;
+    assert_eq!(browser.text(".note").await, "Cancelled 3 matching jobs.");
+    browser.click("button[value=delete-all]").await;
+    assert_eq!(browser.text(".note").await, "Deleted 3 jobs.");
+    let left = console.api.get("/v1/jobs").await;
+    assert_eq!(
+        left["jobs"].as_array().unwrap().len(),
+        1,
+        "the job without the context"
+    );
+    browser.quit().await;
+}
+
+/// The state of each job of `ids`.
+async fn states(api: &Api, ids: &[String]) -> Vec<String> {
+    let mut states = Vec::new();
+    for id in ids {
+        states.push(api.job(id).await["state"].as_str().unwrap().to_owned());
+    }
+    states
 }

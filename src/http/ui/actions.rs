@@ -121,7 +121,8 @@ pub(super) async fn logout(State(s): State<AppState>, viewer: Viewer, body: Byte
 /// Back to `path` with `note` shown.
 pub(super) fn back(path: &str, note: &str) -> Response {
     let note: String = form_urlencoded::byte_serialize(note.as_bytes()).collect();
-    Redirect::to(&format!("{path}?note={note}")).into_response()
+    let join = if path.contains('?') { '&' } else { '?' };
+    Redirect::to(&format!("{path}{join}note={note}")).into_response()
 }
 
 pub(super) async fn job_action(

@@ -5,6 +5,7 @@
 //! API's handlers do (`pages.rs`: jobs and queues; `catalog.rs`: tasks, schedules, tokens).
 
 mod actions;
+mod bulk;
 mod catalog;
 mod pages;
 mod session;
@@ -30,6 +31,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/login", get(actions::login_form).post(actions::login))
         .route("/ui/logout", post(actions::logout))
         .route("/ui/jobs", get(pages::jobs))
+        .route("/ui/jobs/bulk", post(bulk::bulk))
         .route("/ui/jobs/{id}", get(pages::job))
         .route("/ui/jobs/{id}/{action}", post(actions::job_action))
         .route("/ui/queues", get(pages::queues))

@@ -68,7 +68,7 @@ pub(super) async fn dashboard(
         @if running.is_empty() {
             p { "Nothing is running." }
         } @else {
-            (job_table(&running))
+            (job_table(&running, false))
         }
     };
     page("Dashboard", Some(&viewer), note.note.as_deref(), body)
@@ -179,7 +179,25 @@ pub(super) async fn jobs(
         @if jobs.is_empty() {
             p { "No jobs match." }
         } @else {
-            (job_table(&jobs))
+            @if viewer.can(Role::Submit) {
+                form method="post" action="/ui/jobs/bulk" {
+                    (csrf(&viewer))
+                    @for (k, v) in [("state", &q.state), ("task", &q.task), ("queue", &q.queue), ("context", &q.context)] {
+                        @if let Some(v) = given(v) { input type="hidden" name=(k) value=(v); }
+                    }
+                    div class="actions" {
+                        button type="submit" name="action" value="cancel" class="danger" { "Cancel selected" }
+                        button type="submit" name="action" value="retry" { "Retry selected" }
+                        button type="submit" name="action" value="delete" class="danger" { "Delete selected" }
+                        button type="submit" name="action" value="cancel-all" class="danger" { "Cancel all matching" }
+                        button type="submit" name="action" value="retry-all" { "Retry all matching" }
+                        button type="submit" name="action" value="delete-all" class="danger" { "Delete all matching" }
+                    }
+                    (job_table(&jobs, true))
+                }
+            } @else {
+                (job_table(&jobs, false))
+            }
         }
         @if let Some(next) = next {
             p { a href=(next) rel="next" { "Next page" } }
@@ -188,11 +206,13 @@ pub(super) async fn jobs(
     page("Jobs", Some(&viewer), q.note.as_deref(), body)
 }
 
-fn job_table(jobs: &[Job]) -> Markup {
+/// The table of `jobs`; with `select`, a checkbox a row, for the bulk form around it.
+fn job_table(jobs: &[Job], select: bool) -> Markup {
     html! {
         div class="scroll" {
             table {
                 thead { tr {
+                    @if select { th scope="col" { span class="hidden" { "Select" } } }
                     th scope="col" { "Id" } th scope="col" { "Task" } th scope="col" { "Queue" }
                     th scope="col" { "State" } th scope="col" class="num" { "Attempts" }
                     th scope="col" { "Reason" } th scope="col" { "Created" }
@@ -200,7 +220,13 @@ fn job_table(jobs: &[Job]) -> Markup {
                 } }
                 tbody {
                     @for j in jobs {
-                        tr {
+                        tr id={ "job-" (j.id) } {
+                            @if select {
+                                td { label {
+                                    input type="checkbox" name="id" value=(j.id);
+                                    span class="hidden" { "Select job " (j.id) }
+                                } }
+                            }
                             td { a href={ "/ui/jobs/" (j.id) } { (j.id) } }
                             td { (j.task) }
                             td { (j.queue) }
@@ -257,7 +283,7 @@ pub(super) async fn job(
             @if let Some(e) = &job.error { dt { "Error" } dd { (e.reason) ": " (e.message) } }
         }
         h2 { "Input" }
-        pre { (pretty(&job.input)) }
+        @if job.input.is_empty() { p { "None." } } @else { pre { (pretty(&job.input)) } }
         @if let Some(output) = &job.output {
             h2 { "Output" }
             pre { (pretty(output)) }
