@@ -202,4 +202,6 @@ pub struct JobFilter {
     pub unique_key: Option<String>,
     pub after: Option<JobId>,
     pub limit: u32,
+    /// Newest first (ids descending; `after` then pages towards older jobs).
+    pub newest_first: bool,
 }

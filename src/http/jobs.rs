@@ -272,6 +272,7 @@ pub(super) async fn list(
         unique_key: q.unique_key,
         after: q.after.as_deref().map(job_id).transpose()?,
         limit,
+        newest_first: false,
     };
     let jobs = s.service.jobs(&filter).await?;
     let next = (jobs.len() == limit as usize)
@@ -504,6 +505,7 @@ pub(super) async fn cancel_matching(
         unique_key: f.unique_key,
         after: None,
         limit: MAX_PAGE,
+        newest_first: false,
     };
     let count = s.service.cancel_matching(&filter).await?;
     Ok(Json(CountDto { count }))

@@ -464,6 +464,11 @@ impl Service {
         Ok(self.shared.store.list_jobs(filter).await?)
     }
 
+    /// Completed and failed jobs per minute from `since` on (minutes since the epoch).
+    pub async fn ended_per_minute(&self, since: Timestamp) -> ServiceResult<Vec<(i64, u64, u64)>> {
+        Ok(self.shared.store.ended_per_minute(since).await?)
+    }
+
     /// The contexts live jobs carry, in order, with how many live jobs carry each: a page of
     /// up to `limit` after `after`.
     pub async fn live_contexts(

@@ -369,6 +369,9 @@ pub trait Store: Send + Sync + 'static {
         after: Option<String>,
         limit: u32,
     ) -> StoreResult<Vec<(String, u64)>>;
+    /// How many jobs completed and how many failed in each minute (ms since the epoch / 60,000)
+    /// from `since` on, minutes in order; minutes without either are left out.
+    async fn ended_per_minute(&self, since: Timestamp) -> StoreResult<Vec<(i64, u64, u64)>>;
     /// The earliest `run_at` of a scheduled job, to sleep until.
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>>;
 

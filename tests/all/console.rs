@@ -25,13 +25,17 @@ struct Console {
 
 impl Console {
     fn start() -> Self {
+        Self::with_workers("0")
+    }
+
+    fn with_workers(workers: &str) -> Self {
         let data = tempfile::tempdir().unwrap();
         let modules = guest_dir();
         let (child, url) = serve_http(
             data.path(),
             &[
                 "--workers",
-                "0",
+                workers,
                 "--register-dir",
                 modules.path().to_str().unwrap(),
             ],
@@ -117,7 +121,9 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         .await;
     let rows = browser.all("tbody tr").await.len();
     assert_eq!(rows, 1);
-    browser.type_into("form.filters input[name=id]", &held).await;
+    browser
+        .type_into("form.filters input[name=id]", &held)
+        .await;
     browser.click("form.filters:nth-of-type(2) button").await;
     browser.wait_for(&page).await;
 
@@ -455,4 +461,41 @@ async fn states(api: &Api, ids: &[String]) -> Vec<String> {
         states.push(api.job(id).await["state"].as_str().unwrap().to_owned());
     }
     states
+}
+
+/// The dashboard: jobs by state, the last hour's completed and failed jobs, the newest
+/// failures with their reasons, and the slowest tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_tasks() {
+    let console = Console::with_workers("1");
+    let ok = console
+        .api
+        .submit(vec![json!({"task": "echo", "input": {"n": 1}})])
+        .await;
+    let bad = console
+        .api
+        .submit(vec![
+            json!({"task": "hostile", "args": ["exit", "3"], "retry": {"retries": 0}}),
+        ])
+        .await;
+    let ended = console
+        .api
+        .wait_ended(&[ok[0].clone(), bad[0].clone()], Duration::from_secs(30))
+        .await;
+    assert_eq!(ended[1]["state"], "failed", "{}", ended[1]);
+    let browser = Browser::start().await;
+    console.sign_in(&browser, &console.api.admin, "/ui").await;
+    let caption = browser.text("figcaption").await;
+    assert!(
+        caption.starts_with("1 completed, 1 failed in the last hour"),
+        "{caption}"
+    );
+    let bars = browser.all("svg.chart rect").await.len();
+    assert_eq!(bars, 120, "two bars a minute for an hour");
+    let page = browser.text("main").await;
+    assert!(page.contains(&bad[0]), "the failure is listed: {page}");
+    assert!(page.contains("guest_error"), "{page}");
+    let slowest = browser.text("#slowest tbody").await;
+    assert!(slowest.starts_with("echo 1"), "{slowest}");
+    browser.quit().await;
 }

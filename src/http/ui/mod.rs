@@ -7,6 +7,7 @@
 mod actions;
 mod bulk;
 mod catalog;
+mod dashboard;
 mod pages;
 mod session;
 
@@ -26,7 +27,7 @@ use crate::domain::Role;
 pub(super) fn router() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/ui") }))
-        .route("/ui", get(pages::dashboard))
+        .route("/ui", get(dashboard::dashboard))
         .route("/ui/", get(|| async { Redirect::to("/ui") }))
         .route("/ui/login", get(actions::login_form).post(actions::login))
         .route("/ui/logout", post(actions::logout))

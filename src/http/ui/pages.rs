@@ -1,6 +1,6 @@
-//! The console's pages: the dashboard (jobs by state and by queue, what runs now), the job
-//! table (filters, keyset pages), one job (input, output, attempts with their receipts and
-//! logs, the explain answer, the actions the viewer's role allows), and the queues.
+//! The console's job and queue pages: the job table (filters, keyset pages), one job
+//! (input, output, attempts with their receipts and logs, the explain answer, the actions
+//! the viewer's role allows), and the queues.
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -20,58 +20,12 @@ pub(super) struct Note {
     pub(super) note: Option<String>,
 }
 
-fn store_failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
+pub(super) fn store_failed(viewer: &Viewer, e: impl std::fmt::Display) -> Response {
     failure(
         StatusCode::INTERNAL_SERVER_ERROR,
         Some(viewer),
         &e.to_string(),
     )
-}
-
-pub(super) async fn dashboard(
-    State(s): State<AppState>,
-    viewer: Viewer,
-    Query(note): Query<Note>,
-) -> Response {
-    let queues = match s.service.queues().await {
-        Ok(q) => q,
-        Err(e) => return store_failed(&viewer, e),
-    };
-    let running = JobFilter {
-        states: vec![JobState::Running],
-        limit: 20,
-        ..JobFilter::default()
-    };
-    let running = match s.service.jobs(&running).await {
-        Ok(j) => j,
-        Err(e) => return store_failed(&viewer, e),
-    };
-    let total = |state: JobState| -> u64 {
-        queues
-            .iter()
-            .map(|q| q.counts.get(&state).copied().unwrap_or(0))
-            .sum()
-    };
-    let body = html! {
-        h2 { "Jobs by state" }
-        div class="cards" {
-            @for state in JobState::ALL {
-                a class="card" href={ "/ui/jobs?state=" (state.as_str()) } {
-                    span class={ "state-" (state.as_str()) } { (state.as_str()) }
-                    b { (total(state)) }
-                }
-            }
-        }
-        h2 { "Queues" }
-        (queue_table(&queues, &viewer))
-        h2 { "Running now" }
-        @if running.is_empty() {
-            p { "Nothing is running." }
-        } @else {
-            (job_table(&running, false))
-        }
-    };
-    page("Dashboard", Some(&viewer), note.note.as_deref(), body)
 }
 
 /// The job table's query: filters and the page.
@@ -84,6 +38,8 @@ pub(super) struct JobsQuery {
     /// A job id to go to.
     id: Option<String>,
     after: Option<String>,
+    /// `oldest` for oldest first; newest first otherwise.
+    order: Option<String>,
     note: Option<String>,
 }
 
@@ -127,6 +83,7 @@ pub(super) async fn jobs(
                 .transpose()
                 .map_err(|e: crate::domain::JobIdError| e.to_string())?,
             limit: PAGE,
+            newest_first: given(&q.order) != Some("oldest"),
         })
     })();
     let filter = match filter {
@@ -148,6 +105,7 @@ pub(super) async fn jobs(
                 ("task", &q.task),
                 ("queue", &q.queue),
                 ("context", &q.context),
+                ("order", &q.order),
             ] {
                 if let Some(v) = given(v) {
                     query.append_pair(k, v);
@@ -170,6 +128,12 @@ pub(super) async fn jobs(
             label { "Task" input name="task" value=(field(&q.task)); }
             label { "Queue" input name="queue" value=(field(&q.queue)); }
             label { "Context" input name="context" value=(field(&q.context)); }
+            label { "Order"
+                select name="order" {
+                    option value="newest" { "newest first" }
+                    option value="oldest" selected[given(&q.order) == Some("oldest")] { "oldest first" }
+                }
+            }
             button type="submit" { "Filter" }
         }
         form class="filters" method="get" action="/ui/jobs" {
@@ -207,7 +171,7 @@ pub(super) async fn jobs(
 }
 
 /// The table of `jobs`; with `select`, a checkbox a row, for the bulk form around it.
-fn job_table(jobs: &[Job], select: bool) -> Markup {
+pub(super) fn job_table(jobs: &[Job], select: bool) -> Markup {
     html! {
         div class="scroll" {
             table {
@@ -368,7 +332,7 @@ pub(super) async fn queues(
     }
 }
 
-fn queue_table(queues: &[crate::domain::QueueStats], viewer: &Viewer) -> Markup {
+pub(super) fn queue_table(queues: &[crate::domain::QueueStats], viewer: &Viewer) -> Markup {
     let count = |q: &crate::domain::QueueStats, s: JobState| q.counts.get(&s).copied().unwrap_or(0);
     html! {
         div class="scroll" {

@@ -160,7 +160,7 @@ pub(super) async fn get(client: &impl GenericClient, id: JobId) -> StoreResult<O
         .transpose()
 }
 
-/// Jobs matching `f`, in id order, from `f.after` on.
+/// Jobs matching `f`, in id order (or newest first), from `f.after` on.
 pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreResult<Vec<Job>> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true");
     let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
@@ -191,14 +191,20 @@ pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreRes
         bind(&mut sql, " AND unique_key = ?", Box::new(k.clone()));
     }
     if let Some(after) = f.after {
-        bind(&mut sql, " AND id > ?", Box::new(id_bytes(after)));
+        let cmp = if f.newest_first { '<' } else { '>' };
+        bind(
+            &mut sql,
+            &format!(" AND id {cmp} ?"),
+            Box::new(id_bytes(after)),
+        );
     }
     let limit = if f.limit == 0 {
         100
     } else {
         f.limit.min(10_000)
     };
-    sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         values.iter().map(|v| v.as_ref() as _).collect();
     client
@@ -447,6 +453,31 @@ pub(super) async fn live_contexts(
     Ok(rows
         .iter()
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1).max(0) as u64))
+        .collect())
+}
+
+/// Completed and failed jobs per minute since `since`, through `jobs_ended`.
+pub(super) async fn ended_per_minute(
+    client: &impl GenericClient,
+    since: Timestamp,
+) -> StoreResult<Vec<(i64, u64, u64)>> {
+    let rows = client
+        .query(
+            "SELECT finished_at / 60000 AS m, count(*) FILTER (WHERE state = 'completed'), \
+             count(*) FILTER (WHERE state = 'failed') FROM jobs \
+             WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
+             AND finished_at >= $1 GROUP BY m ORDER BY m",
+            &[&since.0],
+        )
+        .await
+        .map_err(db)?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
+            (r.get::<_, i64>(0), n(1), n(2))
+        })
+        .filter(|(_, c, f)| *c + *f > 0)
         .collect())
 }
 

@@ -269,6 +269,10 @@ impl Store for PgStore {
         jobs::live_contexts(&self.durable().await?, after.as_deref(), limit).await
     }
 
+    async fn ended_per_minute(&self, since: Timestamp) -> StoreResult<Vec<(i64, u64, u64)>> {
+        jobs::ended_per_minute(&self.durable().await?, since).await
+    }
+
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
         let client = self.durable().await?;
         let statement = client

@@ -157,7 +157,7 @@ pub(super) fn get(conn: &Connection, id: JobId) -> StoreResult<Option<Job>> {
         .map(|(j, _)| j))
 }
 
-/// Jobs matching `f`, in id order, from `f.after` on.
+/// Jobs matching `f`, in id order (or newest first), from `f.after` on.
 pub(super) fn list(conn: &Connection, f: &JobFilter) -> StoreResult<Vec<Job>> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
     let mut values: Vec<Box<dyn rusqlite::ToSql>> = Vec::new();
@@ -191,14 +191,20 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> StoreResult<Vec<Job>> {
         bind(&mut sql, " AND unique_key = ?", Box::new(k.clone()));
     }
     if let Some(after) = f.after {
-        bind(&mut sql, " AND id > ?", Box::new(after.to_string()));
+        let cmp = if f.newest_first { '<' } else { '>' };
+        bind(
+            &mut sql,
+            &format!(" AND id {cmp} ?"),
+            Box::new(after.to_string()),
+        );
     }
     let limit = if f.limit == 0 {
         100
     } else {
         f.limit.min(10_000)
     };
-    sql.push_str(&format!(" ORDER BY id LIMIT {limit}"));
+    let order = if f.newest_first { "DESC" } else { "ASC" };
+    sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
     let params: Vec<&dyn rusqlite::ToSql> = values.iter().map(|v| v.as_ref()).collect();
     Ok(query_jobs(conn, &sql, &params)?
         .into_iter()
@@ -497,6 +503,35 @@ pub(super) fn live_contexts(
         .map_err(db)?;
     rows.map(|r| r.map(|(c, n)| (c, n.max(0) as u64)).map_err(db))
         .collect()
+}
+
+/// Completed and failed jobs per minute since `since`, through `jobs_ended`.
+pub(super) fn ended_per_minute(
+    conn: &Connection,
+    since: Timestamp,
+) -> StoreResult<Vec<(i64, u64, u64)>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT finished_at / 60000 AS m, sum(state = 'completed'), sum(state = 'failed') \
+             FROM jobs WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
+             AND finished_at >= ?1 GROUP BY m ORDER BY m",
+        )
+        .map_err(db)?;
+    let rows = stmt
+        .query_map([since.0], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })
+        .map_err(db)?;
+    rows.map(|r| {
+        r.map(|(m, c, f)| (m, c.max(0) as u64, f.max(0) as u64))
+            .map_err(db)
+    })
+    .filter(|r| !matches!(r, Ok((_, 0, 0))))
+    .collect()
 }
 
 /// The earliest `run_at` of a scheduled job.

@@ -239,6 +239,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn ended_per_minute(&self, since: Timestamp) -> StoreResult<Vec<(i64, u64, u64)>> {
+        self.read(move |conn| jobs::ended_per_minute(conn, since))
+            .await
+    }
+
     async fn next_scheduled(&self) -> StoreResult<Option<Timestamp>> {
         self.read_point(jobs::next_scheduled)
     }

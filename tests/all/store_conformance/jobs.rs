@@ -79,6 +79,20 @@ pub(super) async fn jobs_are_listed_by_state(store: impl Store) {
         ..JobFilter::default()
     };
     assert_eq!(store.list_jobs(&live).await.unwrap().len(), 2);
+    // Newest first, a page at a time towards older jobs.
+    let mut sorted = ids.to_vec();
+    sorted.sort();
+    let page = |after: Option<JobId>| JobFilter {
+        newest_first: true,
+        after,
+        limit: 2,
+        ..JobFilter::default()
+    };
+    let ids_of = |jobs: Vec<remotask::domain::Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    let first = ids_of(store.list_jobs(&page(None)).await.unwrap());
+    assert_eq!(first, vec![sorted[2], sorted[1]]);
+    let rest = ids_of(store.list_jobs(&page(Some(sorted[1]))).await.unwrap());
+    assert_eq!(rest, vec![sorted[0]]);
 }
 
 pub(super) async fn unique_keys_hold_while_live(store: impl Store) {
@@ -438,4 +452,50 @@ pub(super) async fn live_contexts_count_live_jobs_a_page_at_a_time(store: impl S
     assert_eq!(page(None, 10).await, owned(&[("a", 1), ("b", 2), ("d", 1)]));
     assert_eq!(page(None, 2).await, owned(&[("a", 1), ("b", 2)]));
     assert_eq!(page(Some("b"), 2).await, owned(&[("d", 1)]));
+}
+
+/// Completed and failed jobs counted by the minute they ended, from a time on.
+pub(super) async fn ended_jobs_are_counted_per_minute(store: impl Store) {
+    let claimed = insert_and_claim(&store, (0..4).map(|_| new_job("q", 0, T0)).collect(), 4).await;
+    let minute = T0.0 / 60_000;
+    let at = |m: i64| Timestamp((minute + m) * 60_000 + 5_000);
+    let error = || JobError {
+        reason: Reason::GuestError,
+        message: "no".into(),
+    };
+    let end = |c: &Claimed, finish: Finish, reason: Reason| AttemptEnd {
+        id: c.job.id,
+        queue: c.job.queue.clone(),
+        lease: c.lease,
+        attempt: Some(attempt(1, reason)),
+        finish,
+    };
+    let done = || Finish::Completed { output: vec![] };
+    let ends = [
+        (0, done(), Reason::Completed, at(0)),
+        (1, done(), Reason::Completed, at(2)),
+        (
+            2,
+            Finish::Failed { error: error() },
+            Reason::GuestError,
+            at(2),
+        ),
+        (
+            3,
+            Finish::Cancelled { error: error() },
+            Reason::Cancelled,
+            at(3),
+        ),
+    ];
+    for (i, finish, reason, now) in ends {
+        let applied = store
+            .finish_many(vec![end(&claimed[i], finish, reason)], now)
+            .await
+            .unwrap();
+        assert_eq!(applied, [true]);
+    }
+    let counted = store.ended_per_minute(at(0)).await.unwrap();
+    assert_eq!(counted, vec![(minute, 1, 0), (minute + 2, 1, 1)]);
+    let later = store.ended_per_minute(at(1)).await.unwrap();
+    assert_eq!(later, vec![(minute + 2, 1, 1)]);
 }

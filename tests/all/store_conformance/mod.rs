@@ -46,6 +46,7 @@ macro_rules! conformance {
             jobs::cancel_release_retry_delete_follow_the_state_machine,
             jobs::queue_counts_follow_every_transition,
             jobs::live_contexts_count_live_jobs_a_page_at_a_time,
+            jobs::ended_jobs_are_counted_per_minute,
             jobs::a_failed_write_leaves_nothing_and_spares_the_writes_beside_it,
             moves::every_move_the_table_allows_is_made_and_every_other_is_refused,
             catalog::task_versions_and_defaults,
