@@ -82,6 +82,14 @@ pub(super) async fn events(
             .transpose()
             .map_err(|e: crate::domain::JobIdError| bad(e.to_string()))?,
     };
+    Ok(stream(&s, filter))
+}
+
+/// The events `filter` lets through, as a stream that never ends (kept alive every 15 s).
+fn stream(
+    s: &AppState,
+    filter: Filter,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     let receiver = s.service.subscribe();
     let stream = futures_util::stream::unfold((receiver, filter), |(mut rx, filter)| async move {
         loop {
@@ -100,5 +108,17 @@ pub(super) async fn events(
             return Some((Ok(event), (rx, filter)));
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// Every job event, for the web console (which has checked its session).
+pub(super) fn all_jobs(s: &AppState) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
+    stream(
+        s,
+        Filter {
+            task: None,
+            queue: None,
+            job: None,
+        },
+    )
 }

@@ -499,3 +499,63 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
     assert!(slowest.starts_with("echo 1"), "{slowest}");
     browser.quit().await;
 }
+
+/// With its script, the console is live: a job's page shows its progress as the guest
+/// reports it and redraws itself when the job ends; the job table's rows change state in
+/// place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_page_and_the_job_table_follow_a_job_live() {
+    let console = Console::with_workers("1");
+    let id = console
+        .api
+        .submit(vec![
+            json!({"task": "hostile", "args": ["progress-sleep", "7", "2"]}),
+        ])
+        .await
+        .remove(0);
+    console.api.running_on(&id).await;
+    let browser = Browser::start().await;
+    let page = format!("/ui/jobs/{id}");
+    console.sign_in(&browser, &console.api.admin, &page).await;
+    browser.run("window.kept = true; return null;").await;
+    wait_for_text(&browser, "#job-progress + span", "7/7").await;
+    assert_eq!(
+        browser.run("return window.kept === true;").await,
+        json!(true)
+    );
+    // The end redraws the page, with the output.
+    wait_for_text(&browser, "#job-state", "completed").await;
+    assert!(browser.text("main").await.contains("done"));
+
+    let sleeper = console
+        .api
+        .submit(vec![json!({"task": "hostile", "args": ["sleep", "1.5"]})])
+        .await
+        .remove(0);
+    browser.open(&format!("{}/ui/jobs", console.url)).await;
+    browser.run("window.kept = true; return null;").await;
+    let cell = format!("#job-{sleeper} td[data-state]");
+    wait_for_text(&browser, &cell, "completed").await;
+    assert_eq!(
+        browser.run("return window.kept === true;").await,
+        json!(true),
+        "the row changed in place"
+    );
+    browser.quit().await;
+}
+
+/// Waits up to 20 s until the one element `css` reads `text`.
+async fn wait_for_text(browser: &Browser, css: &str, text: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = browser.text(css).await;
+        if now.trim() == text {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{css} reads {now:?}, not {text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

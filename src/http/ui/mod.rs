@@ -8,6 +8,7 @@ mod actions;
 mod bulk;
 mod catalog;
 mod dashboard;
+mod live;
 mod pages;
 mod session;
 
@@ -49,6 +50,9 @@ pub(super) fn router() -> Router<AppState> {
         )
         .route("/ui/tokens/{id}/revoke", post(catalog::revoke_token))
         .route("/ui/console.css", get(stylesheet))
+        .route("/ui/console.js", get(live::script))
+        .route("/ui/live/events", get(live::events))
+        .route("/ui/live/jobs/{id}", get(live::job))
 }
 
 /// The stylesheet: light and dark (by `prefers-color-scheme`), readable at 375 px.
@@ -76,6 +80,7 @@ fn page(title: &str, viewer: Option<&Viewer>, note: Option<&str>, body: Markup) 
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · remotask" }
                 link rel="stylesheet" href="/ui/console.css";
+                script src="/ui/console.js" defer {}
             }
             body {
                 a class="skip" href="#main" { "Skip to content" }

@@ -174,7 +174,7 @@ pub(super) async fn jobs(
 pub(super) fn job_table(jobs: &[Job], select: bool) -> Markup {
     html! {
         div class="scroll" {
-            table {
+            table data-live-table {
                 thead { tr {
                     @if select { th scope="col" { span class="hidden" { "Select" } } }
                     th scope="col" { "Id" } th scope="col" { "Task" } th scope="col" { "Queue" }
@@ -194,7 +194,7 @@ pub(super) fn job_table(jobs: &[Job], select: bool) -> Markup {
                             td { a href={ "/ui/jobs/" (j.id) } { (j.id) } }
                             td { (j.task) }
                             td { (j.queue) }
-                            td class={ "state-" (j.state.as_str()) } { (j.state.as_str()) }
+                            td class={ "state-" (j.state.as_str()) } data-state=(j.state.as_str()) { (j.state.as_str()) }
                             td class="num" { (j.attempts) "/" (j.retry.retries + 1) }
                             td { (j.error.as_ref().map_or("", |e| e.reason.as_str())) }
                             td { (time(j.created_at)) }
@@ -227,16 +227,18 @@ pub(super) async fn job(
     };
     let body = html! {
         (job_actions(&job, &viewer))
-        dl {
-            dt { "State" } dd class={ "state-" (job.state.as_str()) } { (job.state.as_str()) }
+        dl data-live-job=(job.id) data-terminal=(job.state.is_terminal()) {
+            dt { "State" } dd { span id="job-state" class={ "state-" (job.state.as_str()) } { (job.state.as_str()) } }
             dt { "Why" } dd { (explain.message) }
             dt { "Task" } dd { (job.task) " (" (job.digest.to_hex()) ")" }
             dt { "Queue" } dd { (job.queue) }
             dt { "Priority" } dd { (job.priority) }
             dt { "Attempts" } dd { (job.attempts) " of " (job.retry.retries + 1) }
-            @if let Some((done, total)) = job.progress {
-                dt { "Progress" }
-                dd { progress value=(done) max=(total.max(1)) { (done) "/" (total) } " " (done) "/" (total) }
+            @if !job.state.is_terminal() || job.progress.is_some() {
+                @let (done, total) = job.progress.unwrap_or((0, 0));
+                dt { label for="job-progress" { "Progress" } }
+                dd { progress id="job-progress" value=(done) max=(total.max(1)) { (done) "/" (total) }
+                     span { " " (done) "/" (total) } }
             }
             @if let Some(c) = &job.context { dt { "Context" } dd { (c) } }
             @if let Some(k) = &job.concurrency_key { dt { "Concurrency key" } dd { (k) } }

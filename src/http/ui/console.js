@@ -1,0 +1,51 @@
+// The console's one script: live rows in the job table and a live job page. Every page reads
+// and acts the same without it.
+"use strict";
+
+(() => {
+  const table = document.querySelector("[data-live-table]");
+  if (table && window.EventSource) {
+    const events = new EventSource("/ui/live/events");
+    events.addEventListener("job", (message) => {
+      const event = JSON.parse(message.data);
+      const cell = document.querySelector(`#job-${event.id} td[data-state]`);
+      if (cell) {
+        cell.textContent = event.state;
+        cell.className = `state-${event.state}`;
+        cell.dataset.state = event.state;
+      }
+    });
+  }
+
+  const page = document.querySelector("[data-live-job]");
+  if (page && page.dataset.terminal !== "true") {
+    const id = page.dataset.liveJob;
+    const state = document.getElementById("job-state");
+    const bar = document.getElementById("job-progress");
+    const tick = async () => {
+      let live;
+      try {
+        const answer = await fetch(`/ui/live/jobs/${id}`, { credentials: "same-origin" });
+        if (!answer.ok) return;
+        live = await answer.json();
+      } catch (_) {
+        setTimeout(tick, 2000);
+        return;
+      }
+      if (live.terminal) {
+        // The output, attempts and log are on the page as the server draws it.
+        window.location.reload();
+        return;
+      }
+      state.textContent = live.state;
+      state.className = `state-${live.state}`;
+      if (bar && live.total !== null) {
+        bar.max = Math.max(live.total, 1);
+        bar.value = live.done;
+        bar.nextElementSibling.textContent = ` ${live.done}/${live.total}`;
+      }
+      setTimeout(tick, 1000);
+    };
+    setTimeout(tick, 1000);
+  }
+})();
