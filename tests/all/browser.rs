@@ -191,6 +191,16 @@ impl Browser {
         .await
     }
 
+    /// Writes a PNG of the window to `path`.
+    pub(crate) async fn screenshot(&self, path: &std::path::Path) {
+        use base64::Engine as _;
+        let png = self.call(reqwest::Method::GET, "/screenshot", None).await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(png.as_str().unwrap())
+            .unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
     pub(crate) async fn resize(&self, width: u32, height: u32) {
         self.call(
             reqwest::Method::POST,

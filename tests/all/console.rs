@@ -497,6 +497,33 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
     assert!(page.contains("guest_error"), "{page}");
     let slowest = browser.text("#slowest tbody").await;
     assert!(slowest.starts_with("echo 1"), "{slowest}");
+
+    // Every page at a desktop's and a phone's width, for a person to look at.
+    let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let pages = [
+        ("dashboard", "/ui".to_owned()),
+        ("jobs", "/ui/jobs".to_owned()),
+        ("job", format!("/ui/jobs/{}", bad[0])),
+        ("queues", "/ui/queues".to_owned()),
+        ("tasks", "/ui/tasks".to_owned()),
+        ("schedules", "/ui/schedules".to_owned()),
+        ("tokens", "/ui/tokens".to_owned()),
+    ];
+    for width in [1280, 375] {
+        browser.resize(width, 900).await;
+        for (name, path) in &pages {
+            browser.open(&format!("{}{path}", console.url)).await;
+            browser.one("h1").await;
+            let file = shots.join(format!("{name}-{width}.png"));
+            browser.screenshot(&file).await;
+            assert!(
+                std::fs::metadata(&file).unwrap().len() > 1000,
+                "{}",
+                file.display()
+            );
+        }
+    }
     browser.quit().await;
 }
 
@@ -527,20 +554,36 @@ async fn a_job_page_and_the_job_table_follow_a_job_live() {
     wait_for_text(&browser, "#job-state", "completed").await;
     assert!(browser.text("main").await.contains("done"));
 
+    // A job submitted over the API comes into the open table, and its row turns completed.
+    browser.open(&format!("{}/ui/jobs", console.url)).await;
+    browser.run("window.kept = true; return null;").await;
     let sleeper = console
         .api
         .submit(vec![json!({"task": "hostile", "args": ["sleep", "1.5"]})])
         .await
         .remove(0);
-    browser.open(&format!("{}/ui/jobs", console.url)).await;
-    browser.run("window.kept = true; return null;").await;
     let cell = format!("#job-{sleeper} td[data-state]");
     wait_for_text(&browser, &cell, "completed").await;
     assert_eq!(
         browser.run("return window.kept === true;").await,
         json!(true),
-        "the row changed in place"
+        "the row came and changed in place"
     );
+
+    // A running job cancelled from its page shows `cancelled`.
+    let long = console
+        .api
+        .submit(vec![json!({"task": "hostile", "args": ["sleep", "60"]})])
+        .await
+        .remove(0);
+    console.api.running_on(&long).await;
+    browser
+        .open(&format!("{}/ui/jobs/{long}", console.url))
+        .await;
+    browser
+        .click(&format!("form[action='/ui/jobs/{long}/cancel'] button"))
+        .await;
+    wait_for_text(&browser, "#job-state", "cancelled").await;
     browser.quit().await;
 }
 
@@ -558,4 +601,45 @@ async fn wait_for_text(browser: &Browser, css: &str, text: &str) {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An admin uploads a module from the tasks page and sees its admission report; a file that
+/// is no module is refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_uploaded_from_the_form_shows_its_report_or_why_it_was_refused() {
+    let console = Console::start();
+    let files = tempfile::tempdir().unwrap();
+    let good = files.path().join("echo.wasm");
+    std::fs::copy(crate::support::guest("echo"), &good).unwrap();
+    let bad = files.path().join("notes.wasm");
+    std::fs::write(&bad, "these are notes, not a module").unwrap();
+    let browser = Browser::start().await;
+    console
+        .sign_in(&browser, &console.api.admin, "/ui/tasks")
+        .await;
+    browser.type_into("input[name=name]", "uploaded").await;
+    browser
+        .type_into("input[name=module]", good.to_str().unwrap())
+        .await;
+    browser.click("form[enctype] button").await;
+    assert_eq!(browser.text("h1").await, "Task uploaded registered");
+    let report = browser.text("main").await;
+    assert!(report.contains("_start (func)"), "{report}");
+    assert!(
+        report.contains("wasi_snapshot_preview1.fd_write"),
+        "{report}"
+    );
+    let task = console.api.get("/v1/tasks/uploaded").await;
+    assert!(report.contains(task["digest"].as_str().unwrap()), "{task}");
+
+    browser.open(&format!("{}/ui/tasks", console.url)).await;
+    browser.type_into("input[name=name]", "notes").await;
+    browser
+        .type_into("input[name=module]", bad.to_str().unwrap())
+        .await;
+    browser.click("form[enctype] button").await;
+    assert_eq!(browser.text("h1").await, "Module refused");
+    let why = browser.text(".error").await;
+    assert!(why.contains("not a wasm binary"), "{why}");
+    browser.quit().await;
 }

@@ -33,6 +33,7 @@ pub(super) async fn tasks(
         }
     };
     let body = html! {
+        @if viewer.can(Role::Admin) { (super::upload::form(&viewer)) }
         @if tasks.is_empty() { p { "No task is registered." } }
         @for t in &tasks { (task(t)) }
     };

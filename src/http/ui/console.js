@@ -6,14 +6,27 @@
   const table = document.querySelector("[data-live-table]");
   if (table && window.EventSource) {
     const events = new EventSource("/ui/live/events");
-    events.addEventListener("job", (message) => {
+    const newRows = table.dataset.newRows;
+    const asked = new Set();
+    events.addEventListener("job", async (message) => {
       const event = JSON.parse(message.data);
       const cell = document.querySelector(`#job-${event.id} td[data-state]`);
       if (cell) {
         cell.textContent = event.state;
         cell.className = `state-${event.state}`;
         cell.dataset.state = event.state;
+        return;
       }
+      // A job not in the table: on the first page, its row goes on top if it matches.
+      if (newRows === undefined || asked.has(event.id)) return;
+      asked.add(event.id);
+      const query = newRows ? `?${newRows}` : "";
+      const answer = await fetch(`/ui/live/rows/${event.id}${query}`, { credentials: "same-origin" });
+      if (answer.status !== 200 || document.getElementById(`job-${event.id}`)) return;
+      const body = table.tBodies[0];
+      const rows = document.createElement("tbody");
+      rows.innerHTML = await answer.text();
+      if (rows.firstElementChild) body.prepend(rows.firstElementChild);
     });
   }
 
@@ -22,6 +35,7 @@
     const id = page.dataset.liveJob;
     const state = document.getElementById("job-state");
     const bar = document.getElementById("job-progress");
+    // Every half second, so a cancel or an end shows within a second.
     const tick = async () => {
       let live;
       try {
@@ -44,8 +58,8 @@
         bar.value = live.done;
         bar.nextElementSibling.textContent = ` ${live.done}/${live.total}`;
       }
-      setTimeout(tick, 1000);
+      setTimeout(tick, 500);
     };
-    setTimeout(tick, 1000);
+    setTimeout(tick, 500);
   }
 })();

@@ -66,7 +66,7 @@ pub(super) async fn dashboard(
         h2 { "Queues" }
         (queue_table(&queues, &viewer))
         h2 { "Running now" }
-        @if running.is_empty() { p { "Nothing is running." } } @else { (job_table(&running, false)) }
+        @if running.is_empty() { p { "Nothing is running." } } @else { (job_table(&running, false, None)) }
         h2 { "Recent failures" }
         @if failed.is_empty() { p { "No job has failed." } } @else { (failures(&failed)) }
         h2 { "Slowest tasks" }

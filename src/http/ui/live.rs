@@ -38,6 +38,47 @@ pub(super) async fn events(
     crate::http::events::all_jobs(&s)
 }
 
+/// The filters of a job table whose script asks for a new job's row.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(super) struct RowQuery {
+    state: Option<String>,
+    task: Option<String>,
+    queue: Option<String>,
+    context: Option<String>,
+    select: Option<String>,
+}
+
+/// A new job's row for the job table, if the job matches the table's filters (else 204).
+pub(super) async fn row(
+    State(s): State<AppState>,
+    _viewer: Viewer,
+    Path(id): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<RowQuery>,
+) -> Response {
+    let Ok(id) = id.parse::<JobId>() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let Ok(job) = s.service.job(id).await else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let differs = |want: &Option<String>, have: &str| {
+        want.as_deref().is_some_and(|w| !w.is_empty() && w != have)
+    };
+    if differs(&q.state, job.state.as_str())
+        || differs(&q.task, job.task.as_str())
+        || differs(&q.queue, job.queue.as_str())
+        || differs(&q.context, job.context.as_deref().unwrap_or_default())
+    {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let row = super::pages::job_row(&job, q.select.is_some());
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        row.into_string(),
+    )
+        .into_response()
+}
+
 /// A job's state and progress, for its page's progress bar.
 #[derive(Debug, Serialize)]
 struct Live {

@@ -11,6 +11,7 @@ mod dashboard;
 mod live;
 mod pages;
 mod session;
+mod upload;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -38,7 +39,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/jobs/{id}/{action}", post(actions::job_action))
         .route("/ui/queues", get(pages::queues))
         .route("/ui/queues/{name}/{action}", post(actions::queue_action))
-        .route("/ui/tasks", get(catalog::tasks))
+        .route("/ui/tasks", get(catalog::tasks).post(upload::upload))
         .route("/ui/schedules", get(catalog::schedules))
         .route(
             "/ui/schedules/{name}/{action}",
@@ -53,6 +54,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/console.js", get(live::script))
         .route("/ui/live/events", get(live::events))
         .route("/ui/live/jobs/{id}", get(live::job))
+        .route("/ui/live/rows/{id}", get(live::row))
 }
 
 /// The stylesheet: light and dark (by `prefers-color-scheme`), readable at 375 px.
@@ -125,6 +127,17 @@ fn page(title: &str, viewer: Option<&Viewer>, note: Option<&str>, body: Markup) 
 /// The hidden CSRF field every form that changes something carries.
 fn csrf(viewer: &Viewer) -> Markup {
     html! { input type="hidden" name="csrf" value=(viewer.csrf); }
+}
+
+/// Whether two secrets are the same, compared in full whatever the first difference, so the
+/// time taken says nothing.
+fn same_secret(given: &str, kept: &str) -> bool {
+    given.len() == kept.len()
+        && given
+            .bytes()
+            .zip(kept.bytes())
+            .fold(0u8, |d, (a, b)| d | (a ^ b))
+            == 0
 }
 
 /// An error page with `status`.

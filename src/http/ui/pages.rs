@@ -95,6 +95,24 @@ pub(super) async fn jobs(
         Err(e) => return store_failed(&viewer, e),
     };
     let field = |v: &Option<String>| v.clone().unwrap_or_default();
+    // On the first page, newest first, the script adds the rows of new jobs that match.
+    let new_rows = (given(&q.after).is_none() && given(&q.order) != Some("oldest")).then(|| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        for (k, v) in [
+            ("state", &q.state),
+            ("task", &q.task),
+            ("queue", &q.queue),
+            ("context", &q.context),
+        ] {
+            if let Some(v) = given(v) {
+                query.append_pair(k, v);
+            }
+        }
+        if viewer.can(Role::Submit) {
+            query.append_pair("select", "1");
+        }
+        query.finish()
+    });
     let next = (jobs.len() == PAGE as usize)
         .then(|| jobs.last().map(|j| j.id.to_string()))
         .flatten()
@@ -142,7 +160,9 @@ pub(super) async fn jobs(
         }
         @if jobs.is_empty() {
             p { "No jobs match." }
-        } @else {
+        }
+        // The table, empty too on the first page: new jobs' rows may come into it.
+        @if !jobs.is_empty() || new_rows.is_some() {
             @if viewer.can(Role::Submit) {
                 form method="post" action="/ui/jobs/bulk" {
                     (csrf(&viewer))
@@ -157,10 +177,10 @@ pub(super) async fn jobs(
                         button type="submit" name="action" value="retry-all" { "Retry all matching" }
                         button type="submit" name="action" value="delete-all" class="danger" { "Delete all matching" }
                     }
-                    (job_table(&jobs, true))
+                    (job_table(&jobs, true, new_rows.as_deref()))
                 }
             } @else {
-                (job_table(&jobs, false))
+                (job_table(&jobs, false, new_rows.as_deref()))
             }
         }
         @if let Some(next) = next {
@@ -170,11 +190,12 @@ pub(super) async fn jobs(
     page("Jobs", Some(&viewer), q.note.as_deref(), body)
 }
 
-/// The table of `jobs`; with `select`, a checkbox a row, for the bulk form around it.
-pub(super) fn job_table(jobs: &[Job], select: bool) -> Markup {
+/// The table of `jobs`; with `select`, a checkbox a row, for the bulk form around it; with
+/// `new_rows` (the first page, newest first), the query its script adds new jobs' rows by.
+pub(super) fn job_table(jobs: &[Job], select: bool, new_rows: Option<&str>) -> Markup {
     html! {
         div class="scroll" {
-            table data-live-table {
+            table data-live-table data-new-rows=[new_rows] {
                 thead { tr {
                     @if select { th scope="col" { span class="hidden" { "Select" } } }
                     th scope="col" { "Id" } th scope="col" { "Task" } th scope="col" { "Queue" }
@@ -183,27 +204,32 @@ pub(super) fn job_table(jobs: &[Job], select: bool) -> Markup {
                     th scope="col" { "Started" } th scope="col" { "Ended" }
                 } }
                 tbody {
-                    @for j in jobs {
-                        tr id={ "job-" (j.id) } {
-                            @if select {
-                                td { label {
-                                    input type="checkbox" name="id" value=(j.id);
-                                    span class="hidden" { "Select job " (j.id) }
-                                } }
-                            }
-                            td { a href={ "/ui/jobs/" (j.id) } { (j.id) } }
-                            td { (j.task) }
-                            td { (j.queue) }
-                            td class={ "state-" (j.state.as_str()) } data-state=(j.state.as_str()) { (j.state.as_str()) }
-                            td class="num" { (j.attempts) "/" (j.retry.retries + 1) }
-                            td { (j.error.as_ref().map_or("", |e| e.reason.as_str())) }
-                            td { (time(j.created_at)) }
-                            td { (j.started_at.map(time).unwrap_or_default()) }
-                            td { (j.finished_at.map(time).unwrap_or_default()) }
-                        }
-                    }
+                    @for j in jobs { (job_row(j, select)) }
                 }
             }
+        }
+    }
+}
+
+/// One row of the job table (`select`: with its checkbox).
+pub(super) fn job_row(j: &Job, select: bool) -> Markup {
+    html! {
+        tr id={ "job-" (j.id) } {
+            @if select {
+                td { label {
+                    input type="checkbox" name="id" value=(j.id);
+                    span class="hidden" { "Select job " (j.id) }
+                } }
+            }
+            td { a href={ "/ui/jobs/" (j.id) } { (j.id) } }
+            td { (j.task) }
+            td { (j.queue) }
+            td class={ "state-" (j.state.as_str()) } data-state=(j.state.as_str()) { (j.state.as_str()) }
+            td class="num" { (j.attempts) "/" (j.retry.retries + 1) }
+            td { (j.error.as_ref().map_or("", |e| e.reason.as_str())) }
+            td { (time(j.created_at)) }
+            td { (j.started_at.map(time).unwrap_or_default()) }
+            td { (j.finished_at.map(time).unwrap_or_default()) }
         }
     }
 }
