@@ -162,6 +162,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         "/ui/queues",
         "/ui/tasks",
         "/ui/schedules",
+        "/ui/workers",
     ] {
         browser.open(&format!("{}{path}", console.url)).await;
         let unlabelled = browser
@@ -180,6 +181,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         "/ui/queues",
         "/ui/tasks",
         "/ui/schedules",
+        "/ui/workers",
     ] {
         browser.open(&format!("{}{path}", console.url)).await;
         let wide = browser
@@ -509,6 +511,7 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
         ("tasks", "/ui/tasks".to_owned()),
         ("schedules", "/ui/schedules".to_owned()),
         ("tokens", "/ui/tokens".to_owned()),
+        ("workers", "/ui/workers".to_owned()),
     ];
     for width in [1280, 375] {
         browser.resize(width, 900).await;
@@ -641,5 +644,37 @@ async fn a_module_uploaded_from_the_form_shows_its_report_or_why_it_was_refused(
     assert_eq!(browser.text("h1").await, "Module refused");
     let why = browser.text(".error").await;
     assert!(why.contains("not a wasm binary"), "{why}");
+    browser.quit().await;
+}
+
+/// The workers page names a remote worker attached to the server and the job it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_workers_page_shows_a_remote_worker_and_what_it_runs() {
+    let console = Console::start();
+    let token = console.token("worker");
+    let mut child = crate::support::remotask()
+        .args(["worker", "--server", &console.url, "--token", &token])
+        .args(["--name", "w-console", "--threads", "1", "--cache-dir"])
+        .arg(crate::remote::shared_cache())
+        .env_remove("REMOTASK_TOKEN")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("remotask worker starts");
+    crate::remote::wait_ready(&mut child);
+    let _worker = crate::remote::Proc(child);
+    let id = console
+        .api
+        .submit(vec![json!({"task": "hostile", "args": ["sleep", "60"]})])
+        .await
+        .remove(0);
+    assert_eq!(console.api.running_on(&id).await, "w-console");
+    let browser = Browser::start().await;
+    console
+        .sign_in(&browser, &console.api.admin, "/ui/workers")
+        .await;
+    let shown = browser.text("main").await;
+    for words in ["w-console", "connected", &id, "hostile in default"] {
+        assert!(shown.contains(words), "{words:?} in {shown}");
+    }
     browser.quit().await;
 }

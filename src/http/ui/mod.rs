@@ -12,6 +12,7 @@ mod live;
 mod pages;
 mod session;
 mod upload;
+mod workers;
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -50,6 +51,7 @@ pub(super) fn router() -> Router<AppState> {
             get(catalog::tokens).post(catalog::create_token),
         )
         .route("/ui/tokens/{id}/revoke", post(catalog::revoke_token))
+        .route("/ui/workers", get(workers::workers))
         .route("/ui/console.css", get(stylesheet))
         .route("/ui/console.js", get(live::script))
         .route("/ui/live/events", get(live::events))
@@ -95,6 +97,7 @@ fn page(title: &str, viewer: Option<&Viewer>, note: Option<&str>, body: Markup) 
                             a href="/ui/queues" { "Queues" }
                             a href="/ui/tasks" { "Tasks" }
                             a href="/ui/schedules" { "Schedules" }
+                            a href="/ui/workers" { "Workers" }
                             @if v.can(Role::Admin) { a href="/ui/tokens" { "Tokens" } }
                         }
                         form class="signout" method="post" action="/ui/logout" {
