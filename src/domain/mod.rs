@@ -12,6 +12,7 @@ mod names;
 mod queue;
 mod reason;
 mod record;
+mod replay;
 mod retry;
 mod schedule;
 mod task;
@@ -30,6 +31,7 @@ pub use names::{NameError, QueueName, Role, ScheduleName, TaskName, WorkerName};
 pub use queue::{KeyPosition, QueueConfig, QueuePosition, QueueStats};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobFilter, NewJob, Start, Timestamp};
+pub use replay::{AttemptReplay, MAX_CLOCK_READS, Recording, Seed, output_digest};
 pub use retry::{Decision, RetryPolicy};
 pub use schedule::{
     CatchUp, FirePlan, JobTemplate, MAX_CATCH_UP, ON_TIME, Overlap, ScheduleRecord, Spec, SpecDef,

@@ -300,6 +300,11 @@ pub struct ReportDto {
     pub receipt: Receipt,
     pub started_at: String,
     pub finished_at: String,
+    /// The seed and the clock values the guest was given, kept so the attempt can be
+    /// replayed; absent from a worker that does not record them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub recording: Option<crate::domain::Recording>,
 }
 
 impl EndedDto {
@@ -321,6 +326,7 @@ impl EndedDto {
                 receipt: report.receipt.clone(),
                 started_at: time(*started_at),
                 finished_at: time(*finished_at),
+                recording: report.recording.clone(),
             }),
         };
         Self {
@@ -372,6 +378,7 @@ impl ReportDto {
             stderr: unbase64("stderr_base64", &self.stderr_base64)?,
             stderr_truncated: self.stderr_truncated,
             receipt: self.receipt.clone(),
+            recording: self.recording.clone(),
         })
     }
 }

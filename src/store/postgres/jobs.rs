@@ -218,7 +218,7 @@ pub(super) async fn attempts(
     let statement = client
         .prepare_cached(
             "SELECT number, reason, trap_kind, exit_code, message, stderr, stderr_truncated, \
-             receipt, worker, started_at, finished_at FROM attempts WHERE job_id = $1 \
+             receipt, worker, started_at, finished_at, replay FROM attempts WHERE job_id = $1 \
              ORDER BY number",
         )
         .await
@@ -230,6 +230,7 @@ pub(super) async fn attempts(
     rows.iter()
         .map(|r| {
             let trap_kind: Option<String> = r.get(2);
+            let replay: Option<&str> = r.get(11);
             Ok(AttemptRecord {
                 number: r.get::<_, i32>(0) as u32,
                 reason: r
@@ -247,6 +248,9 @@ pub(super) async fn attempts(
                 worker: r.get(8),
                 started_at: Timestamp(r.get(9)),
                 finished_at: Timestamp(r.get(10)),
+                replay: replay
+                    .map(|text| rows::parse_json("attempts", text))
+                    .transpose()?,
             })
         })
         .collect()
