@@ -3,6 +3,7 @@
 //! policy, and the records of tasks, queues, schedules and tokens. Nothing here does IO or
 //! knows wasmtime.
 
+mod bundle;
 mod clock;
 mod digest;
 mod job;
@@ -19,6 +20,7 @@ mod task;
 mod token;
 pub mod whole;
 
+pub use bundle::{BUNDLE_VERSION, Bundle, BundleError, BundleHeader, BundleResult, ModuleSection};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
 pub use job::{JobId, JobIdError, JobState};
