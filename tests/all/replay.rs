@@ -345,3 +345,40 @@ fn a_replay_with_other_limits_reports_the_differences_without_failing() {
     let (code, answer, _) = replay(dir.path(), &[path]);
     assert_eq!((code, &answer["first_difference"]), (1, &json!("fuel")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_that_ended_lease_lost_has_no_bundle_and_says_why() {
+    use remotask::domain::{Clock, ManualClock, QueueName};
+    let clock = ManualClock::new(Timestamp(1_700_000_000_000));
+    let e = crate::support::Engine::with_clock(std::sync::Arc::new(clock.clone())).await;
+    let job = e.submit(crate::support::Engine::request("echo", &[])).await;
+    let claimed = e
+        .service
+        .store()
+        .claim(&QueueName::default_queue(), "gone", 1, 10_000, clock.now())
+        .await
+        .unwrap()
+        .jobs;
+    assert_eq!(claimed.len(), 1);
+    clock.advance(Duration::from_secs(11));
+    let rescued = e
+        .service
+        .rescue_expired(clock.now(), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(rescued, vec![job.id]);
+    let err = e.service.bundle(job.id, 1).await.unwrap_err();
+    assert!(
+        matches!(&err, remotask::service::ServiceError::Conflict(m)
+            if m.contains("ended lease_lost without a recording")),
+        "{err}"
+    );
+    let err = e.service.bundle(job.id, 2).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            remotask::service::ServiceError::AttemptNotFound { number: 2, .. }
+        ),
+        "{err}"
+    );
+}
