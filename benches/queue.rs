@@ -421,6 +421,12 @@ async fn store_phases() {
     let receipt = serde_json::json!({"fuel_consumed": 41_000, "peak_memory_bytes": 1_114_112,
         "wall_us": 30, "instantiate_us": 12, "compile_cache": "memory", "stdout_bytes": 8,
         "stderr_bytes": 0});
+    // What a real attempt of a guest that reads no clock keeps to be replayed.
+    let replay = remotask::domain::AttemptReplay {
+        limits: remotask::domain::Limits::default(),
+        output_digest: remotask::domain::output_digest(b"{\"x\":1}"),
+        recording: remotask::domain::Recording::new(remotask::domain::Seed([9; 32])),
+    };
     let (mut claim, mut finish, mut done) = (Duration::ZERO, Duration::ZERO, 0u64);
     loop {
         let started = Instant::now();
@@ -453,6 +459,7 @@ async fn store_phases() {
                         worker: "bench".into(),
                         started_at: Timestamp::now(),
                         finished_at: Timestamp::now(),
+                        replay: Some(replay.clone()),
                     }),
                     finish: Finish::Completed {
                         output: c.job.input.clone(),

@@ -45,6 +45,25 @@
 //! Build with `cargo build --release --target wasm32-wasip1`, try it with
 //! `remotask run target/wasm32-wasip1/release/<name>.wasm --input '{"width":4,"height":2,"scale":0.5}'`.
 //!
+//! ## Where a task failed
+//!
+//! When a task traps (a panic, an out-of-bounds access), the attempt's message names the
+//! guest's frames, innermost first, demangled:
+//! `wasm trap: ... in my_task::resize <- ... <- _start`. The names come from the module's
+//! name section, which a release build keeps unless told to strip symbols (`strip = true` or
+//! `strip = "symbols"`). For the file and line of each frame too, keep line tables in the
+//! release build (the module grows by its line tables):
+//!
+//! ```toml
+//! [profile.release]
+//! debug = "line-tables-only"
+//! strip = "none"
+//! ```
+//!
+//! or for one build only: `CARGO_PROFILE_RELEASE_DEBUG=line-tables-only
+//! CARGO_PROFILE_RELEASE_STRIP=none cargo build --release --target wasm32-wasip1`. A panic's
+//! frames start at the function that panicked, past the standard library's abort path.
+//!
 //! The SDK does not do IO beyond stdin, stdout and stderr, and keeps no state between jobs:
 //! every attempt is a fresh instance.
 

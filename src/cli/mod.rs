@@ -4,6 +4,7 @@
 mod client;
 mod guest;
 mod remote;
+mod replay;
 mod run;
 mod serve;
 mod store;
@@ -20,6 +21,7 @@ pub use guest::GuestArgs;
 pub use remote::{
     JobCommand, QueueCommand, ScheduleCommand, ServerCommand, TaskCommand, TokenCommand,
 };
+pub use replay::ReplayArgs;
 pub use run::{RunArgs, exit_code_for};
 pub use serve::ServeArgs;
 pub use store::StoreCommand;
@@ -42,6 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Run a task module once, locally, in the sandbox.
     Run(RunArgs),
+    /// Run an attempt again from its repro bundle (`remotask job bundle`), locally, and say
+    /// whether it reproduced the reason, exit code, output and fuel.
+    Replay(ReplayArgs),
     /// Start the engine on an embedded SQLite file in a data directory.
     Serve(ServeArgs),
     /// Run jobs of a server on this machine (`remotask worker list`: the server's workers).
@@ -109,6 +114,7 @@ pub fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run::run(args),
+        Command::Replay(args) => replay::replay(args),
         Command::Serve(args) => serve::serve(args),
         Command::Worker(args) => worker::worker(args),
         Command::Inspect { module, json } => run::inspect(&module, json),

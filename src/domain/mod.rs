@@ -3,6 +3,7 @@
 //! policy, and the records of tasks, queues, schedules and tokens. Nothing here does IO or
 //! knows wasmtime.
 
+mod bundle;
 mod clock;
 mod digest;
 mod job;
@@ -12,12 +13,14 @@ mod names;
 mod queue;
 mod reason;
 mod record;
+mod replay;
 mod retry;
 mod schedule;
 mod task;
 mod token;
 pub mod whole;
 
+pub use bundle::{BUNDLE_VERSION, Bundle, BundleError, BundleHeader, BundleResult, ModuleSection};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use digest::{DigestError, ModuleDigest};
 pub use job::{JobId, JobIdError, JobState};
@@ -30,6 +33,7 @@ pub use names::{NameError, QueueName, Role, ScheduleName, TaskName, WorkerName};
 pub use queue::{KeyPosition, QueueConfig, QueuePosition, QueueStats};
 pub use reason::{Reason, TrapKind};
 pub use record::{AttemptRecord, Job, JobFilter, NewJob, Start, Timestamp};
+pub use replay::{AttemptReplay, MAX_CLOCK_READS, Recording, Seed, output_digest};
 pub use retry::{Decision, RetryPolicy};
 pub use schedule::{
     CatchUp, FirePlan, JobTemplate, MAX_CATCH_UP, ON_TIME, Overlap, ScheduleRecord, Spec, SpecDef,

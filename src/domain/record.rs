@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Event, JobError, JobId, JobState, Limits, ModuleDigest, QueueName, Reason, RetryPolicy,
-    TaskName, TrapKind,
+    AttemptReplay, Event, JobError, JobId, JobState, Limits, ModuleDigest, QueueName, Reason,
+    RetryPolicy, TaskName, TrapKind,
 };
 
 /// Milliseconds since the Unix epoch.
@@ -190,6 +190,9 @@ pub struct AttemptRecord {
     pub worker: String,
     pub started_at: Timestamp,
     pub finished_at: Timestamp,
+    /// What replays the attempt; `None` for an attempt the sandbox did not run to a report
+    /// (`lease_lost`, or recorded before replays existed).
+    pub replay: Option<AttemptReplay>,
 }
 
 /// Filters for listing jobs; `after` is the cursor (the last id of the previous page).

@@ -94,6 +94,7 @@ impl From<ServiceError> for ApiError {
         match e {
             ServiceError::TaskNotFound(_)
             | ServiceError::JobNotFound(_)
+            | ServiceError::AttemptNotFound { .. }
             | ServiceError::QueueNotFound(_)
             | ServiceError::VersionNotFound { .. }
             | ServiceError::ModuleNotFound(_)

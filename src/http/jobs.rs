@@ -1,5 +1,5 @@
-//! Job routes: submit (single and batch), read (with long-poll), output, log, explain, list,
-//! and the operator actions: cancel (one or by filter), release, retry, delete, clean.
+//! Job routes: submit (single and batch), read (with long-poll), output, log, an attempt's
+//! repro bundle, explain, list, and the operator actions: cancel (one or by filter), release, retry, delete, clean.
 
 use std::time::Duration;
 
@@ -409,6 +409,42 @@ pub(super) async fn log(
         }
     }
     Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+}
+
+/// An attempt's repro bundle: one file with the module, input, args, env, limits, the
+/// recorded seed and clock values and what the attempt produced, for `remotask replay`.
+#[utoipa::path(get, path = "/v1/jobs/{id}/attempts/{n}/bundle", tag = "jobs",
+    params(("id" = String, Path), ("n" = u32, Path, minimum = 1, description = "the attempt, 1 for the first")),
+    responses((status = 200, content_type = "application/vnd.remotask.bundle", body = Vec<u8>,
+            description = "the bundle (format in docs/bundle.md)"),
+        (status = 400, body = super::ErrorBody), (status = 404, body = super::ErrorBody),
+        (status = 409, body = super::ErrorBody, description = "the attempt was not recorded (it ended `lease_lost`)")))]
+pub(super) async fn bundle(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, n)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    caller.require(Role::Read)?;
+    let id = job_id(&id)?;
+    let n: u32 = n.parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_attempt",
+            format!("attempt {n:?}: an attempt is a number from 1"),
+        )
+    })?;
+    let bundle = s.service.bundle(id, n).await?;
+    let name = format!("attachment; filename=\"{id}-{n}.bundle\"");
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.remotask.bundle".to_owned(),
+            ),
+            (header::CONTENT_DISPOSITION, name),
+        ],
+        bundle.encode(),
+    )
+        .into_response())
 }
 
 /// Why a job is where it is: held, delayed until T, queue paused, queue full, behind N jobs.

@@ -166,6 +166,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::get_job, jobs::delete_job))
         .routes(routes!(jobs::output))
         .routes(routes!(jobs::log))
+        .routes(routes!(jobs::bundle))
         .routes(routes!(jobs::explain))
         .routes(routes!(jobs::cancel))
         .routes(routes!(jobs::release))

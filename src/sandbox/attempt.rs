@@ -1,8 +1,8 @@
 //! One attempt: a fresh `Store` with fuel, an epoch deadline, the memory limiter, a WASI
 //! preview1 context (stdin = input, capped stdout/stderr, argv, only the given env vars, one
 //! empty scratch directory as `/tmp` if the module could reach it) and the
-//! `remotask.progress` import; then `_start`, raced
-//! against the wall-clock deadline and cancellation. Nothing survives the attempt but its
+//! `remotask.progress` import; randomness and clocks recorded or replayed (`host`); then
+//! `_start`, raced against the wall-clock deadline and cancellation. Nothing survives the attempt but its
 //! report. How the end is read is decided in `classify`, not here.
 
 use std::cell::RefCell;
@@ -18,9 +18,10 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 use super::classify::{self, End, Phase, Stop};
 use super::cpu::{CpuMeter, Metered};
 use super::forms;
+use super::host::HostInputs;
 use super::output::{CappedPipe, Overflow};
 use super::{CacheStatus, CancelToken, ProgressFn, Sandbox, SandboxError, TaskModule};
-use crate::domain::{Limits, Metering, Reason, TrapKind};
+use crate::domain::{Limits, Metering, Reason, Recording, TrapKind};
 
 /// Everything one attempt needs besides the module.
 #[derive(Clone, Default)]
@@ -38,6 +39,9 @@ pub struct AttemptRequest {
     pub cancel: CancelToken,
     /// Receives the guest's `remotask.progress(done, total)` calls.
     pub progress: Option<ProgressFn>,
+    /// Replays this recording (the seed and the clock values an earlier attempt was given);
+    /// `None` records a fresh one.
+    pub replay: Option<Recording>,
 }
 
 impl std::fmt::Debug for AttemptRequest {
@@ -48,6 +52,7 @@ impl std::fmt::Debug for AttemptRequest {
             .field("args", &self.args)
             .field("env", &self.env)
             .field("limits", &self.limits)
+            .field("replay", &self.replay.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -68,6 +73,9 @@ pub struct AttemptReport {
     pub stderr: Vec<u8>,
     pub stderr_truncated: bool,
     pub receipt: Receipt,
+    /// The seed and the clock values the guest was given (in a replay, the recorded ones it
+    /// read); `None` when the guest never ran.
+    pub recording: Option<Recording>,
 }
 
 impl AttemptReport {
@@ -92,6 +100,7 @@ impl AttemptReport {
                 stdout_bytes: 0,
                 stderr_bytes: 0,
             },
+            recording: None,
         }
     }
 }
@@ -257,7 +266,7 @@ pub(super) async fn run(
 async fn run_metered(
     sandbox: &Sandbox,
     module: &TaskModule,
-    request: AttemptRequest,
+    mut request: AttemptRequest,
     meter: fn() -> CpuMeter,
 ) -> AttemptReport {
     let limits = request.limits;
@@ -290,7 +299,8 @@ async fn run_metered(
     let pipes = (stdout.clone(), stderr.clone());
     let meter = Arc::new(meter());
     let scratch_dir = scratch.as_ref().map(|d| d.path());
-    let armed = wasi_context(request, pipes, scratch_dir, deadline, meter.clone())
+    let host = HostInputs::new(request.replay.take(), started);
+    let armed = wasi_context(request, pipes, scratch_dir, &host, deadline, meter.clone())
         .and_then(|state| armed_store(&engine.engine, state, &limits));
     let mut store = match armed {
         Ok(store) => store,
@@ -335,17 +345,20 @@ async fn run_metered(
         output,
         stderr: stderr_bytes,
         stderr_truncated,
+        recording: Some(host.recording()),
     }
 }
 
 /// The attempt's state: a WASI context (stdin the input, stdout and stderr the capped
-/// pipes, argv, only the given env, the scratch directory as `/tmp` if there is one), the
+/// pipes, argv, only the given env, the scratch directory as `/tmp` if there is one, the
+/// attempt's generator and clocks), the
 /// limiter, the progress sink and the stop conditions. An error says what could not be set
 /// up.
 fn wasi_context(
     request: AttemptRequest,
     (stdout, stderr): (CappedPipe, CappedPipe),
     scratch: Option<&std::path::Path>,
+    host: &HostInputs,
     deadline: Instant,
     cpu: Arc<CpuMeter>,
 ) -> Result<AttemptState, String> {
@@ -361,6 +374,7 @@ fn wasi_context(
         // Never block the thread inside a host call: with this on, a WASI sleep becomes
         // `std::thread::sleep`, which no deadline or cancel could interrupt.
         .allow_blocking_current_thread(false);
+    host.install(&mut wasi);
     if let Some(dir) = scratch {
         wasi.preopened_dir(dir, "/tmp", FsPerms::ReadWrite)
             .map_err(|e| format!("cannot open the scratch directory: {e:#}"))?;

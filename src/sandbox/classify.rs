@@ -2,7 +2,7 @@
 //! is written down here: a stop we caused (cancel, deadline) wins over what the guest saw, a
 //! limit we enforced wins over the trap it caused, and only then exit codes and trap kinds.
 
-use wasmtime::Trap;
+use wasmtime::{Trap, WasmBacktrace};
 use wasmtime_wasi::I32Exit;
 
 use super::output::OutputLimitExceeded;
@@ -109,7 +109,7 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
             format!("used up its fuel budget of {}", e.limits.fuel),
         ),
         Some(trap) => {
-            let mut message = trap.to_string();
+            let mut message = format!("{trap}{}", frames(&error));
             if let Some(line) = last_line(e.stderr) {
                 message = format!("{message}; last log line: {line}");
             }
@@ -126,7 +126,7 @@ pub(super) fn classify(e: Evidence<'_>) -> Verdict {
             reason: Reason::Trap,
             trap_kind: Some(guest_error_kind(&error)),
             exit_code: None,
-            message: Some(format!("{error:#}")),
+            message: Some(format!("{error:#}{}", frames(&error))),
         },
         None => Verdict::new(Reason::HostError, format!("{error:#}")),
     }
@@ -150,6 +150,80 @@ fn exited(code: i32, stderr: &[u8]) -> Verdict {
         exit_code: Some(code),
         message,
     }
+}
+
+/// The most guest frames a trap's message names.
+const MAX_FRAMES: usize = 12;
+
+/// The guest's frames where it trapped, innermost first, on one line: each function's name
+/// (from the module's name section, else `<wasm function N>`) and, when the module carries
+/// DWARF, its file and line: ` in panic (library/core/src/panicking.rs:75) <- main ...`.
+/// Empty when wasmtime captured no backtrace.
+pub(super) fn frames(error: &wasmtime::Error) -> String {
+    let Some(trace) = error.downcast_ref::<WasmBacktrace>() else {
+        return String::new();
+    };
+    let all = trace.frames();
+    // A Rust panic traps deep in the standard library's abort path: start at the guest's
+    // own frames when there are any.
+    let runtime = all
+        .iter()
+        .take_while(|f| f.func_name().is_some_and(|n| is_runtime(&demangled(n))))
+        .count();
+    let skipped = if runtime < all.len() { runtime } else { 0 };
+    let shown: Vec<String> = all
+        .iter()
+        .skip(skipped)
+        .take(MAX_FRAMES)
+        .map(|f| {
+            let name = f
+                .func_name()
+                .map_or_else(|| format!("<wasm function {}>", f.func_index()), demangled);
+            // Symbols run from the innermost inlined call out: the last is the function's own.
+            let place = f.symbols().iter().rev().find_map(|s| {
+                let file = s.file()?;
+                Some(match s.line() {
+                    Some(line) => format!(" ({file}:{line})"),
+                    None => format!(" ({file})"),
+                })
+            });
+            format!("{name}{}", place.unwrap_or_default())
+        })
+        .collect();
+    if shown.is_empty() {
+        return String::new();
+    }
+    let more = all.len().saturating_sub(skipped + MAX_FRAMES);
+    let more = if more > 0 {
+        format!(" <- ... {more} more")
+    } else {
+        String::new()
+    };
+    let below = if skipped > 0 {
+        format!(" (below {skipped} frames of the panic's abort)")
+    } else {
+        String::new()
+    };
+    format!(" in {}{more}{below}", shown.join(" <- "))
+}
+
+/// A Rust symbol demangled without its hash (`hostile::main`); other names as they are.
+fn demangled(name: &str) -> String {
+    match rustc_demangle::try_demangle(name) {
+        Ok(d) => format!("{d:#}"),
+        Err(_) => name.to_owned(),
+    }
+}
+
+/// Whether a frame is the Rust runtime's way from a panic to the trap.
+fn is_runtime(name: &str) -> bool {
+    let path = name.strip_prefix('<').unwrap_or(name);
+    name == "abort"
+        || ["std::", "core::", "alloc::", "__rustc::", "panic_abort::"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        || name.starts_with("rust_")
+        || name.starts_with("__rust")
 }
 
 /// The last non-empty line of the log, trimmed, at most 1000 characters.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use wasmtime::{
     Config, Enabled, Engine, EngineWeak, InstanceAllocationStrategy, PoolingAllocationConfig,
+    WasmBacktraceDetails,
 };
 
 use super::{SandboxConfig, SandboxError};
@@ -38,6 +39,9 @@ pub(super) fn build(config: &SandboxConfig, fuel: bool) -> Result<Engine, Sandbo
         .wasm_multi_value(true)
         .wasm_tail_call(true)
         .wasm_extended_const(true)
+        // A trap's frames name their file and line when the module carries DWARF (the
+        // debug sections are kept with the compiled code; the code itself is the same).
+        .wasm_backtrace_details(WasmBacktraceDetails::Enable)
         .max_wasm_stack(config.max_wasm_stack)
         .async_stack_size(config.max_wasm_stack + (1 << 20));
     if config.pool_slots > 0 {

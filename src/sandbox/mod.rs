@@ -13,6 +13,7 @@ mod classify;
 mod cpu;
 mod engine;
 mod forms;
+mod host;
 mod output;
 mod scratch;
 

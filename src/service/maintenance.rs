@@ -193,6 +193,7 @@ impl Service {
                 worker,
                 started_at: job.started_at.unwrap_or(now),
                 finished_at: now,
+                replay: None,
             };
             let state: JobState = finish.state();
             if store.finish(&claimed, Some(record), finish, now).await? {

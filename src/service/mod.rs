@@ -2,6 +2,7 @@
 //! explain; tasks and queues are in `catalog.rs`. The HTTP layer and the CLI call this; it calls
 //! the store, the blob store and (for admission) the sandbox. No axum and no SQL here.
 
+mod bundle;
 mod catalog;
 mod events;
 mod explain;
@@ -46,6 +47,8 @@ pub enum ServiceError {
     TaskNotFound(String),
     #[error("job {0} not found")]
     JobNotFound(JobId),
+    #[error("job {job} has no attempt {number}")]
+    AttemptNotFound { job: JobId, number: u32 },
     #[error("queue {0:?} not found")]
     QueueNotFound(String),
     #[error("task {task:?} has no version {digest}")]

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use super::{Service, ServiceError};
 use crate::domain::{
-    AttemptRecord, EndRules, Ending, Finish, Job, JobId, JobState, Lease, ModuleDigest,
-    QueueConfig, QueueName, after_attempt,
+    AttemptRecord, AttemptReplay, EndRules, Ending, Finish, Job, JobId, JobState, Lease,
+    ModuleDigest, QueueConfig, QueueName, after_attempt, output_digest,
 };
 use crate::store::{AttemptEnd, Claims, ParkedAnswer, StandingClaim, StoreError};
 use crate::worker::{
@@ -202,6 +202,11 @@ impl LocalSource {
                 finished_at,
             } => {
                 let report = *report;
+                let replay = report.recording.map(|recording| AttemptReplay {
+                    limits: job.limits,
+                    output_digest: output_digest(&report.output),
+                    recording,
+                });
                 let record = AttemptRecord {
                     number: job.attempts,
                     reason: report.reason,
@@ -215,6 +220,7 @@ impl LocalSource {
                     worker: job.worker.clone().unwrap_or_default(),
                     started_at,
                     finished_at,
+                    replay,
                 };
                 let ending = Ending::Ran {
                     reason: report.reason,

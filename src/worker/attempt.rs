@@ -120,6 +120,7 @@ impl GuestThread {
                     total,
                 });
             })),
+            replay: None,
         };
         self.sandbox.run_blocking(&module, request)
     }

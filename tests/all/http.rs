@@ -366,6 +366,7 @@ async fn every_route_is_in_the_openapi_document_and_answers() {
         "DELETE /v1/jobs/{id}",
         "GET /v1/jobs/{id}/output",
         "GET /v1/jobs/{id}/log",
+        "GET /v1/jobs/{id}/attempts/{n}/bundle",
         "GET /v1/jobs/{id}/explain",
         "POST /v1/jobs/{id}/cancel",
         "POST /v1/jobs/{id}/release",
@@ -403,7 +404,8 @@ async fn every_route_is_in_the_openapi_document_and_answers() {
         let path = path
             .replace("{name}", "echo")
             .replace("{id}", "01M88Q29NG2JQ4V0G000000000")
-            .replace("{digest}", &"0".repeat(64));
+            .replace("{digest}", &"0".repeat(64))
+            .replace("{n}", "1");
         let (status, body) = api
             .call(method.parse().unwrap(), &path, None, Body::empty())
             .await;
@@ -1522,4 +1524,48 @@ async fn schedules_over_the_api() {
         .empty(Method::GET, "/v1/schedules/nightly", &api.read)
         .await;
     assert_error(s, &b, StatusCode::NOT_FOUND, "not_found", &["nightly"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempts_bundle_is_served_to_readers_and_names_what_is_missing() {
+    let mut api = Api::new().await;
+    api.engine.start_workers(1);
+    let job = api
+        .engine
+        .submit(Engine::request("hostile", &["random", "3"]))
+        .await;
+    let job = api.engine.wait(job.id).await;
+    let path = format!("/v1/jobs/{}/attempts/1/bundle", job.id);
+    for role in Role::ALL {
+        let (status, body) = api.empty(Method::GET, &path, api.token(role)).await;
+        assert_eq!(status, StatusCode::OK, "{role}");
+        let bundle = remotask::domain::Bundle::decode(&body).unwrap();
+        assert_eq!(bundle.header.job, job.id);
+        assert_eq!(bundle.header.args, vec!["random", "3"]);
+        assert_eq!(
+            bundle.header.result.reason,
+            remotask::domain::Reason::GuestError
+        );
+        assert_eq!(bundle.module, guest_bytes("hostile"));
+    }
+    let missing = format!("/v1/jobs/{}/attempts/2/bundle", job.id);
+    let (status, answer) = api.empty(Method::GET, &missing, &api.read).await;
+    assert_error(
+        status,
+        &answer,
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &[&format!("job {} has no attempt 2", job.id)],
+    );
+    for n in ["0", "x", "-1"] {
+        let bad = format!("/v1/jobs/{}/attempts/{n}/bundle", job.id);
+        let (status, answer) = api.empty(Method::GET, &bad, &api.read).await;
+        assert_error(
+            status,
+            &answer,
+            StatusCode::BAD_REQUEST,
+            "invalid_attempt",
+            &["an attempt is a number from 1"],
+        );
+    }
 }

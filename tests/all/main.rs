@@ -18,6 +18,7 @@ mod outcomes;
 mod postgres;
 mod queue;
 mod remote;
+mod replay;
 mod schedules;
 mod serve;
 mod store_conformance;

@@ -50,10 +50,55 @@ fn a_panic_traps_as_unreachable_with_the_panic_message() {
         "stderr: {}",
         text(&r.stderr)
     );
+    let message = r.message.unwrap();
     assert!(
-        r.message
-            .unwrap()
-            .starts_with("wasm trap: wasm `unreachable` instruction executed; last log line: ")
+        message.starts_with("wasm trap: wasm `unreachable` instruction executed in "),
+        "{message}"
+    );
+    assert!(message.contains("; last log line: "), "{message}");
+}
+
+#[test]
+fn a_rust_guest_that_panics_shows_its_function_names_in_the_trap_message() {
+    let r = hostile(&["panic", "boom"], b"", Limits::default());
+    let message = r.message.unwrap();
+    // Its own frame first, past the standard library's abort path, demangled, then its
+    // callers out to `_start`.
+    assert!(message.contains(" in hostile::main <- std::"), "{message}");
+    assert!(message.contains("<- _start"), "{message}");
+    assert!(message.contains("frames of the panic's abort"), "{message}");
+    assert!(!message.contains("<wasm function"), "{message}");
+}
+
+#[test]
+fn a_guest_built_with_line_tables_shows_file_and_line_in_the_trap_message() {
+    // The hostile guest built as the SDK's docs say to keep line tables in a release build.
+    let target = crate::support::guest_target_dir().with_extension("dwarf");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .current_dir(crate::support::workspace())
+        .args(["build", "--release", "--target", "wasm32-wasip1", "--quiet"])
+        .args(["-p", "hostile"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "line-tables-only")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "none")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let bytes = std::fs::read(target.join("wasm32-wasip1/release/hostile.wasm")).unwrap();
+    let r = attempt(&bytes, &["panic", "boom"], b"", Limits::default());
+    let source =
+        std::fs::read_to_string(crate::support::workspace().join("tests/guest/src/main.rs"))
+            .unwrap();
+    let line = 1 + source
+        .lines()
+        .position(|l| l.trim_start().starts_with("\"panic\" =>"))
+        .unwrap();
+    let message = r.message.unwrap();
+    assert!(message.contains("in hostile::main ("), "{message}");
+    assert!(
+        message.contains(&format!("tests/guest/src/main.rs:{line}) <- ")),
+        "{message}"
     );
 }
 

@@ -58,6 +58,19 @@ fn attempt(number: u32, reason: Reason) -> remotask::domain::AttemptRecord {
         worker: "w".into(),
         started_at: T0,
         finished_at: Timestamp(T0.0 + 5),
+        // Every other attempt carries what replays it, so the copy must carry both kinds.
+        replay: number
+            .is_multiple_of(2)
+            .then(|| remotask::domain::AttemptReplay {
+                limits: Default::default(),
+                output_digest: remotask::domain::output_digest(b"out"),
+                recording: remotask::domain::Recording {
+                    seed: remotask::domain::Seed([number as u8; 32]),
+                    wall: vec![1_700_000_000_000_000_000 + u64::from(number)],
+                    monotonic: vec![1, 2, u64::from(number)],
+                    not_replayable: None,
+                },
+            }),
     }
 }
 

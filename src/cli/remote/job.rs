@@ -1,5 +1,5 @@
 //! `remotask job ...`: read, list, cancel, retry, release, delete and clean jobs, print their
-//! logs and output, and watch their state changes, one small function per subcommand.
+//! logs and output, download an attempt's repro bundle, and watch their state changes, one small function per subcommand.
 //! Submitting (one job, a batch, waiting for the end) is `submit.rs`.
 
 use std::io::Write;
@@ -54,6 +54,16 @@ pub enum JobCommand {
     Explain { id: String },
     /// Print a completed job's output as it is.
     Output { id: String },
+    /// Download an attempt's repro bundle, for `remotask replay`.
+    Bundle {
+        id: String,
+        /// The attempt (1 for the first); the last one by default.
+        #[arg(long)]
+        attempt: Option<u32>,
+        /// Where to write it (`-` for stdout); `<id>-<attempt>.bundle` by default.
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
     /// Delete a job that is not running.
     Rm { id: String },
     /// Submit many jobs in one transaction from a JSON file: `{"jobs": [...]}`, or one job
@@ -136,6 +146,11 @@ pub(in crate::cli) fn job(command: JobCommand, conn: &Connection) -> anyhow::Res
             JobCommand::Logs { id, attempt } => logs(c, &id, attempt).await,
             JobCommand::Explain { id } => explain(c, conn, &id).await,
             JobCommand::Output { id } => output(c, &id).await,
+            JobCommand::Bundle {
+                id,
+                attempt,
+                output,
+            } => bundle(c, &id, attempt, output).await,
             JobCommand::Batch { file } => submit::batch(c, conn, &file).await,
             JobCommand::Clean { older_than } => clean(c, conn, older_than).await,
             JobCommand::Watch { task, queue, job } => watch(c, conn, task, queue, job).await,
@@ -280,6 +295,43 @@ async fn output(client: &Client, id: &str) -> anyhow::Result<()> {
         .send(client.request(Method::GET, &format!("/v1/jobs/{}/output", path_part(id))))
         .await?;
     std::io::stdout().write_all(&response.bytes().await?)?;
+    Ok(())
+}
+
+async fn bundle(
+    client: &Client,
+    id: &str,
+    attempt: Option<u32>,
+    output: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let n = match attempt {
+        Some(n) => n,
+        None => {
+            let job: JobDto = client.get(&format!("/v1/jobs/{}", path_part(id))).await?;
+            anyhow::ensure!(job.attempts > 0, "job {id} has not run an attempt yet");
+            job.attempts
+        }
+    };
+    let path = format!("/v1/jobs/{}/attempts/{n}/bundle", path_part(id));
+    let bytes = client
+        .send(client.request(Method::GET, &path))
+        .await?
+        .bytes()
+        .await?;
+    match output {
+        Some(file) if file.as_os_str() == "-" => std::io::stdout().write_all(&bytes)?,
+        file => {
+            let file = file.unwrap_or_else(|| PathBuf::from(format!("{id}-{n}.bundle")));
+            std::fs::write(&file, &bytes)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", file.display()))?;
+            eprintln!(
+                "wrote {} ({} bytes): attempt {n} of job {id}; replay it with `remotask replay {}`",
+                file.display(),
+                bytes.len(),
+                file.display()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -436,5 +488,13 @@ fn print_job(j: &JobDto) {
             ms(a.receipt.wall_us),
             a.worker
         );
+        if let Some(why) = &a.not_replayable {
+            println!("    not replayable: {why}");
+        } else if a.replayable && a.reason != "completed" {
+            println!(
+                "    bundle: remotask job bundle {} --attempt {}  (then `remotask replay` it)",
+                j.id, a.number
+            );
+        }
     }
 }

@@ -240,6 +240,12 @@ pub struct AttemptDto {
     pub worker: String,
     pub started_at: String,
     pub finished_at: String,
+    /// Whether the attempt's bundle (`GET /v1/jobs/{id}/attempts/{n}/bundle`) replays it.
+    #[serde(default)]
+    pub replayable: bool,
+    /// Why it does not, when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub not_replayable: Option<String>,
 }
 
 impl AttemptDto {
@@ -256,6 +262,14 @@ impl AttemptDto {
             worker: a.worker.clone(),
             started_at: time(a.started_at),
             finished_at: time(a.finished_at),
+            replayable: a
+                .replay
+                .as_ref()
+                .is_some_and(|r| r.recording.not_replayable.is_none()),
+            not_replayable: match &a.replay {
+                Some(r) => r.recording.not_replayable.clone(),
+                None => Some("the attempt was not recorded".to_owned()),
+            },
         }
     }
 }

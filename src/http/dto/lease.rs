@@ -305,6 +305,11 @@ pub struct ReportDto {
     pub receipt: ReceiptDto,
     pub started_at: String,
     pub finished_at: String,
+    /// The seed and the clock values the guest was given, kept so the attempt can be
+    /// replayed; absent from a worker that does not record them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub recording: Option<crate::domain::Recording>,
 }
 
 impl EndedDto {
@@ -326,6 +331,7 @@ impl EndedDto {
                 receipt: receipt_dto(&report.receipt),
                 started_at: time(*started_at),
                 finished_at: time(*finished_at),
+                recording: report.recording.clone(),
             }),
         };
         Self {
@@ -377,6 +383,7 @@ impl ReportDto {
             stderr: unbase64("stderr_base64", &self.stderr_base64)?,
             stderr_truncated: self.stderr_truncated,
             receipt: receipt(&self.receipt)?,
+            recording: self.recording.clone(),
         })
     }
 }

@@ -213,10 +213,11 @@ const INSERT_JOBS: &str = "INSERT INTO jobs (id, task, digest, queue, state, inp
         $24::text[], $25::text[], $26::int8[], $27::int8[], $28::int8[], $29::text[])";
 
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (job_id, number, reason, trap_kind, \
-    exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at) \
+    exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at, \
+    replay) \
     SELECT * FROM unnest($1::bytea[], $2::int4[], $3::text[], $4::text[], $5::int4[], \
         $6::text[], $7::bytea[], $8::bool[], $9::text[], $10::text[], $11::int8[], \
-        $12::int8[])";
+        $12::int8[], $13::text[])";
 
 async fn write_jobs(
     client: &impl GenericClient,

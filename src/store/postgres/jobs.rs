@@ -224,7 +224,7 @@ pub(super) async fn attempts(
     let statement = client
         .prepare_cached(
             "SELECT number, reason, trap_kind, exit_code, message, stderr, stderr_truncated, \
-             receipt, worker, started_at, finished_at FROM attempts WHERE job_id = $1 \
+             receipt, worker, started_at, finished_at, replay FROM attempts WHERE job_id = $1 \
              ORDER BY number",
         )
         .await
@@ -236,6 +236,7 @@ pub(super) async fn attempts(
     rows.iter()
         .map(|r| {
             let trap_kind: Option<String> = r.get(2);
+            let replay: Option<&str> = r.get(11);
             Ok(AttemptRecord {
                 number: r.get::<_, i32>(0) as u32,
                 reason: r
@@ -253,6 +254,9 @@ pub(super) async fn attempts(
                 worker: r.get(8),
                 started_at: Timestamp(r.get(9)),
                 finished_at: Timestamp(r.get(10)),
+                replay: replay
+                    .map(|text| rows::parse_json("attempts", text))
+                    .transpose()?,
             })
         })
         .collect()

@@ -141,21 +141,21 @@ pub(super) const FINISH: &str = "WITH v AS ( \
     RETURNING j.id, j.queue, v.state, v.token \
 ), recorded AS ( \
     INSERT INTO attempts (job_id, number, reason, trap_kind, exit_code, message, stderr, \
-        stderr_truncated, receipt, worker, started_at, finished_at) \
+        stderr_truncated, receipt, worker, started_at, finished_at, replay) \
     SELECT a.job_id, a.number, a.reason, a.trap_kind, a.exit_code, a.message, a.stderr, \
-        a.stderr_truncated, a.receipt, a.worker, a.started_at, a.finished_at \
+        a.stderr_truncated, a.receipt, a.worker, a.started_at, a.finished_at, a.replay \
     FROM unnest($10::bytea[], $11::int4[], $12::text[], $13::text[], \
         $14::int4[], $15::text[], $16::bytea[], $17::bool[], $18::text[], $19::text[], \
-        $20::int8[], $21::int8[], $22::int8[]) AS a(job_id, number, reason, trap_kind, \
-            exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, \
-            finished_at, token) \
+        $20::int8[], $21::int8[], $22::text[], $23::int8[]) AS a(job_id, number, reason, \
+            trap_kind, exit_code, message, stderr, stderr_truncated, receipt, worker, \
+            started_at, finished_at, replay, token) \
     WHERE (a.job_id, a.token) IN (SELECT id, token FROM ended) \
     ON CONFLICT (job_id, number) DO UPDATE SET reason = excluded.reason, \
         trap_kind = excluded.trap_kind, exit_code = excluded.exit_code, \
         message = excluded.message, stderr = excluded.stderr, \
         stderr_truncated = excluded.stderr_truncated, receipt = excluded.receipt, \
         worker = excluded.worker, started_at = excluded.started_at, \
-        finished_at = excluded.finished_at \
+        finished_at = excluded.finished_at, replay = excluded.replay \
 ), counted AS ( \
     INSERT INTO job_counts (queue, state, n) \
     SELECT c.q, c.s, sum(c.n) FROM ( \

@@ -122,7 +122,7 @@ pub(super) fn schedule(r: &Row) -> StoreResult<ScheduleRecord> {
 
 /// Attempts as the columns of a multi-row insert, one array each, in the order of
 /// [`AttemptColumns::params`]: `job_id, number, reason, trap_kind, exit_code, message,
-/// stderr, stderr_truncated, receipt, worker, started_at, finished_at`.
+/// stderr, stderr_truncated, receipt, worker, started_at, finished_at, replay`.
 pub(super) struct AttemptColumns<'a> {
     ids: Vec<Vec<u8>>,
     numbers: Vec<i32>,
@@ -136,6 +136,7 @@ pub(super) struct AttemptColumns<'a> {
     workers: Vec<&'a str>,
     started: Vec<i64>,
     finished: Vec<i64>,
+    replays: Vec<Option<String>>,
 }
 
 impl<'a> AttemptColumns<'a> {
@@ -159,11 +160,15 @@ impl<'a> AttemptColumns<'a> {
             workers: attempts.iter().map(|(_, a)| a.worker.as_str()).collect(),
             started: attempts.iter().map(|(_, a)| a.started_at.0).collect(),
             finished: attempts.iter().map(|(_, a)| a.finished_at.0).collect(),
+            replays: attempts
+                .iter()
+                .map(|(_, a)| a.replay.as_ref().map(crate::store::columns::json))
+                .collect(),
         }
     }
 
     /// The arrays, as statement parameters.
-    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 12] {
+    pub(super) fn params(&self) -> [&(dyn tokio_postgres::types::ToSql + Sync); 13] {
         [
             &self.ids,
             &self.numbers,
@@ -177,6 +182,7 @@ impl<'a> AttemptColumns<'a> {
             &self.workers,
             &self.started,
             &self.finished,
+            &self.replays,
         ]
     }
 }

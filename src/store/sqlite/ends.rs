@@ -107,9 +107,9 @@ fn finish_one(conn: &Connection, encoded: &EncodedEnd, now: Timestamp) -> StoreR
 
 const INSERT_ATTEMPT: &str = "INSERT OR REPLACE INTO attempts (job_id, number, reason, \
      trap_kind, exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, \
-     finished_at) VALUES ";
+     finished_at, replay) VALUES ";
 
-const INSERT_ATTEMPT_WIDTH: usize = 12;
+const INSERT_ATTEMPT_WIDTH: usize = 13;
 
 /// An attempt to record: its job's key, the record and its encoded columns.
 type AttemptRow<'a> = (&'a String, &'a AttemptRecord, &'a EncodedAttempt);
@@ -138,6 +138,7 @@ fn insert_attempts(conn: &Connection, rows: &[AttemptRow<'_>]) -> StoreResult<()
             &a.worker,
             &a.started_at.0,
             &a.finished_at.0,
+            &attempt.replay,
         ]);
     }
     conn.prepare_cached(SQL.get(rows.len()))
@@ -152,7 +153,7 @@ pub(super) fn attempts(conn: &Connection, id: JobId) -> StoreResult<Vec<AttemptR
     let mut stmt = conn
         .prepare_cached(
             "SELECT number, reason, trap_kind, exit_code, message, stderr, stderr_truncated, \
-             receipt, worker, started_at, finished_at FROM attempts WHERE job_id = ?1 \
+             receipt, worker, started_at, finished_at, replay FROM attempts WHERE job_id = ?1 \
              ORDER BY number",
         )
         .map_err(db)?;
@@ -165,11 +166,13 @@ pub(super) fn attempts(conn: &Connection, id: JobId) -> StoreResult<Vec<AttemptR
 }
 
 /// An attempt from a row whose columns from `at` on are `number, reason, trap_kind,
-/// exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at`.
+/// exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at,
+/// replay`.
 pub(super) fn attempt_row(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<AttemptRecord> {
     let reason: String = r.get(at + 1).map_err(db)?;
     let trap_kind: Option<String> = r.get(at + 2).map_err(db)?;
     let receipt: String = r.get(at + 7).map_err(db)?;
+    let replay: Option<String> = r.get(at + 11).map_err(db)?;
     Ok(AttemptRecord {
         number: r.get(at).map_err(db)?,
         reason: reason.parse().map_err(|e| corrupt("attempts", e))?,
@@ -184,5 +187,8 @@ pub(super) fn attempt_row(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<Attem
         worker: r.get(at + 8).map_err(db)?,
         started_at: Timestamp(r.get(at + 9).map_err(db)?),
         finished_at: Timestamp(r.get(at + 10).map_err(db)?),
+        replay: replay
+            .map(|text| parse_json("attempts", &text))
+            .transpose()?,
     })
 }

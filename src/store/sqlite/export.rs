@@ -133,7 +133,7 @@ fn attempts_between(
     let mut stmt = conn
         .prepare_cached(
             "SELECT job_id, number, reason, trap_kind, exit_code, message, stderr, \
-             stderr_truncated, receipt, worker, started_at, finished_at FROM attempts \
+             stderr_truncated, receipt, worker, started_at, finished_at, replay FROM attempts \
              WHERE job_id >= ?1 AND job_id <= ?2 ORDER BY job_id, number",
         )
         .map_err(db)?;

@@ -22,6 +22,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/08_attempts_without_foreign_key.sql"),
     include_str!("migrations/09_lease_counter.sql"),
     include_str!("migrations/10_context_guards.sql"),
+    include_str!("migrations/11_attempt_replay.sql"),
 ];
 
 /// Applies the migrations `conn`'s database does not have yet.

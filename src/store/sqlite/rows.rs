@@ -277,6 +277,8 @@ pub(super) struct EncodedAttempt {
     pub(super) receipt: String,
     pub(super) reason: &'static str,
     pub(super) trap_kind: Option<&'static str>,
+    /// The JSON of what replays the attempt.
+    pub(super) replay: Option<String>,
 }
 
 impl EncodedEnd {
@@ -292,6 +294,7 @@ impl EncodedEnd {
                 receipt: a.receipt.to_string(),
                 reason: a.reason.as_str(),
                 trap_kind: a.trap_kind.map(|k| k.as_str()),
+                replay: a.replay.as_ref().map(columns::json),
             }),
             end,
         }

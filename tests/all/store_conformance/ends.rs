@@ -212,3 +212,42 @@ pub(super) async fn a_large_batch_of_completions_writes_each_under_its_own_lease
         }
     }
 }
+
+/// An attempt's replay (its limits, output digest, seed and clock values, why it is not
+/// replayable) reads back as written, in one write with an attempt that has none.
+pub(super) async fn an_attempt_keeps_what_replays_it(store: impl Store) {
+    let jobs: Vec<NewJob> = (0..2).map(|_| new_job("q", 0, T0)).collect();
+    let claimed = insert_and_claim(&store, jobs, 2).await;
+    let mut recording = Recording::new(Seed([7; 32]));
+    recording.wall = vec![1_700_000_000_123_456_789, u64::MAX];
+    recording.monotonic = vec![0, 15, 1 << 40];
+    recording.not_replayable = Some("the guest read the clocks too often".into());
+    let replay = AttemptReplay {
+        limits: Limits::default().with_metering(remotask::domain::Metering::Cpu),
+        output_digest: remotask::domain::output_digest(b"zero"),
+        recording,
+    };
+    let recorded = AttemptRecord {
+        replay: Some(replay),
+        ..attempt(1, Reason::Completed)
+    };
+    let ends: Vec<AttemptEnd> = claimed
+        .iter()
+        .zip([Some(recorded.clone()), Some(attempt(1, Reason::Completed))])
+        .map(|(c, attempt)| AttemptEnd {
+            id: c.job.id,
+            queue: c.job.queue.clone(),
+            lease: c.lease,
+            attempt,
+            finish: Finish::Completed {
+                output: b"zero".to_vec(),
+            },
+        })
+        .collect();
+    let written = store.finish_many(ends, T0).await.unwrap();
+    assert_eq!(written, vec![true, true]);
+    let first = store.attempts(claimed[0].job.id).await.unwrap();
+    assert_eq!(first, vec![recorded]);
+    let second = store.attempts(claimed[1].job.id).await.unwrap();
+    assert_eq!(second[0].replay, None);
+}

@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use remotask::domain::{
-    AttemptRecord, CancelOutcome, CatchUp, Finish, JobError, JobFilter, JobId, JobState,
-    JobTemplate, Lease, Limits, ManualClock, ModuleDigest, NewJob, Overlap, QueueConfig, QueueName,
-    Reason, RetryPolicy, Role, ScheduleName, ScheduleRecord, SpecDef, Start, TaskDefaults,
-    TaskName, Timestamp, TokenRecord,
+    AttemptRecord, AttemptReplay, CancelOutcome, CatchUp, Finish, JobError, JobFilter, JobId,
+    JobState, JobTemplate, Lease, Limits, ManualClock, ModuleDigest, NewJob, Overlap, QueueConfig,
+    QueueName, Reason, Recording, RetryPolicy, Role, ScheduleName, ScheduleRecord, Seed, SpecDef,
+    Start, TaskDefaults, TaskName, Timestamp, TokenRecord,
 };
 use remotask::store::{
     AttemptEnd, Claimed, Firing, Inserted, PgStore, Promoted, Revoked, SqliteStore, StandingClaim,
@@ -40,6 +40,7 @@ macro_rules! conformance {
             ends::a_stale_lease_cannot_write,
             ends::many_attempts_end_in_one_write_each_under_its_own_lease,
             ends::a_large_batch_of_completions_writes_each_under_its_own_lease,
+            ends::an_attempt_keeps_what_replays_it,
             jobs::a_large_submit_keeps_order_and_unique_keys,
             jobs::jobs_are_listed_by_state,
             jobs::unique_keys_hold_while_live,
@@ -115,6 +116,7 @@ pub(super) fn attempt(number: u32, reason: Reason) -> AttemptRecord {
         worker: "w".into(),
         started_at: T0,
         finished_at: T0,
+        replay: None,
     }
 }
 

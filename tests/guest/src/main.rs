@@ -19,6 +19,9 @@
 //! | `progress N` | reports progress 1..=N of N through the `remotask.progress` import |
 //! | `progress-sleep N SECS` | reports progress N of N, then sleeps SECS and prints `done` |
 //! | `div0` | integer division by zero (a Rust panic, so an `unreachable` trap) |
+//! | `clocks N` | reads both clocks N times, computing as long as the values say; prints a digest of them |
+//! | `random N` | reads 32 random bytes N times and fills a `HashMap`, computing as long as the bytes say; prints a digest and exits with a code (1 to 100) that follows from them |
+//! | `clock-sleep N MS` | N times: sleeps MS ms, then reads both clocks; prints a digest of what it saw |
 
 use std::hint::black_box;
 use std::io::{Read, Write};
@@ -60,6 +63,49 @@ fn recurse(depth: u64) -> u64 {
     // Scalars only: the wasm call stack runs out before Rust's shadow stack in linear memory
     // (which would end as an out-of-bounds access instead).
     black_box(recurse(depth.wrapping_add(black_box(1)))).wrapping_add(depth)
+}
+
+#[cfg(target_arch = "wasm32")]
+#[link(wasm_import_module = "wasi_snapshot_preview1")]
+unsafe extern "C" {
+    #[link_name = "random_get"]
+    fn wasi_random_get(buf: *mut u8, len: usize) -> i32;
+}
+
+/// 32 bytes from the host's `random_get`, as asked for directly.
+fn random_bytes() -> [u8; 32] {
+    let mut buf = [0u8; 32];
+    #[cfg(target_arch = "wasm32")]
+    // SAFETY: `random_get` writes exactly `len` bytes at `buf`, which is that long.
+    let errno = unsafe { wasi_random_get(buf.as_mut_ptr(), buf.len()) };
+    #[cfg(not(target_arch = "wasm32"))]
+    let errno = 0;
+    if errno != 0 {
+        fail(format!("random_get failed with errno {errno}"));
+    }
+    buf
+}
+
+/// Folds `value` into `digest` (FNV-1a over its bytes), and computes as long as it says, so
+/// that a different value costs different fuel too.
+fn fold(digest: &mut u64, value: u64) {
+    for b in value.to_le_bytes() {
+        *digest = (*digest ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    let mut spin = black_box(0u64);
+    for i in 0..(value % 1024) {
+        spin = black_box(spin.wrapping_add(i));
+    }
+    *digest ^= spin & 1;
+}
+
+/// Both clocks, in nanoseconds: since the Unix epoch, and since `start`.
+fn clocks(start: std::time::Instant) -> (u64, u64) {
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_else(|e| fail(e))
+        .as_nanos() as u64;
+    (wall, start.elapsed().as_nanos() as u64)
 }
 
 fn write_n(out: &mut dyn Write, n: usize) {
@@ -131,6 +177,42 @@ fn main() {
             let code: i32 = number(param, "exit");
             eprintln!("exiting with {code}");
             exit(code)
+        }
+        "clocks" => {
+            let n: u64 = number(param, "clocks");
+            let (start, mut digest) = (std::time::Instant::now(), 0xcbf2_9ce4_8422_2325);
+            for _ in 0..n {
+                let (wall, mono) = clocks(start);
+                fold(&mut digest, wall);
+                fold(&mut digest, mono);
+            }
+            println!("clocks {n}: {digest:016x}");
+        }
+        "random" => {
+            let n: u64 = number(param, "random");
+            let mut digest = 0xcbf2_9ce4_8422_2325;
+            for _ in 0..n {
+                for chunk in random_bytes().chunks_exact(8) {
+                    fold(&mut digest, u64::from_le_bytes(chunk.try_into().unwrap()));
+                }
+            }
+            // std's HashMap keys its hasher from `random_get` too: its order shows them.
+            let map: std::collections::HashMap<u64, ()> = (0..16).map(|k| (k, ())).collect();
+            let order: Vec<u64> = map.keys().copied().collect();
+            println!("random {n}: {digest:016x} {order:?}");
+            exit(1 + (digest % 100) as i32)
+        }
+        "clock-sleep" => {
+            let n: u64 = number(param, "clock-sleep");
+            let ms: u64 = number(args.get(3), "clock-sleep");
+            let (start, mut digest) = (std::time::Instant::now(), 0xcbf2_9ce4_8422_2325);
+            for _ in 0..n {
+                std::thread::sleep(std::time::Duration::from_millis(ms));
+                let (wall, mono) = clocks(start);
+                fold(&mut digest, wall);
+                fold(&mut digest, mono);
+            }
+            println!("clock-sleep {n}: {digest:016x}");
         }
         "write" => write_n(&mut stdout, number(param, "write")),
         "write-stderr" => write_n(&mut std::io::stderr(), number(param, "write-stderr")),
