@@ -170,6 +170,7 @@ async fn fill(store: &dyn Store) -> Duration {
                         worker: "bench".into(),
                         started_at: now,
                         finished_at: now,
+                        replay: None,
                     }),
                     finish,
                 }
