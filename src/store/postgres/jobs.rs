@@ -429,7 +429,9 @@ pub(super) async fn clean(
          counted AS (INSERT INTO job_counts (queue, state, n) \
              SELECT queue, state, -count(*) FROM gone GROUP BY queue, state \
              ORDER BY queue, state \
-             ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n) \
+             ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n), \
+         minutes AS (DELETE FROM ended_minutes \
+             WHERE $1::int8 IS NOT NULL AND minute < $1::int8 / 60000) \
          SELECT count(*) FROM gone"
     );
     let row = client
@@ -460,18 +462,16 @@ pub(super) async fn live_contexts(
         .collect())
 }
 
-/// Completed and failed jobs per minute since `since`, through `jobs_ended`.
+/// Completed and failed jobs per minute since `since`, from `ended_minutes`.
 pub(super) async fn ended_per_minute(
     client: &impl GenericClient,
     since: Timestamp,
 ) -> StoreResult<Vec<(i64, u64, u64)>> {
     let rows = client
         .query(
-            "SELECT finished_at / 60000 AS m, count(*) FILTER (WHERE state = 'completed'), \
-             count(*) FILTER (WHERE state = 'failed') FROM jobs \
-             WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
-             AND finished_at >= $1 GROUP BY m ORDER BY m",
-            &[&since.0],
+            "SELECT minute, completed, failed FROM ended_minutes WHERE minute >= $1 \
+             AND (completed > 0 OR failed > 0) ORDER BY minute",
+            &[&since.0.div_euclid(60_000)],
         )
         .await
         .map_err(db)?;
@@ -481,7 +481,6 @@ pub(super) async fn ended_per_minute(
             let n = |i: usize| r.get::<_, i64>(i).max(0) as u64;
             (r.get::<_, i64>(0), n(1), n(2))
         })
-        .filter(|(_, c, f)| *c + *f > 0)
         .collect())
 }
 

@@ -163,6 +163,13 @@ pub(super) const FINISH: &str = "WITH v AS ( \
         UNION ALL SELECT queue, 'running', -1 FROM ended) c \
     GROUP BY c.q, c.s ORDER BY c.q, c.s \
     ON CONFLICT (queue, state) DO UPDATE SET n = job_counts.n + excluded.n \
+), per_minute AS ( \
+    INSERT INTO ended_minutes (minute, completed, failed) \
+    SELECT $9::int8 / 60000, count(*) FILTER (WHERE state = 'completed'), \
+        count(*) FILTER (WHERE state = 'failed') FROM ended \
+    HAVING count(*) FILTER (WHERE state = 'completed' OR state = 'failed') > 0 \
+    ON CONFLICT (minute) DO UPDATE SET completed = ended_minutes.completed + excluded.completed, \
+        failed = ended_minutes.failed + excluded.failed \
 ) \
 SELECT id, token FROM ended";
 

@@ -24,11 +24,15 @@ pub(super) fn finish_all(
     let mut written = Vec::with_capacity(ends.len());
     let mut recorded: Vec<AttemptRow<'_>> = Vec::with_capacity(ends.len());
     let mut counts = StateCounts::default();
+    let (mut completed, mut failed) = (0i64, 0i64);
     for end in ends {
         let ok = finish_one(conn, end, now)?;
         if ok {
             let queue = end.end.queue.as_str();
-            counts.moved(queue, JobState::Running, end.end.finish.state(), 1);
+            let state = end.end.finish.state();
+            counts.moved(queue, JobState::Running, state, 1);
+            completed += i64::from(state == JobState::Completed);
+            failed += i64::from(state == JobState::Failed);
         }
         if let (true, Some(record), Some(encoded)) = (ok, &end.end.attempt, &end.attempt) {
             recorded.push((&end.key, record, encoded));
@@ -39,6 +43,20 @@ pub(super) fn finish_all(
         insert_attempts(conn, chunk)?;
     }
     counts.write(conn)?;
+    if completed + failed > 0 {
+        conn.prepare_cached(
+            "INSERT INTO ended_minutes (minute, completed, failed) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (minute) DO UPDATE SET completed = completed + excluded.completed, \
+             failed = failed + excluded.failed",
+        )
+        .map_err(db)?
+        .execute(rusqlite::params![
+            now.0.div_euclid(60_000),
+            completed,
+            failed
+        ])
+        .map_err(db)?;
+    }
     Ok(written)
 }
 

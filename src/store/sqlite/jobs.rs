@@ -410,6 +410,12 @@ pub(super) fn clean(conn: &Connection, before: Option<Timestamp>) -> StoreResult
                 counts.add(queue, state, -n);
             }
             counts.write(conn)?;
+            // The minutes of the console's chart go with the jobs.
+            conn.execute(
+                "DELETE FROM ended_minutes WHERE minute < ?1",
+                [t.0.div_euclid(60_000)],
+            )
+            .map_err(db)?;
             conn.execute(
                 &format!("DELETE FROM jobs WHERE {ended} AND finished_at < ?1"),
                 [t.0],
@@ -505,20 +511,19 @@ pub(super) fn live_contexts(
         .collect()
 }
 
-/// Completed and failed jobs per minute since `since`, through `jobs_ended`.
+/// Completed and failed jobs per minute since `since`, from `ended_minutes`.
 pub(super) fn ended_per_minute(
     conn: &Connection,
     since: Timestamp,
 ) -> StoreResult<Vec<(i64, u64, u64)>> {
     let mut stmt = conn
         .prepare_cached(
-            "SELECT finished_at / 60000 AS m, sum(state = 'completed'), sum(state = 'failed') \
-             FROM jobs WHERE (state = 'completed' OR state = 'failed' OR state = 'cancelled') \
-             AND finished_at >= ?1 GROUP BY m ORDER BY m",
+            "SELECT minute, completed, failed FROM ended_minutes WHERE minute >= ?1 \
+             AND (completed > 0 OR failed > 0) ORDER BY minute",
         )
         .map_err(db)?;
     let rows = stmt
-        .query_map([since.0], |r| {
+        .query_map([since.0.div_euclid(60_000)], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, i64>(1)?,
@@ -530,7 +535,6 @@ pub(super) fn ended_per_minute(
         r.map(|(m, c, f)| (m, c.max(0) as u64, f.max(0) as u64))
             .map_err(db)
     })
-    .filter(|r| !matches!(r, Ok((_, 0, 0))))
     .collect()
 }
 
