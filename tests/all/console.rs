@@ -500,6 +500,24 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
     let slowest = browser.text("#slowest tbody").await;
     assert!(slowest.starts_with("echo 1"), "{slowest}");
 
+    // A completed job's output is saved as a file, in the session.
+    let saved = browser
+        .run(&format!(
+            "return fetch('/ui/live/output/{}').then(async r => \
+             [r.status, r.headers.get('content-disposition'), await r.text()]);",
+            ok[0]
+        ))
+        .await;
+    assert_eq!(
+        saved,
+        json!([
+            200,
+            format!("attachment; filename=\"{}.out\"", ok[0]),
+            "{\"n\":1}"
+        ]),
+        "{saved}"
+    );
+
     // Every page at a desktop's and a phone's width, for a person to look at.
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     std::fs::create_dir_all(&shots).unwrap();

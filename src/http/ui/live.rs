@@ -1,6 +1,7 @@
 //! What makes the console's pages live, for browsers that run its one small script
-//! (`console.js`): the job events of the API's stream for the job table's rows, and a job's
-//! state and progress for its page. The pages read the same without them.
+//! (`console.js`): the job events of the API's stream for the job table's rows, a new job's
+//! row, and a job's state and progress for its page (the pages read the same without them);
+//! and a job's output as a file to save.
 
 use std::convert::Infallible;
 
@@ -77,6 +78,34 @@ pub(super) async fn row(
         row.into_string(),
     )
         .into_response()
+}
+
+/// A completed job's output as it is, to save (bytes that are not text included).
+pub(super) async fn output(
+    State(s): State<AppState>,
+    _viewer: Viewer,
+    Path(id): Path<String>,
+) -> Response {
+    let Ok(id) = id.parse::<JobId>() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match s.service.job(id).await {
+        Ok(job) => match job.output {
+            Some(bytes) => (
+                [
+                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{id}.out\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
+            None => StatusCode::NOT_FOUND.into_response(),
+        },
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// A job's state and progress, for its page's progress bar.

@@ -57,6 +57,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/live/events", get(live::events))
         .route("/ui/live/jobs/{id}", get(live::job))
         .route("/ui/live/rows/{id}", get(live::row))
+        .route("/ui/live/output/{id}", get(live::output))
 }
 
 /// The stylesheet: light and dark (by `prefers-color-scheme`), readable at 375 px.

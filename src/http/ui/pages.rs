@@ -279,7 +279,7 @@ pub(super) async fn job(
         @if let Some(output) = &job.output {
             h2 { "Output" }
             pre { (pretty(output)) }
-            p { a href={ "/v1/jobs/" (job.id) "/output" } { "Download (needs a token)" } }
+            p { a href={ "/ui/live/output/" (job.id) } download { "Download the output" } }
         }
         h2 { "Attempts" }
         @if attempts.is_empty() { p { "No attempt has ended yet." } }
