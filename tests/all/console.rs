@@ -500,6 +500,21 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
     let slowest = browser.text("#slowest tbody").await;
     assert!(slowest.starts_with("echo 1"), "{slowest}");
 
+    // A failed attempt's page offers its repro bundle.
+    browser
+        .open(&format!("{}/ui/jobs/{}", console.url, bad[0]))
+        .await;
+    let link = format!("a[href='/ui/live/bundle/{}/1']", bad[0]);
+    assert_eq!(browser.text(&link).await, "Download the repro bundle");
+    let head = browser
+        .run(&format!(
+            "return fetch('/ui/live/bundle/{}/1').then(async r => \
+             [r.status, (await r.text()).split('\\n')[0]]);",
+            bad[0]
+        ))
+        .await;
+    assert_eq!(head, json!([200, "remotask-bundle 1"]), "{head}");
+
     // A completed job's output is saved as a file, in the session.
     let saved = browser
         .run(&format!(

@@ -108,6 +108,34 @@ pub(super) async fn output(
     }
 }
 
+/// An attempt's repro bundle (`remotask replay`), to save.
+pub(super) async fn bundle(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path((id, n)): Path<(String, u32)>,
+) -> Response {
+    let Ok(id) = id.parse::<JobId>() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    match s.service.bundle(id, n).await {
+        Ok(bundle) => (
+            [
+                (
+                    header::CONTENT_TYPE,
+                    "application/vnd.remotask.bundle".to_owned(),
+                ),
+                (
+                    header::CONTENT_DISPOSITION,
+                    format!("attachment; filename=\"{id}-{n}.bundle\""),
+                ),
+            ],
+            bundle.encode(),
+        )
+            .into_response(),
+        Err(e) => super::failure(StatusCode::NOT_FOUND, Some(&viewer), &e.to_string()),
+    }
+}
+
 /// A job's state and progress, for its page's progress bar.
 #[derive(Debug, Serialize)]
 struct Live {

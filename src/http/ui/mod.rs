@@ -58,6 +58,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/live/jobs/{id}", get(live::job))
         .route("/ui/live/rows/{id}", get(live::row))
         .route("/ui/live/output/{id}", get(live::output))
+        .route("/ui/live/bundle/{id}/{n}", get(live::bundle))
 }
 
 /// The stylesheet: light and dark (by `prefers-color-scheme`), readable at 375 px.

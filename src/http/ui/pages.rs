@@ -283,7 +283,7 @@ pub(super) async fn job(
         }
         h2 { "Attempts" }
         @if attempts.is_empty() { p { "No attempt has ended yet." } }
-        @for a in &attempts { (attempt(a)) }
+        @for a in &attempts { (attempt(job.id, a)) }
     };
     page(
         &format!("Job {id}"),
@@ -320,11 +320,30 @@ fn job_actions(job: &Job, viewer: &Viewer) -> Markup {
     }
 }
 
-fn attempt(a: &AttemptRecord) -> Markup {
+fn attempt(job: JobId, a: &AttemptRecord) -> Markup {
     let receipt = ReceiptDto::from_stored(&a.receipt);
+    let why_not = match &a.replay {
+        None => Some("it was not recorded".to_owned()),
+        Some(r) => r.recording.not_replayable.clone(),
+    };
     html! {
         section aria-label={ "Attempt " (a.number) } {
             h2 { "Attempt " (a.number) ": " (a.reason) }
+            @match (&a.replay, &why_not) {
+                (Some(_), None) => p {
+                    a href={ "/ui/live/bundle/" (job) "/" (a.number) } download {
+                        "Download the repro bundle"
+                    }
+                    " (run it again with " code { "remotask replay" } ")"
+                },
+                (Some(_), Some(why)) => p {
+                    a href={ "/ui/live/bundle/" (job) "/" (a.number) } download {
+                        "Download the bundle"
+                    }
+                    " (not replayable: " (why) ")"
+                },
+                (None, _) => p { "No repro bundle: the attempt was not recorded." },
+            }
             dl {
                 @if let Some(k) = a.trap_kind { dt { "Trap" } dd { (k.as_str()) } }
                 @if let Some(c) = a.exit_code { dt { "Exit code" } dd { (c) } }
