@@ -74,15 +74,28 @@ impl Browser {
     }
 
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        match self.try_call(method, path, body).await {
+            Ok(value) => value,
+            Err(error) => panic!("WebDriver {path}: {error}"),
+        }
+    }
+
+    /// A WebDriver command's value, or its error.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.base));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let answer: Value = request.send().await.unwrap().json().await.unwrap();
         if answer["value"]["error"].is_string() {
-            panic!("WebDriver {path}: {}", answer["value"]);
+            return Err(answer["value"].clone());
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
     }
 
     pub(crate) async fn open(&self, url: &str) {
@@ -172,13 +185,23 @@ impl Browser {
         .await;
     }
 
-    /// The visible text of the one element matching `css`.
+    /// The visible text of the one element matching `css`; found again if the page was
+    /// replaced under it (a navigation that had not ended).
     pub(crate) async fn text(&self, css: &str) -> String {
-        let e = self.one(css).await;
-        let v = self
-            .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-            .await;
-        v.as_str().unwrap().to_owned()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = self.one(css).await;
+            match self
+                .try_call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+                .await
+            {
+                Ok(v) => return v.as_str().unwrap().to_owned(),
+                Err(error) if error["error"] == "stale element reference" => {
+                    assert!(Instant::now() < deadline, "{css} kept going stale");
+                }
+                Err(error) => panic!("WebDriver text of {css}: {error}"),
+            }
+        }
     }
 
     /// What `script` (a function body) returns in the page.

@@ -395,6 +395,55 @@ async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
     let nightly = console.api.get("/v1/schedules/nightly").await;
     assert_eq!(nightly["paused"], true, "{nightly}");
 
+    // A new schedule from the form: its next fires previewed, then saved.
+    browser.type_into("input[name=name]", "morning").await;
+    browser.type_into("input[name=task]", "echo").await;
+    browser.type_into("input[name=cron]", "30 4 * * *").await;
+    browser.click("button[value=preview]").await;
+    let fires = browser.text("#preview").await;
+    assert_eq!(fires.lines().count(), 5, "{fires}");
+    assert!(
+        fires.lines().all(|l| l.ends_with("T04:30:00.000Z")),
+        "{fires}"
+    );
+    browser.click("button[value=save]").await;
+    assert!(
+        browser
+            .text(".note")
+            .await
+            .starts_with("Schedule morning saved"),
+        "{}",
+        browser.text(".note").await
+    );
+    let morning = console.api.get("/v1/schedules/morning").await;
+    assert_eq!(morning["spec"]["cron"], "30 4 * * *", "{morning}");
+    // Editing fills the form; a cron that does not parse is refused, the form kept.
+    browser.click("a[href='/ui/schedules?edit=nightly']").await;
+    browser.wait_for("/ui/schedules?edit=nightly").await;
+    let cron = browser
+        .run("return document.querySelector('input[name=cron]').value;")
+        .await;
+    assert_eq!(cron, json!("0 3 * * *"));
+    browser
+        .run("document.querySelector('input[name=cron]').value = ''; return null;")
+        .await;
+    browser.type_into("input[name=cron]", "61 * * * *").await;
+    browser.click("button[value=save]").await;
+    assert_eq!(browser.text("h1").await, "Schedule not saved");
+    browser
+        .run("document.querySelector('input[name=cron]').value = ''; return null;")
+        .await;
+    browser.type_into("input[name=cron]", "15 2 * * *").await;
+    browser.click("button[value=save]").await;
+    assert!(
+        browser
+            .text(".note")
+            .await
+            .starts_with("Schedule nightly saved")
+    );
+    let nightly = console.api.get("/v1/schedules/nightly").await;
+    assert_eq!(nightly["spec"]["cron"], "15 2 * * *", "{nightly}");
+
     browser.open(&format!("{}/ui/tasks", console.url)).await;
     let tasks = console.api.get("/v1/tasks").await;
     let shown = browser.text("main").await;

@@ -112,10 +112,17 @@ fn spec_words(spec: &SpecDef) -> String {
     }
 }
 
+/// The schedules page's query: a message, and the schedule to fill the form with.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct SchedulesQuery {
+    note: Option<String>,
+    edit: Option<String>,
+}
+
 pub(super) async fn schedules(
     State(s): State<AppState>,
     viewer: Viewer,
-    Query(note): Query<Note>,
+    Query(q): Query<SchedulesQuery>,
 ) -> Response {
     let records = match s.service.schedules().await {
         Ok(r) => r,
@@ -140,7 +147,13 @@ pub(super) async fn schedules(
         };
         shown.push((r, next, last));
     }
+    let editing = shown
+        .iter()
+        .find(|(r, _, _)| Some(r.name.as_str()) == q.edit.as_deref())
+        .map(|(r, _, _)| super::schedule_form::Fields::of(r))
+        .unwrap_or_default();
     let body = html! {
+        @if viewer.can(Role::Admin) { (super::schedule_form::form(&viewer, &editing, None)) }
         @if shown.is_empty() { p { "No schedule." } }
         @for (r, next, last) in &shown {
             section aria-label={ "Schedule " (r.name) } {
@@ -166,7 +179,7 @@ pub(super) async fn schedules(
             }
         }
     };
-    page("Schedules", Some(&viewer), note.note.as_deref(), body)
+    page("Schedules", Some(&viewer), q.note.as_deref(), body)
 }
 
 fn schedule_action(r: &ScheduleRecord, viewer: &Viewer) -> Markup {
@@ -176,6 +189,9 @@ fn schedule_action(r: &ScheduleRecord, viewer: &Viewer) -> Markup {
     let action = if r.paused { "resume" } else { "pause" };
     html! {
         div class="actions" {
+            @if r.spec.cron.is_some() {
+                a href={ "/ui/schedules?edit=" (r.name) } { "Edit " (r.name) }
+            }
             form method="post" action={ "/ui/schedules/" (r.name) "/" (action) } {
                 (csrf(viewer))
                 button type="submit" { @if r.paused { "Resume" } @else { "Pause" } }

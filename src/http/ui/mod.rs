@@ -10,6 +10,7 @@ mod catalog;
 mod dashboard;
 mod live;
 mod pages;
+mod schedule_form;
 mod session;
 mod upload;
 mod workers;
@@ -41,7 +42,10 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/queues", get(pages::queues))
         .route("/ui/queues/{name}/{action}", post(actions::queue_action))
         .route("/ui/tasks", get(catalog::tasks).post(upload::upload))
-        .route("/ui/schedules", get(catalog::schedules))
+        .route(
+            "/ui/schedules",
+            get(catalog::schedules).post(schedule_form::submit),
+        )
         .route(
             "/ui/schedules/{name}/{action}",
             post(catalog::schedule_action_post),
