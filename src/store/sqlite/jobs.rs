@@ -157,6 +157,32 @@ pub(super) fn get(conn: &Connection, id: JobId) -> StoreResult<Option<Job>> {
         .map(|(j, _)| j))
 }
 
+/// Up to this many jobs in a state are picked through the state's index before ordering.
+const FEW: i64 = 20_000;
+
+/// The condition of the partial index that holds the jobs in `state`, spelled as the index
+/// spells it so the planner uses it (`None`: the queued jobs' index also holds back guarded
+/// ones, so a claim's index does not serve a listing).
+fn state_index(state: JobState) -> Option<&'static str> {
+    match state {
+        JobState::Held => Some("state = 'held'"),
+        JobState::Scheduled => Some("state = 'scheduled'"),
+        JobState::Running => Some("state = 'running'"),
+        JobState::Completed | JobState::Failed | JobState::Cancelled => {
+            Some("(state = 'completed' OR state = 'failed' OR state = 'cancelled')")
+        }
+        JobState::Queued => None,
+    }
+}
+
+/// How many jobs are in `state`, in every queue, from the kept counts.
+fn state_count(conn: &Connection, state: JobState) -> StoreResult<i64> {
+    conn.prepare_cached("SELECT coalesce(sum(n), 0) FROM job_counts WHERE state = ?1")
+        .map_err(db)?
+        .query_row([state.as_str()], |r| r.get(0))
+        .map_err(db)
+}
+
 /// Jobs matching `f`, in id order (or newest first), from `f.after` on.
 pub(super) fn list(conn: &Connection, f: &JobFilter) -> StoreResult<Vec<Job>> {
     let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE 1 = 1");
@@ -167,11 +193,17 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> StoreResult<Vec<Job>> {
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        // One state as `=`, so a partial index on that state can serve it. Running jobs are
-        // few (no more than the workers' threads) and `jobs_running` finds them: picked there
-        // first, then ordered, rather than found by walking the table in id order.
-        if f.states == [JobState::Running] {
-            sql.push_str(" AND id IN (SELECT id FROM jobs WHERE state = 'running')");
+        // One state as `=`, so a partial index on that state can serve it. A state few jobs
+        // are in (the kept counts say) is found through its index first, then ordered:
+        // walking the table in id order for it read every job when none was in it.
+        if let [state] = f.states.as_slice()
+            && let Some(indexed) = state_index(*state)
+            && state_count(conn, *state)? <= FEW
+        {
+            sql.push_str(&format!(
+                " AND id IN (SELECT id FROM jobs WHERE {indexed} AND state = '{}')",
+                state.as_str()
+            ));
         } else if let [one] = list.as_slice() {
             sql.push_str(&format!(" AND state = {one}"));
         } else {
