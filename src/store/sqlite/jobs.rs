@@ -160,18 +160,14 @@ pub(super) fn get(conn: &Connection, id: JobId) -> StoreResult<Option<Job>> {
 /// Up to this many jobs in a state are picked through the state's index before ordering.
 const FEW: i64 = 20_000;
 
-/// The condition of the partial index that holds the jobs in `state`, spelled as the index
-/// spells it so the planner uses it (`None`: the queued jobs' index also holds back guarded
-/// ones, so a claim's index does not serve a listing).
+/// The condition of the partial index that holds the jobs in `state` in another order than
+/// their ids (`jobs_running`, `jobs_due`), spelled as the index spells it. Held, failed and
+/// cancelled jobs have indexes on their ids, which a listing walks as they are.
 fn state_index(state: JobState) -> Option<&'static str> {
     match state {
-        JobState::Held => Some("state = 'held'"),
         JobState::Scheduled => Some("state = 'scheduled'"),
         JobState::Running => Some("state = 'running'"),
-        JobState::Completed | JobState::Failed | JobState::Cancelled => {
-            Some("(state = 'completed' OR state = 'failed' OR state = 'cancelled')")
-        }
-        JobState::Queued => None,
+        _ => None,
     }
 }
 
@@ -193,17 +189,15 @@ pub(super) fn list(conn: &Connection, f: &JobFilter) -> StoreResult<Vec<Job>> {
             .iter()
             .map(|s| format!("'{}'", s.as_str()))
             .collect();
-        // One state as `=`, so a partial index on that state can serve it. A state few jobs
-        // are in (the kept counts say) is found through its index first, then ordered:
-        // walking the table in id order for it read every job when none was in it.
+        // One state as `=`, so a partial index on that state can serve it. Running and
+        // scheduled jobs, when few (the kept counts say), are found through their index
+        // first, then ordered: walking the table in id order for them read every job when
+        // none was running.
         if let [state] = f.states.as_slice()
             && let Some(indexed) = state_index(*state)
             && state_count(conn, *state)? <= FEW
         {
-            sql.push_str(&format!(
-                " AND id IN (SELECT id FROM jobs WHERE {indexed} AND state = '{}')",
-                state.as_str()
-            ));
+            sql.push_str(&format!(" AND id IN (SELECT id FROM jobs WHERE {indexed})"));
         } else if let [one] = list.as_slice() {
             sql.push_str(&format!(" AND state = {one}"));
         } else {
