@@ -716,6 +716,22 @@ async fn a_module_uploaded_from_the_form_shows_its_report_or_why_it_was_refused(
     );
     let task = console.api.get("/v1/tasks/uploaded").await;
     assert!(report.contains(task["digest"].as_str().unwrap()), "{task}");
+    // A stored version's page shows its admission report again.
+    let digest = task["digest"].as_str().unwrap().to_owned();
+    browser.open(&format!("{}/ui/tasks", console.url)).await;
+    browser
+        .click(&format!("a[href='/ui/tasks/uploaded/versions/{digest}']"))
+        .await;
+    browser
+        .wait_for(&format!("/ui/tasks/uploaded/versions/{digest}"))
+        .await;
+    assert!(
+        browser
+            .text("h1")
+            .await
+            .starts_with("Task uploaded, version")
+    );
+    assert!(browser.text("main").await.contains("_start (func)"));
 
     browser.open(&format!("{}/ui/tasks", console.url)).await;
     browser.type_into("input[name=name]", "notes").await;

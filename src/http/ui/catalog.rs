@@ -13,7 +13,9 @@ use super::actions::{back, forged};
 use super::pages::Note;
 use super::session::Viewer;
 use super::{csrf, failure, forbidden, page};
-use crate::domain::{Role, ScheduleName, ScheduleRecord, SpecDef, TaskRecord};
+use crate::domain::{
+    ModuleDigest, Role, ScheduleName, ScheduleRecord, SpecDef, TaskName, TaskRecord,
+};
 use crate::http::AppState;
 use crate::http::dto::time;
 
@@ -68,7 +70,9 @@ fn task(t: &TaskRecord) -> Markup {
                     tbody {
                         @for v in &t.versions {
                             tr {
-                                td { code { (v.digest.to_hex()) } }
+                                td { a href={ "/ui/tasks/" (t.name) "/versions/" (v.digest.to_hex()) } {
+                                    code { (v.digest.to_hex()) }
+                                } }
                                 td class="num" { (v.size_bytes) }
                                 td { (time(v.created_at)) }
                             }
@@ -77,6 +81,30 @@ fn task(t: &TaskRecord) -> Markup {
                 }
             }
         }
+    }
+}
+
+/// One version of a task: its admission report (exports, imports, compile time).
+pub(super) async fn version(
+    State(s): State<AppState>,
+    viewer: Viewer,
+    Path((name, digest)): Path<(String, String)>,
+) -> Response {
+    let found = match (name.parse::<TaskName>(), digest.parse::<ModuleDigest>()) {
+        (Ok(name), Ok(digest)) => s.service.task_version(&name, digest).await.ok(),
+        _ => None,
+    };
+    match found {
+        Some((v, report)) => page(
+            &format!("Task {name}, version {}", &digest[..12]),
+            Some(&viewer),
+            None,
+            html! {
+                p { "Registered " (time(v.created_at)) "." }
+                (super::upload::admitted(&report))
+            },
+        ),
+        None => failure(StatusCode::NOT_FOUND, Some(&viewer), "no such task version"),
     }
 }
 

@@ -42,6 +42,7 @@ pub(super) fn router() -> Router<AppState> {
         .route("/ui/queues", get(pages::queues))
         .route("/ui/queues/{name}/{action}", post(actions::queue_action))
         .route("/ui/tasks", get(catalog::tasks).post(upload::upload))
+        .route("/ui/tasks/{name}/versions/{digest}", get(catalog::version))
         .route(
             "/ui/schedules",
             get(catalog::schedules).post(schedule_form::submit),

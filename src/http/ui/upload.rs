@@ -101,7 +101,7 @@ fn refused_page(viewer: &Viewer, name: &str, why: &str) -> Response {
     response
 }
 
-fn admitted(report: &AdmissionReport) -> Markup {
+pub(super) fn admitted(report: &AdmissionReport) -> Markup {
     html! {
         dl {
             dt { "Digest" } dd { code { (report.digest.to_hex()) } }
