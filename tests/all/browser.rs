@@ -196,7 +196,13 @@ impl Browser {
                 .await
             {
                 Ok(v) => return v.as_str().unwrap().to_owned(),
-                Err(error) if error["error"] == "stale element reference" => {
+                // A page being replaced: Chromium says so in one of two ways.
+                Err(error)
+                    if error["error"] == "stale element reference"
+                        || error["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("does not belong to the document")) =>
+                {
                     assert!(Instant::now() < deadline, "{css} kept going stale");
                 }
                 Err(error) => panic!("WebDriver text of {css}: {error}"),
