@@ -155,7 +155,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
 
     // Every field has a label; nothing is wider than a 375 px phone but the tables, which
     // scroll in their own box.
-    for path in [
+    let pages = [
         "/ui",
         "/ui/jobs",
         &page,
@@ -163,7 +163,8 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         "/ui/tasks",
         "/ui/schedules",
         "/ui/workers",
-    ] {
+    ];
+    for path in pages {
         browser.open(&format!("{}{path}", console.url)).await;
         let unlabelled = browser
             .run(
@@ -174,15 +175,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
         assert_eq!(unlabelled, json!(0), "{path}");
     }
     browser.resize(375, 800).await;
-    for path in [
-        "/ui",
-        "/ui/jobs",
-        &page,
-        "/ui/queues",
-        "/ui/tasks",
-        "/ui/schedules",
-        "/ui/workers",
-    ] {
+    for path in pages {
         browser.open(&format!("{}{path}", console.url)).await;
         let wide = browser
             .run("return document.documentElement.scrollWidth;")

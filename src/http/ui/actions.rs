@@ -158,6 +158,15 @@ pub(super) async fn job_action(
     }
 }
 
+/// Whether a `pause` or `resume` action pauses; `None` for any other word.
+pub(super) fn pausing(action: &str) -> Option<bool> {
+    match action {
+        "pause" => Some(true),
+        "resume" => Some(false),
+        _ => None,
+    }
+}
+
 pub(super) async fn queue_action(
     State(s): State<AppState>,
     viewer: Viewer,
@@ -170,10 +179,8 @@ pub(super) async fn queue_action(
     let Ok(queue) = name.parse::<QueueName>() else {
         return failure(StatusCode::NOT_FOUND, Some(&viewer), "no such queue");
     };
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        _ => return failure(StatusCode::NOT_FOUND, Some(&viewer), "no such action"),
+    let Some(paused) = pausing(&action) else {
+        return failure(StatusCode::NOT_FOUND, Some(&viewer), "no such action");
     };
     match s.service.set_paused(&queue, paused).await {
         Ok(()) => back(

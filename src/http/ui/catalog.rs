@@ -10,7 +10,7 @@ use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::actions::{back, forged};
-use super::pages::Note;
+use super::pages::{Note, store_failed};
 use super::session::Viewer;
 use super::{csrf, failure, forbidden, page};
 use crate::domain::{
@@ -26,13 +26,7 @@ pub(super) async fn tasks(
 ) -> Response {
     let tasks = match s.service.tasks().await {
         Ok(t) => t,
-        Err(e) => {
-            return failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some(&viewer),
-                &e.to_string(),
-            );
-        }
+        Err(e) => return store_failed(&viewer, e),
     };
     let body = html! {
         @if viewer.can(Role::Admin) { (super::upload::form(&viewer)) }
@@ -154,13 +148,7 @@ pub(super) async fn schedules(
 ) -> Response {
     let records = match s.service.schedules().await {
         Ok(r) => r,
-        Err(e) => {
-            return failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some(&viewer),
-                &e.to_string(),
-            );
-        }
+        Err(e) => return store_failed(&viewer, e),
     };
     let mut shown = Vec::with_capacity(records.len());
     for r in records {
@@ -240,10 +228,8 @@ pub(super) async fn schedule_action_post(
     let Ok(name) = name.parse::<ScheduleName>() else {
         return failure(StatusCode::NOT_FOUND, Some(&viewer), "no such schedule");
     };
-    let paused = match action.as_str() {
-        "pause" => true,
-        "resume" => false,
-        _ => return failure(StatusCode::NOT_FOUND, Some(&viewer), "no such action"),
+    let Some(paused) = super::actions::pausing(&action) else {
+        return failure(StatusCode::NOT_FOUND, Some(&viewer), "no such action");
     };
     match s.service.set_schedule_paused(&name, paused).await {
         Ok(_) => back(
@@ -267,13 +253,7 @@ pub(super) async fn tokens(
     }
     let tokens = match s.service.tokens().await {
         Ok(t) => t,
-        Err(e) => {
-            return failure(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Some(&viewer),
-                &e.to_string(),
-            );
-        }
+        Err(e) => return store_failed(&viewer, e),
     };
     let body = html! {
         form class="filters" method="post" action="/ui/tokens" {

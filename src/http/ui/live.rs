@@ -80,6 +80,21 @@ pub(super) async fn row(
         .into_response()
 }
 
+/// `bytes` as a file to save, named `name`.
+fn attachment(content_type: &'static str, name: &str, bytes: Vec<u8>) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type.to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
 /// A completed job's output as it is, to save (bytes that are not text included).
 pub(super) async fn output(
     State(s): State<AppState>,
@@ -91,17 +106,7 @@ pub(super) async fn output(
     };
     match s.service.job(id).await {
         Ok(job) => match job.output {
-            Some(bytes) => (
-                [
-                    (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
-                    (
-                        header::CONTENT_DISPOSITION,
-                        format!("attachment; filename=\"{id}.out\""),
-                    ),
-                ],
-                bytes,
-            )
-                .into_response(),
+            Some(bytes) => attachment("application/octet-stream", &format!("{id}.out"), bytes),
             None => StatusCode::NOT_FOUND.into_response(),
         },
         Err(_) => StatusCode::NOT_FOUND.into_response(),
@@ -118,20 +123,11 @@ pub(super) async fn bundle(
         return StatusCode::NOT_FOUND.into_response();
     };
     match s.service.bundle(id, n).await {
-        Ok(bundle) => (
-            [
-                (
-                    header::CONTENT_TYPE,
-                    "application/vnd.remotask.bundle".to_owned(),
-                ),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"{id}-{n}.bundle\""),
-                ),
-            ],
+        Ok(bundle) => attachment(
+            "application/vnd.remotask.bundle",
+            &format!("{id}-{n}.bundle"),
             bundle.encode(),
-        )
-            .into_response(),
+        ),
         Err(e) => super::failure(StatusCode::NOT_FOUND, Some(&viewer), &e.to_string()),
     }
 }

@@ -43,6 +43,20 @@ pub(super) struct JobsQuery {
     note: Option<String>,
 }
 
+impl JobsQuery {
+    /// The table's filters that were filled in, as query pairs.
+    fn filters(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        [
+            ("state", &self.state),
+            ("task", &self.task),
+            ("queue", &self.queue),
+            ("context", &self.context),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| given(v).map(|v| (k, v)))
+    }
+}
+
 /// A query field that was filled in.
 fn given(v: &Option<String>) -> Option<&str> {
     v.as_deref().map(str::trim).filter(|v| !v.is_empty())
@@ -98,16 +112,7 @@ pub(super) async fn jobs(
     // On the first page, newest first, the script adds the rows of new jobs that match.
     let new_rows = (given(&q.after).is_none() && given(&q.order) != Some("oldest")).then(|| {
         let mut query = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in [
-            ("state", &q.state),
-            ("task", &q.task),
-            ("queue", &q.queue),
-            ("context", &q.context),
-        ] {
-            if let Some(v) = given(v) {
-                query.append_pair(k, v);
-            }
-        }
+        query.extend_pairs(q.filters());
         if viewer.can(Role::Submit) {
             query.append_pair("select", "1");
         }
@@ -118,16 +123,9 @@ pub(super) async fn jobs(
         .flatten()
         .map(|after| {
             let mut query = form_urlencoded::Serializer::new(String::new());
-            for (k, v) in [
-                ("state", &q.state),
-                ("task", &q.task),
-                ("queue", &q.queue),
-                ("context", &q.context),
-                ("order", &q.order),
-            ] {
-                if let Some(v) = given(v) {
-                    query.append_pair(k, v);
-                }
+            query.extend_pairs(q.filters());
+            if let Some(order) = given(&q.order) {
+                query.append_pair("order", order);
             }
             query.append_pair("after", &after);
             format!("/ui/jobs?{}", query.finish())
@@ -166,9 +164,7 @@ pub(super) async fn jobs(
             @if viewer.can(Role::Submit) {
                 form method="post" action="/ui/jobs/bulk" {
                     (csrf(&viewer))
-                    @for (k, v) in [("state", &q.state), ("task", &q.task), ("queue", &q.queue), ("context", &q.context)] {
-                        @if let Some(v) = given(v) { input type="hidden" name=(k) value=(v); }
-                    }
+                    @for (k, v) in q.filters() { input type="hidden" name=(k) value=(v); }
                     div class="actions" {
                         button type="submit" name="action" value="cancel" class="danger" { "Cancel selected" }
                         button type="submit" name="action" value="retry" { "Retry selected" }
