@@ -111,7 +111,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
     browser
         .click(&format!("form[action='/ui/jobs/{held}/release'] button"))
         .await;
-    assert_eq!(browser.text(".note").await, "Released.");
+    wait_for_text(&browser, ".note", "Released.").await;
     let job = console.api.job(&held).await;
     assert_eq!(job["state"], "queued", "{job}");
 
@@ -149,7 +149,7 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
     browser
         .click("form[action='/ui/queues/default/pause'] button")
         .await;
-    assert_eq!(browser.text(".note").await, "Queue default paused.");
+    wait_for_text(&browser, ".note", "Queue default paused.").await;
     let queue = console.api.get("/v1/queues/default").await;
     assert_eq!(queue["paused"], true, "{queue}");
 
@@ -365,18 +365,11 @@ async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
         "the secret is shown once"
     );
     browser.click("form[data-token='ci'] button").await;
-    assert!(browser.text(".note").await.contains("revoked"));
+    wait_until(&browser, ".note", |t| t.contains("revoked")).await;
     assert_eq!(api(&secret).await, 401, "a revoked token is refused");
     // The last admin token cannot be revoked, from the console either.
     browser.click("form[data-token='first admin'] button").await;
-    assert!(
-        browser
-            .text(".note")
-            .await
-            .contains("last live admin token"),
-        "{}",
-        browser.text(".note").await
-    );
+    wait_until(&browser, ".note", |t| t.contains("last live admin token")).await;
 
     browser.open(&format!("{}/ui/schedules", console.url)).await;
     let shown = browser.text("main").await;
@@ -384,7 +377,7 @@ async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
     browser
         .click("form[action='/ui/schedules/nightly/pause'] button")
         .await;
-    assert_eq!(browser.text(".note").await, "Schedule nightly paused.");
+    wait_for_text(&browser, ".note", "Schedule nightly paused.").await;
     let nightly = console.api.get("/v1/schedules/nightly").await;
     assert_eq!(nightly["paused"], true, "{nightly}");
 
@@ -400,14 +393,10 @@ async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
         "{fires}"
     );
     browser.click("button[value=save]").await;
-    assert!(
-        browser
-            .text(".note")
-            .await
-            .starts_with("Schedule morning saved"),
-        "{}",
-        browser.text(".note").await
-    );
+    wait_until(&browser, ".note", |t| {
+        t.starts_with("Schedule morning saved")
+    })
+    .await;
     let morning = console.api.get("/v1/schedules/morning").await;
     assert_eq!(morning["spec"]["cron"], "30 4 * * *", "{morning}");
     // Editing fills the form; a cron that does not parse is refused, the form kept.
@@ -422,18 +411,16 @@ async fn an_admin_makes_and_revokes_tokens_pauses_schedules_and_sees_tasks() {
         .await;
     browser.type_into("input[name=cron]", "61 * * * *").await;
     browser.click("button[value=save]").await;
-    assert_eq!(browser.text("h1").await, "Schedule not saved");
+    wait_for_text(&browser, "h1", "Schedule not saved").await;
     browser
         .run("document.querySelector('input[name=cron]').value = ''; return null;")
         .await;
     browser.type_into("input[name=cron]", "15 2 * * *").await;
     browser.click("button[value=save]").await;
-    assert!(
-        browser
-            .text(".note")
-            .await
-            .starts_with("Schedule nightly saved")
-    );
+    wait_until(&browser, ".note", |t| {
+        t.starts_with("Schedule nightly saved")
+    })
+    .await;
     let nightly = console.api.get("/v1/schedules/nightly").await;
     assert_eq!(nightly["spec"]["cron"], "15 2 * * *", "{nightly}");
 
@@ -465,7 +452,7 @@ async fn the_job_table_cancels_retries_and_deletes_the_selected_or_all_matching(
         browser.click(&format!("input[value='{id}']")).await;
     }
     browser.click("button[value=cancel]").await;
-    assert_eq!(browser.text(".note").await, "Cancelled 2 jobs.");
+    wait_for_text(&browser, ".note", "Cancelled 2 jobs.").await;
     assert_eq!(
         states(&console.api, &ids).await,
         ["cancelled", "cancelled", "held"]
@@ -478,7 +465,7 @@ async fn the_job_table_cancels_retries_and_deletes_the_selected_or_all_matching(
         ))
         .await;
     browser.click("button[value=retry-all]").await;
-    assert_eq!(browser.text(".note").await, "Retried 2 jobs.");
+    wait_for_text(&browser, ".note", "Retried 2 jobs.").await;
     assert_eq!(
         states(&console.api, &ids).await,
         ["queued", "queued", "held"]
@@ -486,9 +473,9 @@ async fn the_job_table_cancels_retries_and_deletes_the_selected_or_all_matching(
 
     browser.open(&format!("{}{table}", console.url)).await;
     browser.click("button[value=cancel-all]").await;
-    assert_eq!(browser.text(".note").await, "Cancelled 3 matching jobs.");
+    wait_for_text(&browser, ".note", "Cancelled 3 matching jobs.").await;
     browser.click("button[value=delete-all]").await;
-    assert_eq!(browser.text(".note").await, "Deleted 3 jobs.");
+    wait_for_text(&browser, ".note", "Deleted 3 jobs.").await;
     let left = console.api.get("/v1/jobs").await;
     assert_eq!(
         left["jobs"].as_array().unwrap().len(),
@@ -665,18 +652,21 @@ async fn a_job_page_and_the_job_table_follow_a_job_live() {
     browser.quit().await;
 }
 
-/// Waits up to 20 s until the one element `css` reads `text`.
+/// Waits up to 20 s until the one element `css` reads `text` (after a click, the page it
+/// leads to may not have replaced the one clicked on yet).
 async fn wait_for_text(browser: &Browser, css: &str, text: &str) {
+    wait_until(browser, css, |t| t == text).await;
+}
+
+/// Waits up to 20 s until the text of the one element `css` satisfies `good`.
+async fn wait_until(browser: &Browser, css: &str, good: impl Fn(&str) -> bool) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
         let now = browser.text(css).await;
-        if now.trim() == text {
+        if good(now.trim()) {
             return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{css} reads {now:?}, not {text:?}"
-        );
+        assert!(std::time::Instant::now() < deadline, "{css} reads {now:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -700,7 +690,7 @@ async fn a_module_uploaded_from_the_form_shows_its_report_or_why_it_was_refused(
         .type_into("input[name=module]", good.to_str().unwrap())
         .await;
     browser.click("form[enctype] button").await;
-    assert_eq!(browser.text("h1").await, "Task uploaded registered");
+    wait_for_text(&browser, "h1", "Task uploaded registered").await;
     let report = browser.text("main").await;
     assert!(report.contains("_start (func)"), "{report}");
     assert!(
@@ -732,7 +722,7 @@ async fn a_module_uploaded_from_the_form_shows_its_report_or_why_it_was_refused(
         .type_into("input[name=module]", bad.to_str().unwrap())
         .await;
     browser.click("form[enctype] button").await;
-    assert_eq!(browser.text("h1").await, "Module refused");
+    wait_for_text(&browser, "h1", "Module refused").await;
     let why = browser.text(".error").await;
     assert!(why.contains("not a wasm binary"), "{why}");
     browser.quit().await;
