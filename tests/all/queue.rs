@@ -835,7 +835,14 @@ async fn graceful_shutdown_requeues_unfinished_attempts_without_spending_them() 
         .await;
     let slow = e.submit(Engine::request("hostile", &["sleep", "30"])).await;
     let started = Instant::now();
-    while e.service.job(slow.id).await.unwrap().state != JobState::Running {
+    // Both attempts under way before the stop: the quick one running or done, the slow one
+    // running (on a loaded machine the quick one could still be waiting for a thread).
+    loop {
+        let quick_on = e.service.job(quick.id).await.unwrap().state;
+        let slow_on = e.service.job(slow.id).await.unwrap().state;
+        if slow_on == JobState::Running && quick_on != JobState::Queued {
+            break;
+        }
         assert!(started.elapsed() < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
