@@ -40,4 +40,4 @@ pub use schedule::{
     SpecError, describe_utc, fire_key, plan_fires,
 };
 pub use task::{TaskDefaults, TaskRecord, TaskVersion};
-pub use token::TokenRecord;
+pub use token::{SessionRecord, TokenRecord};

@@ -15,3 +15,13 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
 }
+
+/// A web console session as stored: only the blake3 hash of its secret (the cookie's value)
+/// is kept, with the hash of the token it was signed in with. Kept in the store, so every node
+/// on it knows the session and signing out on one ends it on all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub hash: String,
+    pub token_hash: String,
+    pub expires_at: Timestamp,
+}

@@ -71,8 +71,6 @@ impl Default for HttpCaps {
 pub struct AppState {
     pub service: Service,
     pub auth: Auth,
-    /// The web console's sessions.
-    pub(crate) sessions: ui::Sessions,
     /// Whether the server speaks HTTPS: the console's cookie is then `Secure`.
     pub secure_cookies: bool,
     pub caps: HttpCaps,
@@ -91,7 +89,6 @@ impl AppState {
         Self {
             service,
             auth: Auth::default(),
-            sessions: ui::Sessions::default(),
             secure_cookies: false,
             caps,
             leases,

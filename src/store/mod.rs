@@ -17,7 +17,7 @@ pub use sqlite::SqliteStore;
 use crate::domain::{
     AttemptRecord, CancelOutcome, Finish, Job, JobFilter, JobId, JobState, Lease, ModuleDigest,
     NewJob, QueueConfig, QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord,
-    TaskDefaults, TaskName, TaskRecord, Timestamp, TokenRecord,
+    SessionRecord, TaskDefaults, TaskName, TaskRecord, Timestamp, TokenRecord,
 };
 
 /// A fault of the store; bad requests are answered with values, not errors. Cloneable, with
@@ -403,6 +403,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, id: &str, now: Timestamp) -> StoreResult<Revoked>;
     /// The unrevoked token whose secret hashes to `hash`.
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>>;
+
+    /// Keeps a console session, and forgets the sessions expired by `now`.
+    async fn start_session(&self, session: &SessionRecord, now: Timestamp) -> StoreResult<()>;
+    /// The session whose secret hashes to `hash`, unless it expired by `now`.
+    async fn session(&self, hash: &str, now: Timestamp) -> StoreResult<Option<SessionRecord>>;
+    /// Forgets a session (signing out); false if there was none.
+    async fn end_session(&self, hash: &str) -> StoreResult<bool>;
 
     /// What the other nodes on this store signal, as it comes; `None` for a store that only
     /// this process uses.

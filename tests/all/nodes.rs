@@ -1,12 +1,14 @@
 //! Several `remotask serve` nodes on one PostgreSQL database, as real processes on 127.0.0.1.
 //! Jobs submitted to either node run exactly once; a killed node's attempts are rescued by
 //! another; cancels, job events and waits cross nodes; maintenance runs on one leader and
-//! another takes over when it dies; a schedule fires once per fire time.
+//! another takes over when it dies; a schedule fires once per fire time; a console session
+//! made on one node holds on the other.
 
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::console::{csrf_of, no_redirects, post_form, sign_in_over_http, signed_in_page};
 use crate::http::read_events;
 use crate::postgres::postgres;
 use crate::remote::{Api, Proc, attempts, guest_dir, shared_cache, sleeper};
@@ -447,4 +449,28 @@ async fn jobs_with_one_concurrency_key_run_one_at_a_time_across_nodes() {
     );
     let left = b.api.get("/v1/contexts").await;
     assert_eq!(left["contexts"], json!([]), "{left}");
+}
+
+/// A console session is the store's: made on one node, it works on the other, and signing out
+/// on that one ends it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_made_on_one_node_works_on_the_other_until_signed_out() {
+    let mut nodes = Nodes::new();
+    let a = nodes.start("0", &[]);
+    let b = nodes.start("0", &[]);
+    let cookie = sign_in_over_http(&a.api.url, nodes.admin.clone()).await;
+    let page = signed_in_page(&b.api.url, &cookie)
+        .await
+        .expect("node B knows node A's session");
+    let r = post_form(
+        &no_redirects(),
+        &b.api.url,
+        &cookie,
+        "/ui/logout",
+        &csrf_of(&page),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    assert!(signed_in_page(&a.api.url, &cookie).await.is_none());
+    assert!(signed_in_page(&b.api.url, &cookie).await.is_none());
 }

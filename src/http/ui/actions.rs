@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::session::{Viewer, set_cookie};
+use super::session::{self, Viewer, set_cookie};
 use super::{failure, forbidden, page};
 use crate::domain::{CancelOutcome, JobId, QueueName, Role};
 use crate::http::AppState;
@@ -58,7 +58,10 @@ pub(super) async fn login(State(s): State<AppState>, body: Bytes) -> Response {
     let hash = hash_secret(form.token.trim());
     match s.auth.caller_by_hash(&s.service, hash.clone()).await {
         Ok(Some(_)) => {
-            let secret = s.sessions.start(hash);
+            let secret = match session::start(&s, hash).await {
+                Ok(secret) => secret,
+                Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
+            };
             (
                 [(
                     header::SET_COOKIE,
@@ -103,7 +106,13 @@ pub(super) async fn logout(State(s): State<AppState>, viewer: Viewer, body: Byte
     if let Some(refused) = forged(&viewer, &body) {
         return refused;
     }
-    s.sessions.end(&viewer.secret);
+    if let Err(e) = session::end(&s, &viewer.secret).await {
+        return failure(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some(&viewer),
+            &e.to_string(),
+        );
+    }
     (
         [(header::SET_COOKIE, set_cookie(None, s.secure_cookies))],
         Redirect::to("/ui/login"),

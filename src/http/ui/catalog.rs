@@ -205,9 +205,7 @@ fn schedule_action(r: &ScheduleRecord, viewer: &Viewer) -> Markup {
     let action = if r.paused { "resume" } else { "pause" };
     html! {
         div class="actions" {
-            @if r.spec.cron.is_some() {
-                a href={ "/ui/schedules?edit=" (r.name) } { "Edit " (r.name) }
-            }
+            a href={ "/ui/schedules?edit=" (r.name) } { "Edit " (r.name) }
             form method="post" action={ "/ui/schedules/" (r.name) "/" (action) } {
                 (csrf(viewer))
                 button type="submit" { @if r.paused { "Resume" } @else { "Pause" } }

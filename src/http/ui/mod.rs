@@ -21,7 +21,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, html};
 
-pub(super) use session::Sessions;
 use session::Viewer;
 
 use super::AppState;

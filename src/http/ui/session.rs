@@ -1,96 +1,58 @@
-//! Console sessions: signing in with a token makes a session, kept in this server process by
-//! the hash of its secret, with the token's hash, role, a CSRF token and an expiry. The
-//! secret travels only in a cookie that is `HttpOnly`, `SameSite=Strict` and, under HTTPS,
-//! `Secure`. Every request checks the session and, through the token cache, that its token
-//! is still live: revoking the token ends its sessions within the cache's few seconds.
+//! Console sessions: signing in with a token makes a session, kept in the store by the hash
+//! of its secret, with the token's hash and an expiry, so every node on the store knows it and
+//! signing out on one ends it on all. The secret travels only in a cookie that is `HttpOnly`,
+//! `SameSite=Strict` and, under HTTPS, `Secure`; the session's CSRF token is derived from the
+//! secret, so the store holds nothing a page could be forged with. Every request checks the
+//! session and, through the token cache, that its token is still live: revoking the token
+//! ends its sessions.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::domain::Role;
+use crate::domain::{Role, SessionRecord, Timestamp};
 use crate::http::AppState;
 use crate::service::hash_secret;
+use crate::store::{StoreError, StoreResult};
 
 /// The session cookie's name.
 pub(super) const COOKIE: &str = "remotask_session";
 /// How long a session lasts from sign-in.
 pub(super) const LIFETIME: Duration = Duration::from_secs(8 * 3600);
-/// The most sessions kept; the oldest go first beyond it.
-const MAX_SESSIONS: usize = 10_000;
 
-/// The sessions of this process, by the hash of their secret.
-#[derive(Clone, Default)]
-pub(crate) struct Sessions {
-    map: Arc<Mutex<HashMap<String, Session>>>,
+/// Starts a session for the token whose secret hashes to `token_hash`; the session's secret,
+/// for the cookie.
+pub(super) async fn start(state: &AppState, token_hash: String) -> StoreResult<String> {
+    let secret = random_hex();
+    let now = state.service.now();
+    let session = SessionRecord {
+        hash: hash_secret(&secret),
+        token_hash,
+        expires_at: Timestamp(now.0 + LIFETIME.as_millis() as i64),
+    };
+    state.service.store().start_session(&session, now).await?;
+    Ok(secret)
 }
 
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").finish_non_exhaustive()
-    }
+/// Ends the session whose secret is `secret`.
+pub(super) async fn end(state: &AppState, secret: &str) -> StoreResult<()> {
+    state
+        .service
+        .store()
+        .end_session(&hash_secret(secret))
+        .await
+        .map(drop)
 }
 
-#[derive(Clone)]
-struct Session {
-    /// The hash of the token signed in with.
-    token_hash: String,
-    /// Sent in every form that changes something, and checked.
-    csrf: String,
-    expires: Instant,
-}
-
-impl Sessions {
-    /// Starts a session for the token whose secret hashes to `token_hash`; the session's
-    /// secret, for the cookie.
-    pub(super) fn start(&self, token_hash: String) -> String {
-        let secret = random_hex();
-        let session = Session {
-            token_hash,
-            csrf: random_hex(),
-            expires: Instant::now() + LIFETIME,
-        };
-        let mut map = self.lock();
-        let now = Instant::now();
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS
-            && let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-        {
-            map.remove(&oldest);
-        }
-        map.insert(hash_secret(&secret), session);
-        secret
-    }
-
-    /// Ends the session whose secret is `secret`.
-    pub(super) fn end(&self, secret: &str) {
-        self.lock().remove(&hash_secret(secret));
-    }
-
-    fn find(&self, secret: &str) -> Option<Session> {
-        let key = hash_secret(secret);
-        let mut map = self.lock();
-        match map.get(&key) {
-            Some(s) if s.expires > Instant::now() => Some(s.clone()),
-            Some(_) => {
-                map.remove(&key);
-                None
-            }
-            None => None,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.map.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// The CSRF token of the session whose secret is `secret`.
+fn csrf_of(secret: &str) -> String {
+    blake3::derive_key("remotask console 2026 session csrf", secret.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// 32 random bytes as hex.
@@ -164,20 +126,30 @@ impl FromRequestParts<AppState> for Viewer {
             .map_or("/ui", |p| p.as_str())
             .to_owned();
         let sign_in = || SignIn(path.clone()).into_response();
+        let failed = |e: StoreError| {
+            crate::http::error::ApiError::from(crate::service::ServiceError::from(e))
+                .into_response()
+        };
         let secret = cookie(&parts.headers, COOKIE).ok_or_else(sign_in)?;
-        let session = state.sessions.find(secret).ok_or_else(sign_in)?;
+        let session = state
+            .service
+            .store()
+            .session(&hash_secret(secret), state.service.now())
+            .await
+            .map_err(failed)?
+            .ok_or_else(sign_in)?;
         match state
             .auth
-            .caller_by_hash(&state.service, session.token_hash.clone())
+            .caller_by_hash(&state.service, session.token_hash)
             .await
         {
             Ok(Some(caller)) => Ok(Viewer {
                 role: caller.role,
-                csrf: session.csrf,
+                csrf: csrf_of(secret),
                 secret: secret.to_owned(),
             }),
             Ok(None) => {
-                state.sessions.end(secret);
+                end(state, secret).await.map_err(failed)?;
                 Err(sign_in())
             }
             Err(e) => Err(crate::http::error::ApiError::from(e).into_response()),

@@ -1,5 +1,5 @@
-//! The catalog on PostgreSQL: tasks and their versions, module bytes, queues, API tokens and
-//! schedules. Small tables written by operators; a schedule's fire is applied once across
+//! The catalog on PostgreSQL: tasks and their versions, module bytes, queues, API tokens,
+//! console sessions and schedules. Small tables written by operators; a schedule's fire is applied once across
 //! nodes by moving its `next_fire` only from the value the caller read.
 
 use std::collections::BTreeMap;
@@ -10,7 +10,7 @@ use super::rows::{self, SCHEDULE_COLUMNS, id_bytes};
 use super::{corrupt, db};
 use crate::domain::{
     JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, Role, ScheduleName, ScheduleRecord,
-    TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp, TokenRecord,
+    SessionRecord, TaskDefaults, TaskName, TaskRecord, TaskVersion, Timestamp, TokenRecord,
 };
 use crate::store::{Revoked, StoreResult};
 
@@ -272,6 +272,13 @@ pub(super) async fn revoke_token(
         )
         .await
         .map_err(db)?;
+    client
+        .execute(
+            "DELETE FROM sessions WHERE token_hash = (SELECT hash FROM tokens WHERE id = $1)",
+            &[&id],
+        )
+        .await
+        .map_err(db)?;
     Ok(Revoked::Revoked)
 }
 
@@ -294,6 +301,59 @@ pub(super) async fn token_by_hash(
         .as_ref()
         .map(token)
         .transpose()
+}
+
+/// Keeps a console session and forgets the expired ones.
+pub(super) async fn start_session(
+    client: &impl GenericClient,
+    s: &SessionRecord,
+    now: Timestamp,
+) -> StoreResult<()> {
+    client
+        .execute("DELETE FROM sessions WHERE expires_at <= $1", &[&now.0])
+        .await
+        .map_err(db)?;
+    client
+        .execute(
+            "INSERT INTO sessions (hash, token_hash, expires_at) VALUES ($1, $2, $3)",
+            &[&s.hash, &s.token_hash, &s.expires_at.0],
+        )
+        .await
+        .map_err(db)?;
+    Ok(())
+}
+
+/// The unexpired session whose secret hashes to `hash`.
+pub(super) async fn session(
+    client: &impl GenericClient,
+    hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<SessionRecord>> {
+    let statement = client
+        .prepare_cached(
+            "SELECT hash, token_hash, expires_at FROM sessions \
+             WHERE hash = $1 AND expires_at > $2",
+        )
+        .await
+        .map_err(db)?;
+    Ok(client
+        .query_opt(&statement, &[&hash, &now.0])
+        .await
+        .map_err(db)?
+        .map(|r| SessionRecord {
+            hash: r.get(0),
+            token_hash: r.get(1),
+            expires_at: Timestamp(r.get(2)),
+        }))
+}
+
+/// Forgets a session; false if there was none.
+pub(super) async fn end_session(client: &impl GenericClient, hash: &str) -> StoreResult<bool> {
+    Ok(client
+        .execute("DELETE FROM sessions WHERE hash = $1", &[&hash])
+        .await
+        .map_err(db)?
+        > 0)
 }
 
 /// The schedules a `WHERE`/`ORDER BY` clause (its values in `params`) selects.

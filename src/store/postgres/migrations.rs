@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/03_context_guards.sql"),
     include_str!("migrations/04_attempt_replay.sql"),
     include_str!("migrations/05_ended_minutes.sql"),
+    include_str!("migrations/06_console_sessions.sql"),
 ];
 
 /// The advisory lock key of migrations ("remotask" in ASCII, cut to 63 bits).

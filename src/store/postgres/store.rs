@@ -7,8 +7,8 @@ use deadpool_postgres::GenericClient;
 use super::{PgStore, catalog, db, jobs, leases};
 use crate::domain::{
     AttemptRecord, CancelOutcome, Job, JobFilter, JobId, Lease, ModuleDigest, NewJob, QueueConfig,
-    QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, TaskDefaults, TaskName,
-    TaskRecord, Timestamp, TokenRecord,
+    QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, SessionRecord,
+    TaskDefaults, TaskName, TaskRecord, Timestamp, TokenRecord,
 };
 use crate::store::{
     AttemptEnd, Claimed, Claims, Firing, Inserted, Revoked, Signal, Store, StoreError, StoreResult,
@@ -394,6 +394,18 @@ impl Store for PgStore {
 
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
         catalog::token_by_hash(&self.durable().await?, hash).await
+    }
+
+    async fn start_session(&self, session: &SessionRecord, now: Timestamp) -> StoreResult<()> {
+        catalog::start_session(&self.durable().await?, session, now).await
+    }
+
+    async fn session(&self, hash: &str, now: Timestamp) -> StoreResult<Option<SessionRecord>> {
+        catalog::session(&self.durable().await?, hash, now).await
+    }
+
+    async fn end_session(&self, hash: &str) -> StoreResult<bool> {
+        catalog::end_session(&self.durable().await?, hash).await
     }
 
     fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {

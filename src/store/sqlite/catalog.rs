@@ -1,6 +1,6 @@
-//! The catalog: tasks and their versions, queues and their settings, API tokens. Small
-//! tables written by operators, read on every submit (tasks), claim (queues) and request
-//! (tokens).
+//! The catalog: tasks and their versions, queues and their settings, API tokens and console
+//! sessions. Small tables written by operators, read on every submit (tasks), claim (queues)
+//! and request (tokens, sessions).
 
 use std::collections::BTreeMap;
 
@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 use super::rows::{json, parse_json};
 use super::{corrupt, db};
 use crate::domain::{
-    JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, Role, TaskDefaults, TaskName,
-    TaskRecord, TaskVersion, Timestamp, TokenRecord,
+    JobState, ModuleDigest, QueueConfig, QueueName, QueueStats, Role, SessionRecord, TaskDefaults,
+    TaskName, TaskRecord, TaskVersion, Timestamp, TokenRecord,
 };
 use crate::store::{Revoked, StoreResult};
 
@@ -344,6 +344,11 @@ pub(super) fn revoke_token(conn: &Connection, id: &str, now: Timestamp) -> Store
         params![id, now.0],
     )
     .map_err(db)?;
+    conn.execute(
+        "DELETE FROM sessions WHERE token_hash = (SELECT hash FROM tokens WHERE id = ?1)",
+        [id],
+    )
+    .map_err(db)?;
     Ok(Revoked::Revoked)
 }
 
@@ -359,4 +364,49 @@ pub(super) fn token_by_hash(conn: &Connection, hash: &str) -> StoreResult<Option
         .optional()
         .map_err(db)?;
     row.transpose()
+}
+
+/// Keeps a console session and forgets the expired ones.
+pub(super) fn start_session(
+    conn: &Connection,
+    s: &SessionRecord,
+    now: Timestamp,
+) -> StoreResult<()> {
+    conn.execute("DELETE FROM sessions WHERE expires_at <= ?1", [now.0])
+        .map_err(db)?;
+    conn.execute(
+        "INSERT INTO sessions (hash, token_hash, expires_at) VALUES (?1, ?2, ?3)",
+        params![s.hash, s.token_hash, s.expires_at.0],
+    )
+    .map_err(db)?;
+    Ok(())
+}
+
+/// The unexpired session whose secret hashes to `hash`.
+pub(super) fn session(
+    conn: &Connection,
+    hash: &str,
+    now: Timestamp,
+) -> StoreResult<Option<SessionRecord>> {
+    conn.prepare_cached(
+        "SELECT hash, token_hash, expires_at FROM sessions WHERE hash = ?1 AND expires_at > ?2",
+    )
+    .map_err(db)?
+    .query_row(params![hash, now.0], |r| {
+        Ok(SessionRecord {
+            hash: r.get(0)?,
+            token_hash: r.get(1)?,
+            expires_at: Timestamp(r.get(2)?),
+        })
+    })
+    .optional()
+    .map_err(db)
+}
+
+/// Forgets a session; false if there was none.
+pub(super) fn end_session(conn: &Connection, hash: &str) -> StoreResult<bool> {
+    Ok(conn
+        .execute("DELETE FROM sessions WHERE hash = ?1", [hash])
+        .map_err(db)?
+        > 0)
 }

@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/10_context_guards.sql"),
     include_str!("migrations/11_attempt_replay.sql"),
     include_str!("migrations/12_ended_minutes.sql"),
+    include_str!("migrations/13_console_sessions.sql"),
 ];
 
 /// Applies the migrations `conn`'s database does not have yet.

@@ -7,8 +7,8 @@ use super::schedules::FireWrite;
 use super::{SqliteStore, catalog, claims, ends, jobs, schedules};
 use crate::domain::{
     AttemptRecord, CancelOutcome, Job, JobFilter, JobId, Lease, ModuleDigest, NewJob, QueueConfig,
-    QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, TaskDefaults, TaskName,
-    TaskRecord, Timestamp, TokenRecord,
+    QueueName, QueuePosition, QueueStats, ScheduleName, ScheduleRecord, SessionRecord,
+    TaskDefaults, TaskName, TaskRecord, Timestamp, TokenRecord,
 };
 use crate::store::{
     AttemptEnd, BlobError, Claimed, Claims, Firing, Inserted, ParkedAnswer, Revoked, StandingClaim,
@@ -324,5 +324,22 @@ impl Store for SqliteStore {
     async fn token_by_hash(&self, hash: &str) -> StoreResult<Option<TokenRecord>> {
         // Every authenticated request asks: a cached statement, on the calling thread.
         self.read_point(|conn| catalog::token_by_hash(conn, hash))
+    }
+
+    async fn start_session(&self, session: &SessionRecord, now: Timestamp) -> StoreResult<()> {
+        let session = session.clone();
+        self.write(move |conn| catalog::start_session(conn, &session, now))
+            .await
+    }
+
+    async fn session(&self, hash: &str, now: Timestamp) -> StoreResult<Option<SessionRecord>> {
+        // Every console request asks, as for tokens.
+        self.read_point(|conn| catalog::session(conn, hash, now))
+    }
+
+    async fn end_session(&self, hash: &str) -> StoreResult<bool> {
+        let hash = hash.to_owned();
+        self.write(move |conn| catalog::end_session(conn, &hash))
+            .await
     }
 }

@@ -1,5 +1,5 @@
-//! The catalog and schedules: task versions and defaults, tokens by hash, a schedule fire
-//! applied once.
+//! The catalog and schedules: task versions and defaults, tokens by hash, console sessions,
+//! a schedule fire applied once.
 
 use super::*;
 
@@ -235,4 +235,46 @@ pub(super) async fn a_schedule_fire_is_applied_once(store: impl Store) {
     assert!(store.delete_schedule(&name).await.unwrap());
     assert!(!store.delete_schedule(&name).await.unwrap());
     assert!(store.get_job(job.id).await.unwrap().is_some());
+}
+
+pub(super) async fn sessions_last_until_they_expire_end_or_lose_their_token(store: impl Store) {
+    let token = TokenRecord {
+        id: "tok_s".into(),
+        name: "console".into(),
+        role: Role::Read,
+        hash: "token hash".into(),
+        created_at: T0,
+        revoked_at: None,
+    };
+    store.create_token(&token).await.unwrap();
+    let session = |hash: &str, expires: i64| SessionRecord {
+        hash: hash.into(),
+        token_hash: "token hash".into(),
+        expires_at: Timestamp(T0.0 + expires),
+    };
+    store.start_session(&session("s1", 100), T0).await.unwrap();
+    store.start_session(&session("s2", 10), T0).await.unwrap();
+    assert_eq!(
+        store.session("s1", T0).await.unwrap(),
+        Some(session("s1", 100))
+    );
+    assert_eq!(store.session("nope", T0).await.unwrap(), None);
+    // Expired: not found, and forgotten when the next session starts.
+    let later = Timestamp(T0.0 + 10);
+    assert_eq!(store.session("s2", later).await.unwrap(), None);
+    store
+        .start_session(&session("s3", 200), later)
+        .await
+        .unwrap();
+    assert!(!store.end_session("s2").await.unwrap());
+    // Ended: gone.
+    assert!(store.end_session("s3").await.unwrap());
+    assert_eq!(store.session("s3", later).await.unwrap(), None);
+    // Revoking the token ends its sessions.
+    assert!(store.session("s1", later).await.unwrap().is_some());
+    assert_eq!(
+        store.revoke_token("tok_s", later).await.unwrap(),
+        Revoked::Revoked
+    );
+    assert_eq!(store.session("s1", later).await.unwrap(), None);
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use remotask::domain::{
     AttemptRecord, AttemptReplay, CancelOutcome, CatchUp, Finish, JobError, JobFilter, JobId,
     JobState, JobTemplate, Lease, Limits, ManualClock, ModuleDigest, NewJob, Overlap, QueueConfig,
-    QueueName, Reason, Recording, RetryPolicy, Role, ScheduleName, ScheduleRecord, Seed, SpecDef,
-    Start, TaskDefaults, TaskName, Timestamp, TokenRecord,
+    QueueName, Reason, Recording, RetryPolicy, Role, ScheduleName, ScheduleRecord, Seed,
+    SessionRecord, SpecDef, Start, TaskDefaults, TaskName, Timestamp, TokenRecord,
 };
 use remotask::store::{
     AttemptEnd, Claimed, Firing, Inserted, PgStore, Promoted, Revoked, SqliteStore, StandingClaim,
@@ -53,6 +53,7 @@ macro_rules! conformance {
             catalog::task_versions_and_defaults,
             catalog::tokens_are_found_by_hash_until_revoked,
             catalog::the_last_live_admin_token_is_never_revoked,
+            catalog::sessions_last_until_they_expire_end_or_lose_their_token,
             catalog::a_schedule_fire_is_applied_once,
         ]);
     };

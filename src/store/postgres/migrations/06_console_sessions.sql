@@ -1,0 +1,9 @@
+-- Web console sessions, by the blake3 hash of their secret (the cookie holds the secret),
+-- with the hash of the token signed in with. Expired rows go when a session starts; a
+-- revoked token's sessions go with it.
+CREATE TABLE sessions (
+    hash        text PRIMARY KEY,
+    token_hash  text NOT NULL,
+    expires_at  bigint NOT NULL
+);
+CREATE INDEX sessions_token ON sessions (token_hash);
