@@ -604,7 +604,7 @@ async fn states(api: &Api, ids: &[String]) -> Vec<String> {
 }
 
 /// The dashboard: jobs by state, the last hour's completed and failed jobs, the newest
-/// failures with their reasons, and the slowest tasks.
+/// failures with their reasons, and the slowest tasks; a schedule's last job and result.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_tasks() {
     let console = Console::with_workers("1");
@@ -669,6 +669,40 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
             "{\"n\":1}"
         ]),
         "{saved}"
+    );
+
+    // A schedule's page shows its last job and what that job gave.
+    let r = console
+        .api
+        .request(reqwest::Method::POST, "/v1/schedules")
+        .json(&json!({"name": "soon", "delay_seconds": 0, "task": "echo",
+            "input": {"from": "soon"}}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let fired = loop {
+        let soon = console.api.get("/v1/schedules/soon").await;
+        if let Some(id) = soon["last_job"]["id"].as_str() {
+            break id.to_owned();
+        }
+        assert!(std::time::Instant::now() < deadline, "{soon}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    console
+        .api
+        .wait_ended(&[fired.clone()], Duration::from_secs(30))
+        .await;
+    browser.open(&format!("{}/ui/schedules", console.url)).await;
+    let shown = browser.text("section[aria-label='Schedule soon'] dl").await;
+    assert!(
+        shown.contains(&format!("Last job\n{fired} completed")),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Last result\n{\"from\":\"soon\"}"),
+        "{shown}"
     );
 
     // Every page at a desktop's and a phone's width, for a person to look at.

@@ -189,6 +189,7 @@ pub(super) async fn schedules(
                             a href={ "/ui/jobs/" (job.id) } { (job.id) }
                             " " span class={ "state-" (job.state.as_str()) } { (job.state.as_str()) }
                         }
+                        @if let Some(result) = last_result(job) { dt { "Last result" } dd { (result) } }
                     }
                 }
                 (schedule_action(r, &viewer))
@@ -356,4 +357,20 @@ pub(super) async fn revoke_token(
         }
         Err(e) => back("/ui/tokens", &format!("Refused: {e}")),
     }
+}
+
+/// What a schedule's last job gave, in a line: the start of its output, or its reason and
+/// message if it failed.
+fn last_result(job: &crate::domain::Job) -> Option<String> {
+    const SHOWN: usize = 200;
+    if let Some(error) = &job.error {
+        return Some(format!("{}: {}", error.reason.as_str(), error.message));
+    }
+    let output = job.output.as_deref()?;
+    let text = String::from_utf8_lossy(&output[..output.len().min(SHOWN)]).into_owned();
+    Some(if output.len() > SHOWN {
+        format!("{text}… ({} bytes)", output.len())
+    } else {
+        text
+    })
 }
