@@ -692,7 +692,7 @@ async fn the_dashboard_shows_the_last_hour_the_newest_failures_and_the_slowest_t
     };
     console
         .api
-        .wait_ended(&[fired.clone()], Duration::from_secs(30))
+        .wait_ended(std::slice::from_ref(&fired), Duration::from_secs(30))
         .await;
     browser.open(&format!("{}/ui/schedules", console.url)).await;
     let shown = browser.text("section[aria-label='Schedule soon'] dl").await;
