@@ -217,7 +217,7 @@ const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (job_id, number, reason, tra
     replay) \
     SELECT * FROM unnest($1::bytea[], $2::int4[], $3::text[], $4::text[], $5::int4[], \
         $6::text[], $7::bytea[], $8::bool[], $9::text[], $10::text[], $11::int8[], \
-        $12::int8[], $13::text[])";
+        $12::int8[], $13::bytea[])";
 
 async fn write_jobs(
     client: &impl GenericClient,

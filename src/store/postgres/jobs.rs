@@ -7,8 +7,8 @@ use deadpool_postgres::GenericClient;
 use super::rows::{self, JOB_COLUMNS, id_bytes, job_id};
 use super::{corrupt, db};
 use crate::domain::{
-    AttemptRecord, CancelOutcome, Event, Job, JobFilter, JobId, JobState, KeyPosition, NewJob,
-    QueueConfig, QueueName, QueuePosition, Timestamp,
+    AttemptRecord, AttemptReplay, CancelOutcome, Event, Job, JobFilter, JobId, JobState,
+    KeyPosition, NewJob, QueueConfig, QueueName, QueuePosition, Timestamp,
 };
 use crate::store::columns;
 use crate::store::guards::{Sql, guard, target};
@@ -236,7 +236,7 @@ pub(super) async fn attempts(
     rows.iter()
         .map(|r| {
             let trap_kind: Option<String> = r.get(2);
-            let replay: Option<&str> = r.get(11);
+            let replay: Option<&[u8]> = r.get(11);
             Ok(AttemptRecord {
                 number: r.get::<_, i32>(0) as u32,
                 reason: r
@@ -255,8 +255,9 @@ pub(super) async fn attempts(
                 started_at: Timestamp(r.get(9)),
                 finished_at: Timestamp(r.get(10)),
                 replay: replay
-                    .map(|text| rows::parse_json("attempts", text))
-                    .transpose()?,
+                    .map(AttemptReplay::decode)
+                    .transpose()
+                    .map_err(|e| corrupt("attempts", e))?,
             })
         })
         .collect()

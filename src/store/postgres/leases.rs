@@ -146,7 +146,7 @@ pub(super) const FINISH: &str = "WITH v AS ( \
         a.stderr_truncated, a.receipt, a.worker, a.started_at, a.finished_at, a.replay \
     FROM unnest($10::bytea[], $11::int4[], $12::text[], $13::text[], \
         $14::int4[], $15::text[], $16::bytea[], $17::bool[], $18::text[], $19::text[], \
-        $20::int8[], $21::int8[], $22::text[], $23::int8[]) AS a(job_id, number, reason, \
+        $20::int8[], $21::int8[], $22::bytea[], $23::int8[]) AS a(job_id, number, reason, \
             trap_kind, exit_code, message, stderr, stderr_truncated, receipt, worker, \
             started_at, finished_at, replay, token) \
     WHERE (a.job_id, a.token) IN (SELECT id, token FROM ended) \

@@ -17,6 +17,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/04_attempt_replay.sql"),
     include_str!("migrations/05_ended_minutes.sql"),
     include_str!("migrations/06_console_sessions.sql"),
+    include_str!("migrations/07_compact_replay.sql"),
 ];
 
 /// The advisory lock key of migrations ("remotask" in ASCII, cut to 63 bits).

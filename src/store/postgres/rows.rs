@@ -6,8 +6,8 @@ use tokio_postgres::Row;
 
 use super::corrupt;
 use crate::domain::{
-    Job, JobError, JobId, JobState, Lease, ModuleDigest, QueueName, ScheduleRecord, TaskName,
-    Timestamp,
+    AttemptReplay, Job, JobError, JobId, JobState, Lease, ModuleDigest, QueueName, ScheduleRecord,
+    TaskName, Timestamp,
 };
 use crate::store::StoreResult;
 use crate::store::columns;
@@ -136,7 +136,7 @@ pub(super) struct AttemptColumns<'a> {
     workers: Vec<&'a str>,
     started: Vec<i64>,
     finished: Vec<i64>,
-    replays: Vec<Option<String>>,
+    replays: Vec<Option<Vec<u8>>>,
 }
 
 impl<'a> AttemptColumns<'a> {
@@ -162,7 +162,7 @@ impl<'a> AttemptColumns<'a> {
             finished: attempts.iter().map(|(_, a)| a.finished_at.0).collect(),
             replays: attempts
                 .iter()
-                .map(|(_, a)| a.replay.as_ref().map(crate::store::columns::json))
+                .map(|(_, a)| a.replay.as_ref().map(AttemptReplay::encode))
                 .collect(),
         }
     }

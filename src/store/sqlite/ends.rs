@@ -9,9 +9,10 @@ use super::counts::StateCounts;
 use super::moves::end_attempt;
 use super::rows::{EncodedAttempt, EncodedEnd, parse_json};
 use super::{corrupt, db};
-use crate::domain::{AttemptRecord, Event, Finish, JobId, JobState, Timestamp};
+use crate::domain::{AttemptRecord, AttemptReplay, Event, Finish, JobId, JobState, Timestamp};
 use crate::store::StoreResult;
 use crate::store::guards::Sql;
+use rusqlite::types::ValueRef;
 
 /// Writes attempt ends; says for each whether it was written (false: its lease is stale).
 /// Each job's next state is one guarded update; the attempts of those written are recorded
@@ -190,7 +191,14 @@ pub(super) fn attempt_row(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<Attem
     let reason: String = r.get(at + 1).map_err(db)?;
     let trap_kind: Option<String> = r.get(at + 2).map_err(db)?;
     let receipt: String = r.get(at + 7).map_err(db)?;
-    let replay: Option<String> = r.get(at + 11).map_err(db)?;
+    let replay = match r.get_ref(at + 11).map_err(db)? {
+        ValueRef::Null => None,
+        // The compact form; rows written before it hold JSON text.
+        ValueRef::Blob(b) | ValueRef::Text(b) => {
+            Some(AttemptReplay::decode(b).map_err(|e| corrupt("attempts", e))?)
+        }
+        _ => return Err(corrupt("attempts", "a replay record that is a number")),
+    };
     Ok(AttemptRecord {
         number: r.get(at).map_err(db)?,
         reason: reason.parse().map_err(|e| corrupt("attempts", e))?,
@@ -205,8 +213,6 @@ pub(super) fn attempt_row(r: &rusqlite::Row<'_>, at: usize) -> StoreResult<Attem
         worker: r.get(at + 8).map_err(db)?,
         started_at: Timestamp(r.get(at + 9).map_err(db)?),
         finished_at: Timestamp(r.get(at + 10).map_err(db)?),
-        replay: replay
-            .map(|text| parse_json("attempts", &text))
-            .transpose()?,
+        replay,
     })
 }

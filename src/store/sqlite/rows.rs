@@ -8,7 +8,7 @@ use rusqlite::{Connection, Row};
 use super::claims::ClaimOf;
 use super::{corrupt, db};
 use crate::domain::{
-    Finish, Job, JobError, JobState, Lease, Limits, NewJob, RetryPolicy, Timestamp,
+    AttemptReplay, Finish, Job, JobError, JobState, Lease, Limits, NewJob, RetryPolicy, Timestamp,
 };
 use crate::store::columns;
 use crate::store::{AttemptEnd, StoreResult};
@@ -277,8 +277,8 @@ pub(super) struct EncodedAttempt {
     pub(super) receipt: String,
     pub(super) reason: &'static str,
     pub(super) trap_kind: Option<&'static str>,
-    /// The JSON of what replays the attempt.
-    pub(super) replay: Option<String>,
+    /// What replays the attempt, in its compact form.
+    pub(super) replay: Option<Vec<u8>>,
 }
 
 impl EncodedEnd {
@@ -294,7 +294,7 @@ impl EncodedEnd {
                 receipt: a.receipt.to_string(),
                 reason: a.reason.as_str(),
                 trap_kind: a.trap_kind.map(|k| k.as_str()),
-                replay: a.replay.as_ref().map(columns::json),
+                replay: a.replay.as_ref().map(AttemptReplay::encode),
             }),
             end,
         }

@@ -247,3 +247,46 @@ fn the_unique_lookup_and_clean_use_their_partial_indexes() {
     );
     assert!(clean.contains("jobs_ended"), "{clean}");
 }
+
+#[test]
+fn a_replay_record_is_read_in_the_compact_form_and_as_the_json_of_older_rows() {
+    use crate::domain::{AttemptReplay, JobId, Recording, Seed, output_digest};
+    use rusqlite::types::Value;
+
+    let (_dir, conn) = migrated();
+    let id: JobId = "01M97B6AJDAR3BXG0000000000".parse().expect("id");
+    let mut recording = Recording::new(Seed([7; 32]));
+    recording.wall = vec![1_700_000_000_000_000_000];
+    let replay = AttemptReplay {
+        limits: Limits::default(),
+        output_digest: output_digest(b"out"),
+        recording,
+    };
+    let json = serde_json::to_string(&replay).expect("json");
+    for (number, value) in [
+        (1, Value::Text(json)),
+        (2, Value::Blob(replay.encode())),
+        (3, Value::Null),
+    ] {
+        conn.execute(
+            "INSERT INTO attempts (job_id, number, reason, stderr, stderr_truncated, receipt, \
+             worker, started_at, finished_at, replay) \
+             VALUES (?1, ?2, 'completed', x'', 0, '{}', 'w', 0, 0, ?3)",
+            params![id.to_string(), number, value],
+        )
+        .expect("attempt");
+    }
+    let read: Vec<_> = super::ends::attempts(&conn, id)
+        .expect("attempts")
+        .into_iter()
+        .map(|a| a.replay)
+        .collect();
+    assert_eq!(read, [Some(replay.clone()), Some(replay), None]);
+    conn.execute("UPDATE attempts SET replay = x'09' WHERE number = 3", [])
+        .expect("update");
+    let refused = super::ends::attempts(&conn, id).unwrap_err().to_string();
+    assert!(
+        refused.contains("unknown replay record format 9"),
+        "{refused}"
+    );
+}
