@@ -33,6 +33,24 @@ pub struct JobTemplate {
     pub concurrency_key: Option<String>,
 }
 
+impl JobTemplate {
+    /// A job of `task` with `input` and every other field at its default.
+    pub fn of(task: TaskName, input: Vec<u8>) -> Self {
+        JobTemplate {
+            task,
+            input,
+            args: Vec::new(),
+            env: Vec::new(),
+            queue: None,
+            priority: 0,
+            limits: LimitsOverride::default(),
+            retry: None,
+            context: None,
+            concurrency_key: None,
+        }
+    }
+}
+
 /// What a fire does while the schedule's previous job is still live.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

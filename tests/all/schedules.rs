@@ -23,16 +23,8 @@ fn at(seconds: i64) -> Timestamp {
 
 fn template(task: &str, args: &[&str]) -> JobTemplate {
     JobTemplate {
-        task: task.parse().unwrap(),
-        input: b"{\"foo\": \"bar\"}".to_vec(),
         args: args.iter().map(|a| a.to_string()).collect(),
-        env: vec![],
-        queue: None,
-        priority: 0,
-        limits: Default::default(),
-        retry: None,
-        context: None,
-        concurrency_key: None,
+        ..JobTemplate::of(task.parse().unwrap(), b"{\"foo\": \"bar\"}".to_vec())
     }
 }
 

@@ -247,18 +247,7 @@ pub(super) async fn submit(State(s): State<AppState>, viewer: Viewer, body: Byte
         None => {
             let request = ScheduleRequest {
                 spec,
-                job: JobTemplate {
-                    task,
-                    input,
-                    args: Vec::new(),
-                    env: Vec::new(),
-                    queue: None,
-                    priority: 0,
-                    limits: Default::default(),
-                    retry: None,
-                    context: None,
-                    concurrency_key: None,
-                },
+                job: JobTemplate::of(task, input),
                 overlap: Default::default(),
                 catch_up: Default::default(),
                 paused: false,
