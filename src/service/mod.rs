@@ -29,7 +29,7 @@ pub use maintenance::{Maintenance, MaintenanceConfig};
 pub use schedules::{ScheduleRequest, ScheduleView};
 pub use source::LocalSource;
 pub use submit::SubmitRequest;
-pub use tokens::{NewToken, hash_secret, new_token};
+pub use tokens::{NewToken, SESSION_LIFETIME, hash_secret, new_token};
 pub use workers::{WorkerHello, WorkerView};
 
 use crate::domain::{

@@ -192,6 +192,36 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
 /// What the server refuses whatever a page showed: an action without the session's CSRF
 /// token, an action the role does not allow, and a page without a session. The cookie is
 /// `HttpOnly` and `SameSite=Strict` (and not `Secure` over plain HTTP).
+/// The job table keeps a stream of job events open; a page left behind must let it go, or
+/// after six pages (a browser's connections to one server over HTTP/1.1) the next request
+/// waits for a connection until a stream times out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_left_behind_let_their_event_streams_go() {
+    let console = Console::start();
+    let browser = Browser::start().await;
+    console
+        .sign_in(&browser, &console.api.admin, "/ui/jobs")
+        .await;
+    for visit in 0..10 {
+        let path = format!("/ui/jobs?state=queued&visit={visit}");
+        browser.open(&format!("{}{path}", console.url)).await;
+        browser.wait_for(&path).await;
+        // How long the request waited before it was sent: milliseconds, not the minute it
+        // took when every earlier page still held its stream.
+        let waited = browser
+            .run(
+                "const n = performance.getEntriesByType('navigation')[0]; \
+                 return n.requestStart - n.startTime;",
+            )
+            .await;
+        assert!(
+            waited.as_f64().unwrap() < 5_000.0,
+            "visit {visit} waited {waited} ms for a connection"
+        );
+    }
+    browser.quit().await;
+}
+
 /// An HTTP client that shows redirects instead of following them.
 pub(crate) fn no_redirects() -> reqwest::Client {
     reqwest::Client::builder()

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use maud::html;
 use serde::Deserialize;
 
-use super::session::{self, Viewer, set_cookie};
+use super::session::{Viewer, set_cookie};
 use super::{failure, forbidden, page};
 use crate::domain::{CancelOutcome, JobId, QueueName, Role};
 use crate::http::AppState;
@@ -58,7 +58,7 @@ pub(super) async fn login(State(s): State<AppState>, body: Bytes) -> Response {
     let hash = hash_secret(form.token.trim());
     match s.auth.caller_by_hash(&s.service, hash.clone()).await {
         Ok(Some(_)) => {
-            let secret = match session::start(&s, hash).await {
+            let secret = match s.service.start_session(hash).await {
                 Ok(secret) => secret,
                 Err(e) => return failure(StatusCode::INTERNAL_SERVER_ERROR, None, &e.to_string()),
             };
@@ -106,7 +106,7 @@ pub(super) async fn logout(State(s): State<AppState>, viewer: Viewer, body: Byte
     if let Some(refused) = forged(&viewer, &body) {
         return refused;
     }
-    if let Err(e) = session::end(&s, &viewer.secret).await {
+    if let Err(e) = s.service.end_session(&viewer.secret).await {
         return failure(
             StatusCode::INTERNAL_SERVER_ERROR,
             Some(&viewer),

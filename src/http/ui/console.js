@@ -6,6 +6,13 @@
   const table = document.querySelector("[data-live-table]");
   if (table && window.EventSource) {
     const events = new EventSource("/ui/live/events");
+    // A page left behind lets its stream go, also when the browser keeps it for "back":
+    // a browser opens only six connections to one server over HTTP/1.1, and streams held by
+    // old pages would use them up until the next request waits for one.
+    window.addEventListener("pagehide", () => events.close());
+    window.addEventListener("pageshow", (e) => {
+      if (e.persisted) window.location.reload();
+    });
     const newRows = table.dataset.newRows;
     const asked = new Set();
     events.addEventListener("job", async (message) => {

@@ -1,51 +1,22 @@
-//! Console sessions: signing in with a token makes a session, kept in the store by the hash
-//! of its secret, with the token's hash and an expiry, so every node on the store knows it and
-//! signing out on one ends it on all. The secret travels only in a cookie that is `HttpOnly`,
-//! `SameSite=Strict` and, under HTTPS, `Secure`; the session's CSRF token is derived from the
-//! secret, so the store holds nothing a page could be forged with. Every request checks the
-//! session and, through the token cache, that its token is still live: revoking the token
-//! ends its sessions.
-
-use std::time::Duration;
+//! Console sessions: signing in with a token makes a session, kept in the store (through the
+//! service) by the hash of its secret, so every node knows it and signing out on one ends it
+//! on all. The secret travels only in a cookie that is `HttpOnly`, `SameSite=Strict` and,
+//! under HTTPS, `Secure`; the session's CSRF token is derived from the secret, so the store
+//! holds nothing a form could be forged with. Every request checks the session and, through
+//! the token cache, that its token is still live; revoking the token ends its sessions.
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 
-use crate::domain::{Role, SessionRecord, Timestamp};
+use crate::domain::Role;
 use crate::http::AppState;
-use crate::service::hash_secret;
-use crate::store::{StoreError, StoreResult};
+use crate::http::error::ApiError;
+use crate::service::SESSION_LIFETIME;
 
 /// The session cookie's name.
 pub(super) const COOKIE: &str = "remotask_session";
-/// How long a session lasts from sign-in.
-pub(super) const LIFETIME: Duration = Duration::from_secs(8 * 3600);
-
-/// Starts a session for the token whose secret hashes to `token_hash`; the session's secret,
-/// for the cookie.
-pub(super) async fn start(state: &AppState, token_hash: String) -> StoreResult<String> {
-    let secret = random_hex();
-    let now = state.service.now();
-    let session = SessionRecord {
-        hash: hash_secret(&secret),
-        token_hash,
-        expires_at: Timestamp(now.0 + LIFETIME.as_millis() as i64),
-    };
-    state.service.store().start_session(&session, now).await?;
-    Ok(secret)
-}
-
-/// Ends the session whose secret is `secret`.
-pub(super) async fn end(state: &AppState, secret: &str) -> StoreResult<()> {
-    state
-        .service
-        .store()
-        .end_session(&hash_secret(secret))
-        .await
-        .map(drop)
-}
 
 /// The CSRF token of the session whose secret is `secret`.
 fn csrf_of(secret: &str) -> String {
@@ -53,13 +24,6 @@ fn csrf_of(secret: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// 32 random bytes as hex.
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).expect("the OS gives random bytes");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Who is looking at a console page: the role of the token they signed in with, and the
@@ -97,7 +61,7 @@ pub(super) fn set_cookie(secret: Option<&str>, secure: bool) -> String {
     match secret {
         Some(s) => format!(
             "{COOKIE}={s}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
-            LIFETIME.as_secs()
+            SESSION_LIFETIME.as_secs()
         ),
         None => format!("{COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0{secure}"),
     }
@@ -126,15 +90,11 @@ impl FromRequestParts<AppState> for Viewer {
             .map_or("/ui", |p| p.as_str())
             .to_owned();
         let sign_in = || SignIn(path.clone()).into_response();
-        let failed = |e: StoreError| {
-            crate::http::error::ApiError::from(crate::service::ServiceError::from(e))
-                .into_response()
-        };
+        let failed = |e| ApiError::from(e).into_response();
         let secret = cookie(&parts.headers, COOKIE).ok_or_else(sign_in)?;
         let session = state
             .service
-            .store()
-            .session(&hash_secret(secret), state.service.now())
+            .session(secret)
             .await
             .map_err(failed)?
             .ok_or_else(sign_in)?;
@@ -149,10 +109,10 @@ impl FromRequestParts<AppState> for Viewer {
                 secret: secret.to_owned(),
             }),
             Ok(None) => {
-                end(state, secret).await.map_err(failed)?;
+                state.service.end_session(secret).await.map_err(failed)?;
                 Err(sign_in())
             }
-            Err(e) => Err(crate::http::error::ApiError::from(e).into_response()),
+            Err(e) => Err(failed(e)),
         }
     }
 }
