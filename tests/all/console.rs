@@ -192,9 +192,10 @@ async fn the_console_signs_in_shows_jobs_and_acts_within_the_role() {
 /// What the server refuses whatever a page showed: an action without the session's CSRF
 /// token, an action the role does not allow, and a page without a session. The cookie is
 /// `HttpOnly` and `SameSite=Strict` (and not `Secure` over plain HTTP).
-/// The job table keeps a stream of job events open; a page left behind must let it go, or
-/// after six pages (a browser's connections to one server over HTTP/1.1) the next request
-/// waits for a connection until a stream times out.
+/// The job table keeps a stream of job events open while it is seen; a page left behind or
+/// in a tab behind others must let it go, or after six such pages (a browser's connections to
+/// one server over HTTP/1.1) the next request waits for a connection until a stream times
+/// out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pages_left_behind_let_their_event_streams_go() {
     let console = Console::start();
@@ -219,6 +220,40 @@ async fn pages_left_behind_let_their_event_streams_go() {
             "visit {visit} waited {waited} ms for a connection"
         );
     }
+
+    // A page not seen (another tab in front) holds no stream either; seen again, it shows
+    // what moved meanwhile.
+    let id = console
+        .api
+        .submit(vec![json!({"task": "echo", "hold": true})])
+        .await
+        .remove(0);
+    browser.open(&format!("{}/ui/jobs", console.url)).await;
+    let cell = format!("#job-{id} td[data-state]");
+    wait_for_text(&browser, &cell, "held").await;
+    let seen = |seen: bool| {
+        format!(
+            "Object.defineProperty(document, 'hidden', {{ value: {}, configurable: true }}); \
+             document.dispatchEvent(new Event('visibilitychange')); return null;",
+            !seen
+        )
+    };
+    browser.run(&seen(false)).await;
+    let r = console
+        .api
+        .request(reqwest::Method::POST, &format!("/v1/jobs/{id}/release"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        browser.text(&cell).await,
+        "held",
+        "no stream while not seen"
+    );
+    browser.run(&seen(true)).await;
+    wait_for_text(&browser, &cell, "queued").await;
     browser.quit().await;
 }
 

@@ -5,25 +5,19 @@
 (() => {
   const table = document.querySelector("[data-live-table]");
   if (table && window.EventSource) {
-    const events = new EventSource("/ui/live/events");
-    // A page left behind lets its stream go, also when the browser keeps it for "back":
-    // a browser opens only six connections to one server over HTTP/1.1, and streams held by
-    // old pages would use them up until the next request waits for one.
-    window.addEventListener("pagehide", () => events.close());
-    window.addEventListener("pageshow", (e) => {
-      if (e.persisted) window.location.reload();
-    });
     const newRows = table.dataset.newRows;
     const asked = new Set();
-    events.addEventListener("job", async (message) => {
+    const show = (id, state) => {
+      const cell = document.querySelector(`#job-${id} td[data-state]`);
+      if (!cell) return false;
+      cell.textContent = state;
+      cell.className = `state-${state}`;
+      cell.dataset.state = state;
+      return true;
+    };
+    const onJob = async (message) => {
       const event = JSON.parse(message.data);
-      const cell = document.querySelector(`#job-${event.id} td[data-state]`);
-      if (cell) {
-        cell.textContent = event.state;
-        cell.className = `state-${event.state}`;
-        cell.dataset.state = event.state;
-        return;
-      }
+      if (show(event.id, event.state)) return;
       // A job not in the table: on the first page, its row goes on top if it matches.
       if (newRows === undefined || asked.has(event.id)) return;
       asked.add(event.id);
@@ -34,6 +28,37 @@
       const rows = document.createElement("tbody");
       rows.innerHTML = await answer.text();
       if (rows.firstElementChild) body.prepend(rows.firstElementChild);
+    };
+    // The stream is held only while the page is seen: a browser opens six connections to one
+    // server over HTTP/1.1, and streams held by pages in other tabs, or left behind (also in
+    // the back-forward cache), would use them up until the next request waits for one.
+    let events = null;
+    const follow = () => {
+      events = new EventSource("/ui/live/events");
+      events.addEventListener("job", onJob);
+    };
+    const stop = () => {
+      if (events) events.close();
+      events = null;
+    };
+    if (!document.hidden) follow();
+    document.addEventListener("visibilitychange", async () => {
+      if (document.hidden) {
+        stop();
+        return;
+      }
+      if (events) return;
+      follow();
+      // What moved while the page was not seen: each row's state, read again.
+      for (const row of table.querySelectorAll("tr[id^='job-']")) {
+        const id = row.id.slice(4);
+        const answer = await fetch(`/ui/live/jobs/${id}`, { credentials: "same-origin" });
+        if (answer.ok) show(id, (await answer.json()).state);
+      }
+    });
+    window.addEventListener("pagehide", stop);
+    window.addEventListener("pageshow", (e) => {
+      if (e.persisted) window.location.reload();
     });
   }
 
