@@ -214,6 +214,15 @@ impl Browser {
         }
     }
 
+    /// Presses and releases the Tab key, as a person moving through a page by keyboard.
+    pub(crate) async fn press_tab(&self) {
+        let tab = "\u{E004}";
+        let actions = json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+            {"type": "keyDown", "value": tab}, {"type": "keyUp", "value": tab}]}]});
+        self.call(reqwest::Method::POST, "/actions", Some(actions))
+            .await;
+    }
+
     /// What `script` (a function body) returns in the page.
     pub(crate) async fn run(&self, script: &str) -> Value {
         self.call(

@@ -1,7 +1,8 @@
 //! The web console in a real browser (headless Chromium over WebDriver) against a real
 //! `remotask serve`: signing in and out, what each role is offered and what the server
 //! refuses whatever a page showed, a job's page and its actions with their messages, queues
-//! paused from the console, labelled fields, and a phone-sized window.
+//! paused from the console, labelled fields, every control reached by keyboard, readable
+//! contrast, and a phone-sized window.
 
 use std::time::Duration;
 
@@ -254,6 +255,76 @@ async fn pages_left_behind_let_their_event_streams_go() {
     );
     browser.run(&seen(true)).await;
     wait_for_text(&browser, &cell, "queued").await;
+    browser.quit().await;
+}
+
+/// Every control of every page is reached with the Tab key alone, the skip link first, and
+/// shows where the focus is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_control_is_reached_by_keyboard() {
+    let console = Console::start();
+    let id = console
+        .api
+        .submit(vec![json!({"task": "echo", "hold": true})])
+        .await
+        .remove(0);
+    let browser = Browser::start().await;
+    console.sign_in(&browser, &console.api.admin, "/ui").await;
+    let pages = [
+        "/ui".to_owned(),
+        "/ui/jobs".to_owned(),
+        format!("/ui/jobs/{id}"),
+        "/ui/queues".to_owned(),
+        "/ui/tasks".to_owned(),
+        "/ui/schedules".to_owned(),
+        "/ui/tokens".to_owned(),
+        "/ui/workers".to_owned(),
+    ];
+    for path in &pages {
+        browser.open(&format!("{}{path}", console.url)).await;
+        // Each control numbered; then Tab from the top of the page until focus leaves it.
+        let controls = browser
+            .run(
+                "const all = [...document.querySelectorAll('a[href], button, \
+                 input:not([type=hidden]), select, textarea')]; \
+                 all.forEach((e, i) => e.dataset.k = i); \
+                 document.activeElement.blur(); return all.length;",
+            )
+            .await
+            .as_u64()
+            .unwrap();
+        let mut reached = std::collections::BTreeSet::new();
+        let mut first = None;
+        for _ in 0..controls + 5 {
+            browser.press_tab().await;
+            let focused = browser
+                .run(
+                    "const e = document.activeElement; \
+                     return e && e.dataset.k !== undefined ? \
+                     [Number(e.dataset.k), e.className, getComputedStyle(e).outlineStyle] : null;",
+                )
+                .await;
+            let Some(focused) = focused.as_array() else {
+                continue;
+            };
+            first.get_or_insert_with(|| focused[1].clone());
+            assert_ne!(
+                focused[2], "none",
+                "{path}: control {focused:?} shows no focus"
+            );
+            reached.insert(focused[0].as_u64().unwrap());
+        }
+        assert_eq!(
+            first,
+            Some(json!("skip")),
+            "{path}: the skip link comes first"
+        );
+        let missed: Vec<u64> = (0..controls).filter(|k| !reached.contains(k)).collect();
+        assert!(
+            missed.is_empty(),
+            "{path}: controls {missed:?} of {controls} not reached"
+        );
+    }
     browser.quit().await;
 }
 
