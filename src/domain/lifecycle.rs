@@ -245,7 +245,8 @@ pub struct EndRules {
 }
 
 /// The next state of `job`, whose attempt number `job.attempts` ended as `ending`: the job's
-/// retry policy decides from the reason, with a jitter draw fixed by the job and attempt.
+/// retry policy decides from the reason and the attempts since its last retry (if any), with
+/// a jitter draw fixed by the job and attempt.
 pub fn after_attempt(job: &Job, ending: Ending, rules: &EndRules, now: Timestamp) -> Finish {
     let Ending::Ran {
         reason,
@@ -260,9 +261,11 @@ pub fn after_attempt(job: &Job, ending: Ending, rules: &EndRules, now: Timestamp
         message: message.unwrap_or_else(|| reason.to_string()),
     };
     let draw = jitter_draw(job.id, job.attempts);
+    // A retried job's policy counts the attempts since the retry.
+    let attempt = job.attempts.saturating_sub(job.attempt_base);
     match job
         .retry
-        .decide(job.attempts, reason, &job.limits, &rules.caps, draw)
+        .decide(attempt, reason, &job.limits, &rules.caps, draw)
     {
         super::Decision::Complete => Finish::Completed { output },
         super::Decision::Retry { delay, limits } => {
@@ -473,6 +476,31 @@ mod tests {
             },
             "retries spent"
         );
+    }
+
+    #[test]
+    fn a_retried_job_counts_its_attempts_from_the_retry() {
+        let rules = EndRules {
+            caps: Limits::default(),
+            lease_lost_delay: Duration::from_secs(5),
+        };
+        let policy = RetryPolicy {
+            retries: 1,
+            backoff_seconds: 5.0,
+            jitter: 0.0,
+            ..RetryPolicy::default()
+        };
+        // Four attempts before the retry; the policy allows one retry after it.
+        let after_retry = |attempts| Job {
+            attempt_base: 4,
+            ..running_job(attempts, policy.clone())
+        };
+        let end = |job: &Job| after_attempt(job, ran(Reason::RetryableError), &rules, Timestamp(0));
+        let Finish::Retry { run_at, .. } = end(&after_retry(5)) else {
+            panic!("the first attempt after the retry is retried");
+        };
+        assert_eq!(run_at, Timestamp(5_000), "the first backoff, not the fifth");
+        assert!(matches!(end(&after_retry(6)), Finish::Failed { .. }));
     }
 
     #[test]

@@ -103,8 +103,12 @@ pub struct Job {
     /// The limits of the next attempt (escalated after `deadline` / `out_of_fuel`).
     pub limits: Limits,
     pub retry: RetryPolicy,
-    /// Attempts started so far.
+    /// Attempts started so far; also the number of the latest. Attempt numbers only grow,
+    /// so every attempt's record is kept, also across a retry of the ended job.
     pub attempts: u32,
+    /// The attempts that came before the job's latest retry (`retry` of a failed or
+    /// cancelled job): its retry policy counts only the attempts after them.
+    pub attempt_base: u32,
     pub progress: Option<(i64, i64)>,
     pub output: Option<Vec<u8>>,
     pub error: Option<JobError>,
@@ -162,6 +166,7 @@ impl NewJob {
             limits: self.limits,
             retry: self.retry,
             attempts: 0,
+            attempt_base: 0,
             progress: None,
             output: None,
             error: None,

@@ -562,7 +562,8 @@ pub(super) async fn release(
     Ok(Json(JobDto::from_job(&job)))
 }
 
-/// Requeues a failed or cancelled job with a fresh attempt budget.
+/// Requeues a failed or cancelled job with a fresh attempt budget. Its attempts so far keep
+/// their numbers and records; the next attempt takes the next number.
 #[utoipa::path(post, path = "/v1/jobs/{id}/retry", tag = "jobs",
     params(("id" = String, Path)),
     responses((status = 200, body = JobDto), (status = 404, body = super::ErrorBody),

@@ -126,8 +126,10 @@ pub struct JobDto {
     pub created_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// Attempts started so far.
+    /// Attempts started so far, over every retry of the job; also the latest's number.
     pub attempts: u32,
+    /// The attempts the job may have in all: those before its latest retry, if any, and its
+    /// retry policy's budget after it.
     pub max_attempts: u32,
     pub progress: Option<ProgressDto>,
     #[schema(value_type = Option<Value>)]
@@ -167,7 +169,7 @@ impl JobDto {
             started_at: j.started_at.map(time),
             finished_at: j.finished_at.map(time),
             attempts: j.attempts,
-            max_attempts: j.retry.retries + 1,
+            max_attempts: j.attempt_base + j.retry.retries + 1,
             progress: j.progress.map(|(done, total)| ProgressDto { done, total }),
             output,
             output_encoding,

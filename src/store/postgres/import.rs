@@ -205,12 +205,14 @@ async fn write_modules(
 const INSERT_JOBS: &str = "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, \
     priority, run_at, unique_key, context, limits, retry, attempts, lease, lease_expires, \
     worker, cancel_requested, progress_done, progress_total, output, error_reason, \
-    error_message, submitter, created_at, started_at, finished_at, concurrency_key) \
+    error_message, submitter, created_at, started_at, finished_at, concurrency_key, \
+    attempt_base) \
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
         $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
         $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::int8[], \
         $18::text[], $19::bool[], $20::int8[], $21::int8[], $22::bytea[], $23::text[], \
-        $24::text[], $25::text[], $26::int8[], $27::int8[], $28::int8[], $29::text[])";
+        $24::text[], $25::text[], $26::int8[], $27::int8[], $28::int8[], $29::text[], \
+        $30::int4[])";
 
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (job_id, number, reason, trap_kind, \
     exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at, \
@@ -232,6 +234,7 @@ async fn write_jobs(
     let outputs: Vec<Option<&[u8]>> = jobs.iter().map(|c| c.job.output.as_deref()).collect();
     let priorities: Vec<i32> = jobs.iter().map(|c| c.job.priority).collect();
     let attempts: Vec<i32> = jobs.iter().map(|c| c.job.attempts as i32).collect();
+    let bases: Vec<i32> = jobs.iter().map(|c| c.job.attempt_base as i32).collect();
     let cancels: Vec<bool> = jobs.iter().map(|c| c.cancel_requested).collect();
     client
         .execute(
@@ -266,6 +269,7 @@ async fn write_jobs(
                 &int(|c| c.job.started_at.map(|t| t.0)),
                 &int(|c| c.job.finished_at.map(|t| t.0)),
                 &opt(|c| c.job.concurrency_key.clone()),
+                &bases,
             ],
         )
         .await

@@ -394,7 +394,8 @@ pub(super) async fn release(
     move_one(client, SQL.get(), &[&id_bytes(id), &now.0]).await
 }
 
-/// The `retry` move, with a fresh attempt budget; false if the job is not failed or
+/// The `retry` move, with a fresh attempt budget (the attempts so far become its base; their
+/// numbers, and records, stay); false if the job is not failed or
 /// cancelled, or another live job holds its unique key.
 pub(super) async fn retry(
     client: &impl GenericClient,
@@ -404,7 +405,7 @@ pub(super) async fn retry(
     static SQL: Sql = Sql::new(|| {
         move_sql(
             Event::Retry,
-            ", run_at = $2, attempts = 0, output = NULL, error_reason = NULL, \
+            ", run_at = $2, attempt_base = attempts, output = NULL, error_reason = NULL, \
              error_message = NULL, finished_at = NULL, progress_done = NULL, \
              progress_total = NULL",
         )

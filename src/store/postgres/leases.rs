@@ -99,6 +99,7 @@ fn claimed(
         limits: columns::parse_limits(text(12)).map_err(|e| corrupt("jobs", e))?,
         retry: columns::parse_retry(text(13)).map_err(|e| corrupt("jobs", e))?,
         attempts: row.get::<_, i32>(14) as u32,
+        attempt_base: row.get::<_, i32>(24) as u32,
         progress: None,
         output: row.get(15),
         error,

@@ -18,6 +18,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/05_ended_minutes.sql"),
     include_str!("migrations/06_console_sessions.sql"),
     include_str!("migrations/07_compact_replay.sql"),
+    include_str!("migrations/08_attempt_base.sql"),
 ];
 
 /// The advisory lock key of migrations ("remotask" in ASCII, cut to 63 bits).

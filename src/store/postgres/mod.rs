@@ -7,10 +7,11 @@
 //!   may be gone, and the job is where an earlier write left it (queued, or running under a
 //!   lease the rescuer expires), as with the SQLite backend. Nothing acknowledged to a
 //!   submitter is lost.
-//! - **Claims** are one call of `remotask_claim` (`migrations/02_functions.sql`): the queue's
-//!   row is locked, so the claims of one queue from every node take turns and its concurrency
-//!   holds across nodes; jobs are taken `FOR UPDATE SKIP LOCKED` in priority, run-at, id
-//!   order. Fencing tokens come from a sequence: they only grow, on every node.
+//! - **Claims** are one call of `remotask_claim` (made in `migrations/02_functions.sql`, last
+//!   redefined in `08_attempt_base.sql`): the queue's row is locked, so the claims of one
+//!   queue from every node take turns and its concurrency holds across nodes; jobs are taken
+//!   `FOR UPDATE SKIP LOCKED` in priority, run-at, id order. Fencing tokens come from a
+//!   sequence: they only grow, on every node.
 //! - **Batches are statements**: a submit of many jobs and the ends of many attempts are one
 //!   statement each, their rows passed as arrays.
 //! - **Counts** per queue and state are kept in `job_counts` by every write that moves jobs,

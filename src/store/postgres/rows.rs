@@ -16,7 +16,7 @@ use crate::store::columns;
 pub(super) const JOB_COLUMNS: &str = "id, task, digest, queue, state, input, args, env, \
     priority, run_at, unique_key, context, limits, retry, attempts, progress_done, \
     progress_total, output, error_reason, error_message, submitter, worker, created_at, \
-    started_at, finished_at, lease, lease_expires, concurrency_key";
+    started_at, finished_at, lease, lease_expires, concurrency_key, attempt_base";
 
 /// A schedule's columns, in the order [`schedule`] reads them.
 pub(super) const SCHEDULE_COLUMNS: &str = "name, spec, job, overlap, catch_up, paused, \
@@ -83,6 +83,7 @@ pub(super) fn job(row: &Row) -> StoreResult<(Job, Option<Lease>)> {
         limits: columns::parse_limits(&text(12)).map_err(|e| corrupt("jobs", e))?,
         retry: columns::parse_retry(&text(13)).map_err(|e| corrupt("jobs", e))?,
         attempts: row.get::<_, i32>(14) as u32,
+        attempt_base: row.get::<_, i32>(28) as u32,
         progress,
         output: row.get(17),
         error,

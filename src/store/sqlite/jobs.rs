@@ -356,13 +356,14 @@ pub(super) fn release(conn: &Connection, id: JobId, now: Timestamp) -> StoreResu
     Ok(true)
 }
 
-/// The `retry` move, with a fresh attempt budget; false if the job is not failed or
+/// The `retry` move, with a fresh attempt budget (the attempts so far become its base; their
+/// numbers, and records, stay); false if the job is not failed or
 /// cancelled, or another live job holds its unique key.
 pub(super) fn retry(conn: &Connection, id: JobId, now: Timestamp) -> StoreResult<bool> {
     static RETRY: Sql = Sql::new(|| {
         update(
             Event::Retry,
-            ", run_at = ?2, attempts = 0, output = NULL, error_reason = NULL, \
+            ", run_at = ?2, attempt_base = attempts, output = NULL, error_reason = NULL, \
              error_message = NULL, finished_at = NULL, progress_done = NULL, \
              progress_total = NULL",
             "",

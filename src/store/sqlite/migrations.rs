@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/11_attempt_replay.sql"),
     include_str!("migrations/12_ended_minutes.sql"),
     include_str!("migrations/13_console_sessions.sql"),
+    include_str!("migrations/14_attempt_base.sql"),
 ];
 
 /// Applies the migrations `conn`'s database does not have yet.

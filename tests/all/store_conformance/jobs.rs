@@ -162,17 +162,42 @@ pub(super) async fn cancel_release_retry_delete_follow_the_state_machine(store: 
     );
     assert!(store.retry(id, T0).await.unwrap());
     let job = store.get_job(id).await.unwrap().unwrap();
+    // A fresh budget: the attempt so far becomes the base, and keeps its number.
     assert_eq!(
-        (job.state, job.attempts, job.error),
-        (JobState::Queued, 0, None)
+        (job.state, job.attempts, job.attempt_base, job.error),
+        (JobState::Queued, 1, 1, None)
     );
     assert_eq!(
         store.cancel(JobId::generate(), T0).await.unwrap(),
         CancelOutcome::NotFound
     );
+    // The next attempt is number 2, beside the first, whose record is kept.
+    let claimed = store
+        .claim(&"q".parse().unwrap(), "w", 1, 1000, T0)
+        .await
+        .unwrap()
+        .jobs
+        .remove(0);
+    assert_eq!((claimed.job.attempts, claimed.job.attempt_base), (2, 1));
+    let output = b"done".to_vec();
+    assert!(
+        store
+            .finish(
+                &claimed,
+                Some(attempt(2, Reason::Completed)),
+                Finish::Completed { output },
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    let history = store.attempts(id).await.unwrap();
     assert_eq!(
-        store.attempts(id).await.unwrap().len(),
-        1,
+        history
+            .iter()
+            .map(|a| (a.number, a.reason))
+            .collect::<Vec<_>>(),
+        [(1, Reason::Cancelled), (2, Reason::Completed)],
         "history is kept"
     );
     assert!(store.delete_job(id).await.unwrap());
