@@ -80,8 +80,9 @@ impl TlsFiles {
                 key: self.key.display().to_string(),
                 source,
             })?;
-        // The API speaks HTTP/1.1 only.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // HTTP/2 for clients that offer it (browsers: the console's event streams then share
+        // one connection), HTTP/1.1 for the rest.
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(ServerTls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
         })

@@ -19,6 +19,18 @@ pub(crate) struct Browser {
 
 impl Browser {
     pub(crate) async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A browser that takes any server certificate (`acceptInsecureCerts`), for a server
+    /// whose certificate a test made.
+    pub(crate) async fn trusting_any_certificate() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(any_certificate: bool) -> Self {
+        // reqwest is built without a TLS provider of its own; this process's default is ring.
+        remotask::cli::install_default_provider();
         let port = free_port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -48,6 +60,7 @@ impl Browser {
         ];
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            "acceptInsecureCerts": any_certificate,
             "goog:chromeOptions": {"binary": "/usr/bin/chromium", "args": args},
         }}});
         let session: Value = http

@@ -303,3 +303,39 @@ async fn a_remote_worker_leases_and_reports_over_https_with_a_private_ca() {
     );
     assert_eq!((code, out.as_str()), (0, "[1,2]"), "{err}");
 }
+
+/// Over TLS, a browser gets HTTP/2 (ALPN), so the console's pages and event streams share one
+/// connection; the CLI, which offers HTTP/1.1 only, still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_gets_http2_over_tls_and_the_cli_still_works() {
+    let certs = Certificates::new();
+    let data = tempfile::tempdir().unwrap();
+    let (child, url, _) = serve_at(
+        data.path(),
+        "127.0.0.1:0",
+        &strs(&[certs.serve_flags(), vec!["--workers".into(), "0".into()]].concat()),
+    );
+    let _server = Reap(child);
+    assert!(url.starts_with("https://"), "{url}");
+    let admin = std::fs::read_to_string(data.path().join("admin.token")).unwrap();
+    let browser = crate::browser::Browser::trusting_any_certificate().await;
+    browser.open(&format!("{url}/ui/login")).await;
+    browser.type_into("#token", admin.trim()).await;
+    browser.click("form.login button[type=submit]").await;
+    browser.wait_for("/ui").await;
+    browser.open(&format!("{url}/ui/jobs")).await;
+    let protocol = browser
+        .run("return performance.getEntriesByType('navigation')[0].nextHopProtocol;")
+        .await;
+    assert_eq!(protocol, "h2", "the job table over HTTP/2");
+    browser.quit().await;
+
+    let ca = certs.path("ca.pem");
+    let (code, out, err) = cli(
+        &url,
+        data.path(),
+        &["token", "list", "--ca-cert", ca.to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("first admin"), "{out}");
+}
