@@ -14,7 +14,7 @@ use futures_util::Stream;
 use serde::Serialize;
 
 use super::session::Viewer;
-use crate::domain::JobId;
+use crate::domain::{Job, JobId};
 use crate::http::AppState;
 
 /// The script, embedded in the binary.
@@ -49,6 +49,12 @@ pub(super) struct RowQuery {
     select: Option<String>,
 }
 
+/// The job whose id is `id`; `None` (a 404 to the script) for an id that is not one, or a
+/// job that is gone.
+async fn found(s: &AppState, id: &str) -> Option<Job> {
+    s.service.job(id.parse().ok()?).await.ok()
+}
+
 /// A new job's row for the job table, if the job matches the table's filters (else 204).
 pub(super) async fn row(
     State(s): State<AppState>,
@@ -56,10 +62,7 @@ pub(super) async fn row(
     Path(id): Path<String>,
     axum::extract::Query(q): axum::extract::Query<RowQuery>,
 ) -> Response {
-    let Ok(id) = id.parse::<JobId>() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    let Ok(job) = s.service.job(id).await else {
+    let Some(job) = found(&s, &id).await else {
         return StatusCode::NOT_FOUND.into_response();
     };
     let differs = |want: &Option<String>, have: &str| {
@@ -101,15 +104,9 @@ pub(super) async fn output(
     _viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let Ok(id) = id.parse::<JobId>() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match s.service.job(id).await {
-        Ok(job) => match job.output {
-            Some(bytes) => attachment("application/octet-stream", &format!("{id}.out"), bytes),
-            None => StatusCode::NOT_FOUND.into_response(),
-        },
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    match found(&s, &id).await.and_then(|job| job.output) {
+        Some(bytes) => attachment("application/octet-stream", &format!("{id}.out"), bytes),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }
 
@@ -146,17 +143,14 @@ pub(super) async fn job(
     _viewer: Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let Ok(id) = id.parse::<JobId>() else {
-        return StatusCode::NOT_FOUND.into_response();
-    };
-    match s.service.job(id).await {
-        Ok(job) => Json(Live {
+    match found(&s, &id).await {
+        Some(job) => Json(Live {
             state: job.state.to_string(),
             done: job.progress.map(|p| p.0),
             total: job.progress.map(|p| p.1),
             terminal: job.state.is_terminal(),
         })
         .into_response(),
-        Err(_) => StatusCode::NOT_FOUND.into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
     }
 }

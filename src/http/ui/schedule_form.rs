@@ -113,11 +113,11 @@ impl Fields {
                     tz,
                     ..SpecDef::default()
                 };
-                if def
-                    == (SpecDef {
-                        tz: def.tz.clone(),
-                        ..SpecDef::default()
-                    })
+                let sets = [&def.minute, &def.hour, &def.day_of_month, &def.month];
+                if sets
+                    .into_iter()
+                    .chain([&def.day_of_week])
+                    .all(Option::is_none)
                 {
                     return Err(
                         "field sets: give at least one of minute, hour, day of month, \
