@@ -1,13 +1,16 @@
 //! PostgreSQL store benchmarks; prints figures, asserts nothing. Run with
-//! `cargo bench --bench postgres` (add `-- e2e`, `-- preloaded`, `-- nodes` or `-- claim` to
-//! run one). A throwaway server is started for the run with its durability settings on
-//! (`fsync`, `synchronous_commit`, `full_page_writes`); each run takes a fresh database on it:
+//! `cargo bench --bench postgres` (add `-- e2e`, `-- preloaded`, `-- nodes`, `-- store` or
+//! `-- claim` to run one). A throwaway server is started for the run with its durability
+//! settings on (`fsync`, `synchronous_commit`, `full_page_writes`); each run takes a fresh
+//! database on it:
 //! - e2e: one node (a service and 2 guest threads), echo jobs submitted in batches and run to
 //!   completion, jobs/s submit and end to end; 3 runs and their median;
 //! - preloaded: one node whose guest threads start once the jobs are stored: jobs/s run;
 //! - nodes: two nodes on one database in this process (a store, a service and 2 guest threads
 //!   each), half the jobs submitted through each at once, run to completion, jobs/s; beside
 //!   it the one-node figure of the same run; 3 runs each and their medians;
+//! - store: the store's cost per job by phase (insert, claim, finish), one call at a time, in
+//!   batches of the sizes the engine uses on PostgreSQL;
 //! - claim: the cost of one claim with 10,000 and with 1,000,000 jobs queued, and of the
 //!   rescuer's pass and a queue stats read at those sizes.
 
@@ -60,6 +63,10 @@ fn main() {
         }
         if wants("nodes") {
             nodes(&server).await;
+        }
+        if wants("store") {
+            let store = PgStore::connect(&server.database()).await.expect("store");
+            jobs::phases(&store, 50_000, 250, 250).await;
         }
         if wants("claim") {
             claim(&server).await;

@@ -14,12 +14,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use remotask::domain::{
-    Finish, JobState, NewJob, QueueConfig, QueueName, Reason, SystemClock, Timestamp,
-};
+use remotask::domain::{JobState, QueueConfig, QueueName, Reason, SystemClock, Timestamp};
 use remotask::sandbox::{Sandbox, SandboxConfig};
 use remotask::service::{LocalSource, Service, SubmitRequest};
-use remotask::store::{AttemptEnd, SqliteStore, Store};
+use remotask::store::{SqliteStore, Store};
 use remotask::worker::{WorkerConfig, WorkerPool};
 
 #[path = "support/guests.rs"]
@@ -395,93 +393,9 @@ async fn claim_and_memory() {
 /// of 1,000, claims of 32, results written 16 at a time. Each call waits for the previous one,
 /// so the figures are the writer thread's cost per job (the engine overlaps them).
 async fn store_phases() {
-    let n = 20_000u64;
-    println!("## the store's cost per job, by phase ({n} jobs, one call at a time)");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(dir.path().join("remotask.db")).expect("store");
-    let q = QueueName::default_queue();
-    store
-        .put_queue(&QueueConfig {
-            concurrency: 1_000,
-            ..QueueConfig::with_defaults(q.clone())
-        })
-        .await
-        .expect("queue");
-    let started = Instant::now();
-    for from in (0..n).step_by(1_000) {
-        let jobs = (from..from + 1_000)
-            .map(|i| NewJob {
-                priority: 0,
-                ..jobs::queued_job(i)
-            })
-            .collect();
-        store.insert_jobs(jobs).await.expect("insert");
-    }
-    let insert = started.elapsed();
-    let receipt = serde_json::json!({"fuel_consumed": 41_000, "peak_memory_bytes": 1_114_112,
-        "wall_us": 30, "instantiate_us": 12, "compile_cache": "memory", "stdout_bytes": 8,
-        "stderr_bytes": 0});
-    // What a real attempt of a guest that reads no clock keeps to be replayed.
-    let replay = remotask::domain::AttemptReplay {
-        limits: remotask::domain::Limits::default(),
-        output_digest: remotask::domain::output_digest(b"{\"x\":1}"),
-        recording: remotask::domain::Recording::new(remotask::domain::Seed([9; 32])),
-    };
-    let (mut claim, mut finish, mut done) = (Duration::ZERO, Duration::ZERO, 0u64);
-    loop {
-        let started = Instant::now();
-        let claimed = store
-            .claim(&q, "bench", 32, 30_000, Timestamp::now())
-            .await
-            .expect("claim")
-            .jobs;
-        claim += started.elapsed();
-        if claimed.is_empty() {
-            break;
-        }
-        done += claimed.len() as u64;
-        for chunk in claimed.chunks(16) {
-            let ends = chunk
-                .iter()
-                .map(|c| AttemptEnd {
-                    id: c.job.id,
-                    queue: c.job.queue.clone(),
-                    lease: c.lease,
-                    attempt: Some(remotask::domain::AttemptRecord {
-                        number: c.job.attempts,
-                        reason: Reason::Completed,
-                        trap_kind: None,
-                        exit_code: None,
-                        message: None,
-                        stderr: Vec::new(),
-                        stderr_truncated: false,
-                        receipt: receipt.clone(),
-                        worker: "bench".into(),
-                        started_at: Timestamp::now(),
-                        finished_at: Timestamp::now(),
-                        replay: Some(replay.clone()),
-                    }),
-                    finish: Finish::Completed {
-                        output: c.job.input.clone(),
-                    },
-                })
-                .collect();
-            let started = Instant::now();
-            store
-                .finish_many(ends, Timestamp::now())
-                .await
-                .expect("finish");
-            finish += started.elapsed();
-        }
-    }
-    assert_eq!(done, n);
-    let per = |d: Duration| d.as_secs_f64() * 1e6 / n as f64;
-    println!(
-        "insert {:>5.1} us   claim {:>5.1} us   finish {:>5.1} us   per job\n",
-        per(insert),
-        per(claim),
-        per(finish)
-    );
+    jobs::phases(&store, 20_000, 32, 16).await;
 }
 
 async fn preloaded() {

@@ -251,3 +251,111 @@ pub(super) async fn an_attempt_keeps_what_replays_it(store: impl Store) {
     let second = store.attempts(claimed[1].job.id).await.unwrap();
     assert_eq!(second[0].replay, None);
 }
+
+/// A job's history reads back whole, oldest first, however its attempts ended: an attempt
+/// replaced as the latest by the next one keeps every field, an interrupted attempt (which
+/// is not recorded) leaves the one before it as the latest, and a stale end moves nothing.
+pub(super) async fn every_attempt_of_a_history_reads_back_whole(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    let claimed = insert_and_claim(&store, vec![new_job("q", 0, T0)], 1).await;
+    let id = claimed[0].job.id;
+    let first = AttemptRecord {
+        trap_kind: Some(remotask::domain::TrapKind::Unreachable),
+        exit_code: Some(3),
+        message: Some("it fell over".into()),
+        stderr: b"first stderr".to_vec(),
+        stderr_truncated: true,
+        worker: "w1".into(),
+        started_at: Timestamp(T0.0 + 1),
+        finished_at: Timestamp(T0.0 + 2),
+        replay: Some(AttemptReplay {
+            limits: Limits::default(),
+            output_digest: remotask::domain::output_digest(b""),
+            recording: Recording::new(Seed([1; 32])),
+        }),
+        ..attempt(1, Reason::Trap)
+    };
+    let retry = || Finish::Retry {
+        run_at: T0,
+        limits: Limits::default(),
+        error: JobError {
+            reason: Reason::Trap,
+            message: "it fell over".into(),
+        },
+    };
+    assert!(
+        store
+            .finish(&claimed[0], Some(first.clone()), retry(), T0)
+            .await
+            .unwrap()
+    );
+    let take = || async {
+        store
+            .claim(&q, "w", 1, 1000, T0)
+            .await
+            .unwrap()
+            .jobs
+            .remove(0)
+    };
+    let interrupted = take().await;
+    assert_eq!(interrupted.job.attempts, 2);
+    assert!(
+        store
+            .finish(&interrupted, None, Finish::Interrupted, T0)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.attempts(id).await.unwrap(), vec![first.clone()]);
+    let second_claim = take().await;
+    assert_eq!(
+        second_claim.job.attempts, 2,
+        "an interrupted attempt is not spent"
+    );
+    let second = AttemptRecord {
+        message: Some("again".into()),
+        stderr: b"second stderr".to_vec(),
+        worker: "w2".into(),
+        ..attempt(2, Reason::Trap)
+    };
+    assert!(
+        store
+            .finish(&second_claim, Some(second.clone()), retry(), T0)
+            .await
+            .unwrap()
+    );
+    let third_claim = take().await;
+    let stale = store
+        .finish(
+            &second_claim,
+            Some(attempt(2, Reason::Completed)),
+            Finish::Completed {
+                output: b"stale".to_vec(),
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    assert!(!stale);
+    assert_eq!(
+        store.attempts(id).await.unwrap(),
+        vec![first.clone(), second.clone()]
+    );
+    let third = attempt(3, Reason::Completed);
+    assert!(
+        store
+            .finish(
+                &third_claim,
+                Some(third.clone()),
+                Finish::Completed {
+                    output: b"done".to_vec()
+                },
+                T0
+            )
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.attempts(id).await.unwrap(),
+        vec![first, second, third]
+    );
+}

@@ -41,6 +41,7 @@ macro_rules! conformance {
             ends::many_attempts_end_in_one_write_each_under_its_own_lease,
             ends::a_large_batch_of_completions_writes_each_under_its_own_lease,
             ends::an_attempt_keeps_what_replays_it,
+            ends::every_attempt_of_a_history_reads_back_whole,
             jobs::a_large_submit_keeps_order_and_unique_keys,
             jobs::jobs_are_listed_by_state,
             jobs::unique_keys_hold_while_live,
