@@ -172,8 +172,12 @@ pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreRes
     if !f.states.is_empty() {
         let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
         if let [one] = states.as_slice() {
-            // One state as `=`, so the partial index on that state can serve it.
+            // One state as `=`, so the partial index on that state can serve it; running
+            // jobs' index names their lease (migration 9).
             sql.push_str(&format!(" AND state = '{one}'"));
+            if one == JobState::Running.as_str() {
+                sql.push_str(" AND lease IS NOT NULL");
+            }
         } else {
             bind(&mut sql, " AND state = ANY(?)", Box::new(states));
         }

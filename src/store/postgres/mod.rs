@@ -14,6 +14,9 @@
 //!   sequence: they only grow, on every node.
 //! - **Batches are statements**: a submit of many jobs and the ends of many attempts are one
 //!   statement each, their rows passed as arrays.
+//! - **Running jobs are the ones with a lease**: the index of running jobs names `lease`
+//!   (migration 9), which a claim sets and every end clears with the state; statements that
+//!   want it name the lease too (`lease IS NOT NULL`).
 //! - **Counts** per queue and state are kept in `job_counts` by every write that moves jobs,
 //!   in its transaction, their rows updated in one order so writes do not deadlock.
 //! - **Nodes hear each other** through `LISTEN`/`NOTIFY` (`bus.rs`), and one node at a time

@@ -21,6 +21,7 @@ mod claims;
 mod ends;
 mod jobs;
 mod moves;
+mod postgres;
 mod sqlite;
 
 const T0: Timestamp = Timestamp(1_700_000_000_000);
