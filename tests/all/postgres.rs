@@ -4,7 +4,8 @@
 //! test takes a database of its own. A watchdog stops the server when the test process ends.
 //!
 //! The cluster runs with `fsync` off: tests need no durability, and fsyncs would only make
-//! them slow. The benchmarks run with it on.
+//! them slow. The benchmarks run with it on. `REMOTASK_PG_OPTIONS` adds server options (for
+//! example `-c shared_preload_libraries=auto_explain ...`, to read the plans a bench runs).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -82,8 +83,9 @@ impl Postgres {
             .arg(&log)
             .arg("-o")
             .arg(format!(
-                "-p {port} -k {} -c listen_addresses=127.0.0.1{volatile} -c max_connections=500",
-                dir.path().display()
+                "-p {port} -k {} -c listen_addresses=127.0.0.1{volatile} -c max_connections=500 {}",
+                dir.path().display(),
+                std::env::var("REMOTASK_PG_OPTIONS").unwrap_or_default()
             ))
             .args(["-w", "start"])
             .output()
