@@ -13,13 +13,7 @@ async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
         .await
         .unwrap();
     tokio::spawn(connection);
-    let q: QueueName = "q".parse().unwrap();
-    set_concurrency(&store, &q, 10).await;
-    store
-        .insert_jobs((0..7).map(|_| new_job("q", 0, T0)).collect())
-        .await
-        .unwrap();
-    let claimed = store.claim(&q, "w", 6, 1000, T0).await.unwrap().jobs;
+    let claimed = insert_and_claim(&store, (0..7).map(|_| new_job("q", 0, T0)).collect(), 6).await;
     assert_eq!(claimed.len(), 6);
     let error = || JobError {
         reason: Reason::Trap,
