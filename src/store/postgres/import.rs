@@ -34,8 +34,8 @@ impl PgStore {
         }
         if !holds.is_empty() {
             tx.batch_execute(
-                "TRUNCATE tasks, task_versions, modules, queues, jobs, attempts, job_counts, \
-                 tokens, schedules, guarded_keys",
+                "TRUNCATE tasks, task_versions, modules, queues, jobs, job_lookup, attempts, \
+                 job_counts, tokens, schedules, guarded_keys",
             )
             .await
             .map_err(db)?;
@@ -201,9 +201,10 @@ async fn write_modules(
     Ok(())
 }
 
-/// Every column of a job, as stored.
-const INSERT_JOBS: &str = "INSERT INTO jobs (id, task, digest, queue, state, input, args, env, \
-    priority, run_at, unique_key, context, limits, retry, attempts, lease, lease_expires, \
+/// Every column of a job, as stored, and its row of `job_lookup`.
+const INSERT_JOBS: &str = "WITH stored AS (INSERT INTO jobs (id, task, digest, queue, state, \
+    input, args, env, priority, run_at, unique_key, context, limits, retry, attempts, lease, \
+    lease_expires, \
     worker, cancel_requested, progress_done, progress_total, output, error_reason, \
     error_message, submitter, created_at, started_at, finished_at, concurrency_key, \
     attempt_base) \
@@ -212,7 +213,9 @@ const INSERT_JOBS: &str = "INSERT INTO jobs (id, task, digest, queue, state, inp
         $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::int8[], \
         $18::text[], $19::bool[], $20::int8[], $21::int8[], $22::bytea[], $23::text[], \
         $24::text[], $25::text[], $26::int8[], $27::int8[], $28::int8[], $29::text[], \
-        $30::int4[])";
+        $30::int4[]) \
+    RETURNING task, id, context) \
+    INSERT INTO job_lookup (task, id, context) SELECT task, id, context FROM stored";
 
 const INSERT_ATTEMPTS: &str = "INSERT INTO attempts (job_id, number, reason, trap_kind, \
     exit_code, message, stderr, stderr_truncated, receipt, worker, started_at, finished_at, \

@@ -18,9 +18,10 @@ use crate::store::{Inserted, StoreResult};
 const LIVE: &str =
     "(state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running')";
 
-/// Stores jobs, many rows in one statement; the queues they name are made if missing. Jobs
-/// without a unique key are inserted without `ON CONFLICT`: an insert that names an arbiter
-/// index checks it and writes each row speculatively (one more WAL record a row).
+/// Stores jobs, many rows in one statement, with their rows of `job_lookup`; the queues they
+/// name are made if missing. Jobs without a unique key are inserted without `ON CONFLICT`: an
+/// insert that names an arbiter index checks it and writes each row speculatively (one more
+/// WAL record a row).
 pub(super) const INSERT: &str = "WITH input AS ( \
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
         $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
@@ -38,7 +39,7 @@ pub(super) const INSERT: &str = "WITH input AS ( \
     SELECT id, task, digest, queue, state, input, args, env, priority, run_at, unique_key, \
         context, limits, retry, submitter, created_at, concurrency_key FROM input \
     WHERE unique_key IS NULL ORDER BY ord \
-    RETURNING id, queue, state \
+    RETURNING id, queue, state, task, context \
 ), keyed AS ( \
     INSERT INTO jobs (id, task, digest, queue, state, input, args, env, priority, run_at, \
         unique_key, context, limits, retry, submitter, created_at, concurrency_key) \
@@ -48,9 +49,11 @@ pub(super) const INSERT: &str = "WITH input AS ( \
     ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL \
         AND (state = 'held' OR state = 'scheduled' OR state = 'queued' OR state = 'running') \
         DO NOTHING \
-    RETURNING id, queue, state \
+    RETURNING id, queue, state, task, context \
 ), inserted AS ( \
     SELECT * FROM plain UNION ALL SELECT * FROM keyed \
+), looked_up AS ( \
+    INSERT INTO job_lookup (task, id, context) SELECT task, id, context FROM inserted \
 ), counted AS ( \
     INSERT INTO job_counts (queue, state, n) \
     SELECT queue, state, count(*) FROM inserted GROUP BY queue, state ORDER BY queue, state \
@@ -160,9 +163,24 @@ pub(super) async fn get(client: &impl GenericClient, id: JobId) -> StoreResult<O
         .transpose()
 }
 
-/// Jobs matching `f`, in id order (or newest first), from `f.after` on.
+/// A job's columns as [`list`] selects them, beside `job_lookup`.
+static LISTED_COLUMNS: Sql = Sql::new(|| {
+    JOB_COLUMNS
+        .split(", ")
+        .map(|c| format!("jobs.{}", c.trim()))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+/// Jobs matching `f`, in id order (or newest first), from `f.after` on. A task or context is
+/// looked up in `job_lookup`.
 pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreResult<Vec<Job>> {
-    let mut sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE true");
+    let from = if f.task.is_some() || f.context.is_some() {
+        "jobs JOIN job_lookup l ON l.id = jobs.id"
+    } else {
+        "jobs"
+    };
+    let mut sql = format!("SELECT {} FROM {from} WHERE true", LISTED_COLUMNS.get());
     let mut values: Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>> = Vec::new();
     let mut bind =
         |sql: &mut String, clause: &str, v: Box<dyn tokio_postgres::types::ToSql + Sync + Send>| {
@@ -174,31 +192,31 @@ pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreRes
         if let [one] = states.as_slice() {
             // One state as `=`, so the partial index on that state can serve it; running
             // jobs' index names their lease (migration 9).
-            sql.push_str(&format!(" AND state = '{one}'"));
+            sql.push_str(&format!(" AND jobs.state = '{one}'"));
             if one == JobState::Running.as_str() {
-                sql.push_str(" AND lease IS NOT NULL");
+                sql.push_str(" AND jobs.lease IS NOT NULL");
             }
         } else {
-            bind(&mut sql, " AND state = ANY(?)", Box::new(states));
+            bind(&mut sql, " AND jobs.state = ANY(?)", Box::new(states));
         }
     }
     if let Some(t) = &f.task {
-        bind(&mut sql, " AND task = ?", Box::new(t.to_string()));
+        bind(&mut sql, " AND l.task = ?", Box::new(t.to_string()));
     }
     if let Some(q) = &f.queue {
-        bind(&mut sql, " AND queue = ?", Box::new(q.to_string()));
+        bind(&mut sql, " AND jobs.queue = ?", Box::new(q.to_string()));
     }
     if let Some(c) = &f.context {
-        bind(&mut sql, " AND context = ?", Box::new(c.clone()));
+        bind(&mut sql, " AND l.context = ?", Box::new(c.clone()));
     }
     if let Some(k) = &f.unique_key {
-        bind(&mut sql, " AND unique_key = ?", Box::new(k.clone()));
+        bind(&mut sql, " AND jobs.unique_key = ?", Box::new(k.clone()));
     }
     if let Some(after) = f.after {
         let cmp = if f.newest_first { '<' } else { '>' };
         bind(
             &mut sql,
-            &format!(" AND id {cmp} ?"),
+            &format!(" AND jobs.id {cmp} ?"),
             Box::new(id_bytes(after)),
         );
     }
@@ -208,7 +226,7 @@ pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreRes
         f.limit.min(10_000)
     };
     let order = if f.newest_first { "DESC" } else { "ASC" };
-    sql.push_str(&format!(" ORDER BY id {order} LIMIT {limit}"));
+    sql.push_str(&format!(" ORDER BY jobs.id {order} LIMIT {limit}"));
     let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
         values.iter().map(|v| v.as_ref() as _).collect();
     client

@@ -17,6 +17,11 @@
 //! - **Running jobs are the ones with a lease**: the index of running jobs names `lease`
 //!   (migration 9), which a claim sets and every end clears with the state; statements that
 //!   want it name the lease too (`lease IS NOT NULL`).
+//! - **A job's task and context are looked up in `job_lookup`** (migration 10), one row a
+//!   job, written by the statement that stores it and deleted with it by the trigger that
+//!   deletes its attempts. An update that moves a job to another state is not HOT and adds
+//!   an entry to every index of `jobs`; an index there on a column that never changes would
+//!   take one entry per move of every job, for nothing.
 //! - **Counts** per queue and state are kept in `job_counts` by every write that moves jobs,
 //!   in its transaction, their rows updated in one order so writes do not deadlock.
 //! - **Nodes hear each other** through `LISTEN`/`NOTIFY` (`bus.rs`), and one node at a time

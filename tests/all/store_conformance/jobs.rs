@@ -445,6 +445,86 @@ pub(super) async fn a_failed_write_leaves_nothing_and_spares_the_writes_beside_i
     assert_counts_match(&store, "after keyed submits sent together").await;
 }
 
+/// Jobs are listed by task and by context, alone, together and beside the other filters,
+/// in every state and a page at a time; a deleted or cleaned job is no longer listed.
+pub(super) async fn jobs_are_listed_by_task_and_context(store: impl Store) {
+    let job = |task: &str, context: Option<&str>| NewJob {
+        task: task.parse().unwrap(),
+        context: context.map(str::to_owned),
+        ..new_job("q", 0, T0)
+    };
+    let mut held = job("echo", None);
+    held.start = Start::Held;
+    let jobs = vec![
+        job("echo", Some("c1")),
+        job("echo", Some("c2")),
+        job("other", Some("c1")),
+        job("other", None),
+        held,
+    ];
+    let [e1, e2, o1, o2, e3] = [0, 1, 2, 3, 4].map(|i| jobs[i].id);
+    let claimed = insert_and_claim(&store, jobs, 4).await;
+    let first = claimed.iter().find(|c| c.job.id == e1).unwrap();
+    let done = Finish::Completed { output: vec![] };
+    assert!(store.finish(first, None, done, T0).await.unwrap());
+    let list = |task: Option<&str>, context: Option<&str>, states: Vec<JobState>| JobFilter {
+        task: task.map(|t| t.parse().unwrap()),
+        context: context.map(str::to_owned),
+        states,
+        ..JobFilter::default()
+    };
+    let ids = |f: JobFilter| {
+        let store = &store;
+        async move {
+            let jobs = store.list_jobs(&f).await.unwrap();
+            jobs.iter().map(|j| j.id).collect::<Vec<_>>()
+        }
+    };
+    let sorted = |mut v: Vec<JobId>| {
+        v.sort();
+        v
+    };
+    assert_eq!(
+        ids(list(Some("echo"), None, vec![])).await,
+        sorted(vec![e1, e2, e3])
+    );
+    assert_eq!(
+        ids(list(Some("other"), None, vec![])).await,
+        sorted(vec![o1, o2])
+    );
+    assert_eq!(
+        ids(list(None, Some("c1"), vec![])).await,
+        sorted(vec![e1, o1])
+    );
+    assert_eq!(ids(list(Some("echo"), Some("c1"), vec![])).await, [e1]);
+    assert_eq!(ids(list(Some("other"), Some("c2"), vec![])).await, []);
+    assert_eq!(ids(list(Some("nothing"), None, vec![])).await, []);
+    let state = |s| list(Some("echo"), None, vec![s]);
+    assert_eq!(ids(state(JobState::Completed)).await, [e1]);
+    assert_eq!(ids(state(JobState::Running)).await, [e2]);
+    assert_eq!(ids(state(JobState::Held)).await, [e3]);
+    let in_queue = JobFilter {
+        queue: Some("elsewhere".parse().unwrap()),
+        ..list(Some("echo"), None, vec![])
+    };
+    assert_eq!(ids(in_queue).await, []);
+    // Newest first, a page at a time towards older jobs.
+    let echo = sorted(vec![e1, e2, e3]);
+    let page = |after: Option<JobId>| JobFilter {
+        newest_first: true,
+        after,
+        limit: 2,
+        ..list(Some("echo"), None, vec![])
+    };
+    assert_eq!(ids(page(None)).await, [echo[2], echo[1]]);
+    assert_eq!(ids(page(Some(echo[1]))).await, [echo[0]]);
+    // Deleted and cleaned jobs are gone from the lists by task and by context.
+    assert!(store.delete_job(e3).await.unwrap());
+    assert_eq!(store.clean(None).await.unwrap(), 1);
+    assert_eq!(ids(list(Some("echo"), None, vec![])).await, [e2]);
+    assert_eq!(ids(list(None, Some("c1"), vec![])).await, [o1]);
+}
+
 /// The contexts of live jobs, in order, each with its count of live jobs; ended jobs and
 /// jobs without a context are not counted; pages follow `after`.
 pub(super) async fn live_contexts_count_live_jobs_a_page_at_a_time(store: impl Store) {

@@ -45,6 +45,7 @@ macro_rules! conformance {
             ends::every_attempt_of_a_history_reads_back_whole,
             jobs::a_large_submit_keeps_order_and_unique_keys,
             jobs::jobs_are_listed_by_state,
+            jobs::jobs_are_listed_by_task_and_context,
             jobs::unique_keys_hold_while_live,
             jobs::cancel_release_retry_delete_follow_the_state_machine,
             jobs::queue_counts_follow_every_transition,

@@ -69,3 +69,60 @@ async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
         [(claimed[5].job.id, claimed[5].lease)]
     );
 }
+
+/// Each stored job has exactly one row in `job_lookup` (migration 10), with its task and
+/// context: written by the submit (not for a job whose unique key a live job holds), deleted
+/// with the job, by a delete or by a clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_job_has_one_lookup_row_while_it_is_stored() {
+    let url = crate::postgres::postgres().database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let unmatched = || async {
+        client
+            .query(
+                "SELECT j.id, j.task, j.context, l.id, l.task, l.context \
+                 FROM jobs j FULL JOIN job_lookup l ON l.id = j.id \
+                 WHERE j.id IS NULL OR l.id IS NULL OR l.task <> j.task \
+                    OR l.context IS DISTINCT FROM j.context",
+                &[],
+            )
+            .await
+            .unwrap()
+            .len()
+    };
+    let rows = || async {
+        let row = client
+            .query_one("SELECT count(*) FROM job_lookup", &[])
+            .await
+            .unwrap();
+        row.get::<_, i64>(0)
+    };
+    let mut jobs: Vec<NewJob> = (0..5).map(|_| new_job("q", 0, T0)).collect();
+    jobs[0].context = Some("c".into());
+    jobs[1].task = "other".parse().unwrap();
+    jobs[2].unique_key = Some("k".into());
+    jobs[3].unique_key = Some("k".into());
+    let [gone, _, _, _, ended] = [0, 1, 2, 3, 4].map(|i| jobs[i].id);
+    store.insert_jobs(jobs).await.unwrap();
+    assert_eq!(
+        (rows().await, unmatched().await),
+        (4, 0),
+        "after the submit"
+    );
+    assert!(store.delete_job(gone).await.unwrap());
+    assert_eq!((rows().await, unmatched().await), (3, 0), "after a delete");
+    let claimed = store
+        .claim(&"q".parse().unwrap(), "w", 10, 1000, T0)
+        .await
+        .unwrap()
+        .jobs;
+    let last = claimed.iter().find(|c| c.job.id == ended).unwrap();
+    let done = Finish::Completed { output: vec![] };
+    assert!(store.finish(last, None, done, T0).await.unwrap());
+    assert_eq!(store.clean(None).await.unwrap(), 1);
+    assert_eq!((rows().await, unmatched().await), (2, 0), "after a clean");
+}
