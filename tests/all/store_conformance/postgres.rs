@@ -126,3 +126,44 @@ async fn postgres_a_job_has_one_lookup_row_while_it_is_stored() {
     assert_eq!(store.clean(None).await.unwrap(), 1);
     assert_eq!((rows().await, unmatched().await), (2, 0), "after a clean");
 }
+
+/// An attempt's record is inserted as a new row; one stored before under the same job and
+/// number (a retry before migration 8 started a job's count of attempts again) makes the
+/// batch write again with records that replace theirs: every end in it is applied, none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_an_attempt_number_recorded_before_a_retry_is_replaced() {
+    let url = crate::postgres::postgres().database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let claimed = insert_and_claim(&store, (0..2).map(|_| new_job("q", 0, T0)).collect(), 2).await;
+    let legacy = &claimed[0].job;
+    client
+        .execute(
+            "INSERT INTO attempts (job_id, number, reason, stderr, stderr_truncated, receipt, \
+             worker, started_at, finished_at) \
+             VALUES ($1, 1, 'trap', '', false, '{}', 'before', 0, 0)",
+            &[&legacy.id.as_u128().to_be_bytes().as_slice()],
+        )
+        .await
+        .unwrap();
+    let ends: Vec<AttemptEnd> = claimed
+        .iter()
+        .map(|c| AttemptEnd {
+            id: c.job.id,
+            queue: c.job.queue.clone(),
+            lease: c.lease,
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish: Finish::Completed { output: vec![] },
+        })
+        .collect();
+    assert_eq!(store.finish_many(ends, T0).await.unwrap(), [true, true]);
+    for c in &claimed {
+        let records = store.attempts(c.job.id).await.unwrap();
+        assert_eq!(records, [attempt(1, Reason::Completed)], "{}", c.job.id);
+        let job = store.get_job(c.job.id).await.unwrap().unwrap();
+        assert_eq!(job.state, JobState::Completed);
+    }
+}
