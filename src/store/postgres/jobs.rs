@@ -191,10 +191,10 @@ pub(super) async fn list(client: &impl GenericClient, f: &JobFilter) -> StoreRes
         let states: Vec<String> = f.states.iter().map(|s| s.as_str().to_owned()).collect();
         if let [one] = states.as_slice() {
             // One state as `=`, so the partial index on that state can serve it; running
-            // jobs' index names their lease (migration 9).
+            // jobs' index names their lease's expiry as well (migration 11).
             sql.push_str(&format!(" AND jobs.state = '{one}'"));
             if one == JobState::Running.as_str() {
-                sql.push_str(" AND jobs.lease IS NOT NULL");
+                sql.push_str(" AND jobs.lease_expires IS NOT NULL");
             }
         } else {
             bind(&mut sql, " AND jobs.state = ANY(?)", Box::new(states));

@@ -304,7 +304,7 @@ pub(super) async fn expired_leases(
 ) -> StoreResult<Vec<Claimed>> {
     let sql = format!(
         "SELECT {JOB_COLUMNS} FROM jobs \
-         WHERE lease IS NOT NULL AND state = 'running' AND lease_expires < $1 ORDER BY id"
+         WHERE state = 'running' AND lease_expires < $1 AND lease IS NOT NULL ORDER BY id"
     );
     let statement = client.prepare_cached(&sql).await.map_err(db)?;
     let mut out = Vec::new();

@@ -21,6 +21,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/08_attempt_base.sql"),
     include_str!("migrations/09_running_by_lease.sql"),
     include_str!("migrations/10_job_lookup.sql"),
+    include_str!("migrations/11_running_by_expiry.sql"),
 ];
 
 /// The advisory lock key of migrations ("remotask" in ASCII, cut to 63 bits).

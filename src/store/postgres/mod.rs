@@ -14,9 +14,13 @@
 //!   sequence: they only grow, on every node.
 //! - **Batches are statements**: a submit of many jobs and the ends of many attempts are one
 //!   statement each, their rows passed as arrays.
-//! - **Running jobs are the ones with a lease**: the index of running jobs names `lease`
-//!   (migration 9), which a claim sets and every end clears with the state; statements that
-//!   want it name the lease too (`lease IS NOT NULL`).
+//! - **Running jobs are the ones with a lease**, and a lease's expiry, which a claim sets and
+//!   every end clears with the state. The index of running jobs is partial on
+//!   `state = 'running' AND lease_expires IS NOT NULL` (migration 11): the state makes
+//!   PostgreSQL take it to be small even before the table has statistics, and the expiry,
+//!   which the end statement does not name, keeps that statement on lookups by id. The
+//!   rescuer (`lease_expires < now`) and listings of running jobs
+//!   (`lease_expires IS NOT NULL`) name it.
 //! - **A job's task and context are looked up in `job_lookup`** (migration 10), one row a
 //!   job, written by the statement that stores it and deleted with it by the trigger that
 //!   deletes its attempts. An update that moves a job to another state is not HOT and adds

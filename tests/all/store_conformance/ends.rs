@@ -1,5 +1,5 @@
-//! The ends of attempts: a stale lease writes nothing, and many ends in one write each
-//! apply under their own lease.
+//! The ends of attempts: a stale lease writes nothing, many ends in one write each apply
+//! under their own lease, and the leases past their expiry are found.
 
 use super::*;
 
@@ -358,4 +358,46 @@ pub(super) async fn every_attempt_of_a_history_reads_back_whole(store: impl Stor
         store.attempts(id).await.unwrap(),
         vec![first, second, third]
     );
+}
+
+/// The rescuer's read: every running job whose lease expired strictly before `now`, with
+/// that lease, in id order, however many (more than one page of a backend's reads, many with
+/// the same expiry), and none whose lease is still good.
+pub(super) async fn expired_leases_are_every_lease_past_its_expiry_in_id_order(store: impl Store) {
+    let q: QueueName = "q".parse().unwrap();
+    let early = insert_and_claim(
+        &store,
+        (0..2_500).map(|_| new_job("q", 0, T0)).collect(),
+        2_500,
+    )
+    .await;
+    assert_eq!(early.len(), 2_500);
+    set_concurrency(&store, &q, 3_000).await;
+    let later = Timestamp(T0.0 + 5_000);
+    store
+        .insert_jobs((0..5).map(|_| new_job("q", 0, T0)).collect())
+        .await
+        .unwrap();
+    let late = store.claim(&q, "w", 5, 1000, later).await.unwrap().jobs;
+    assert_eq!(late.len(), 5);
+    let leases = |claimed: &[Claimed]| {
+        let mut v: Vec<(JobId, Lease)> = claimed.iter().map(|c| (c.job.id, c.lease)).collect();
+        v.sort_by_key(|(id, _)| *id);
+        v
+    };
+    let expired = |now: i64| {
+        let store = &store;
+        async move {
+            let found = store.expired_leases(Timestamp(T0.0 + now)).await.unwrap();
+            assert!(found.iter().all(|c| c.job.state == JobState::Running));
+            found
+                .iter()
+                .map(|c| (c.job.id, c.lease))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(expired(1_000).await, [], "a lease expiring now still holds");
+    assert_eq!(expired(1_001).await, leases(&early));
+    let all: Vec<Claimed> = early.iter().chain(&late).cloned().collect();
+    assert_eq!(expired(7_000).await, leases(&all));
 }

@@ -43,6 +43,7 @@ macro_rules! conformance {
             ends::a_large_batch_of_completions_writes_each_under_its_own_lease,
             ends::an_attempt_keeps_what_replays_it,
             ends::every_attempt_of_a_history_reads_back_whole,
+            ends::expired_leases_are_every_lease_past_its_expiry_in_id_order,
             jobs::a_large_submit_keeps_order_and_unique_keys,
             jobs::jobs_are_listed_by_state,
             jobs::jobs_are_listed_by_task_and_context,

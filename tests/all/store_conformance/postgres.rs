@@ -2,9 +2,9 @@
 
 use super::*;
 
-/// A job holds a lease exactly while it runs, whichever way its attempt ends: the index of
-/// running jobs names the lease (migration 9), so the rescuer and listings of running jobs
-/// find every running job through it, and nothing else.
+/// A job holds a lease, and a lease's expiry, exactly while it runs, whichever way its
+/// attempt ends: the index of running jobs names the expiry (migration 11), so the rescuer
+/// and listings of running jobs find every running job through it, and nothing else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
     let url = crate::postgres::postgres().database();
@@ -37,7 +37,8 @@ async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
     let mismatched: Vec<(String, bool)> = client
         .query(
             "SELECT state, lease IS NOT NULL FROM jobs \
-             WHERE (lease IS NOT NULL) <> (state = 'running')",
+             WHERE (lease IS NOT NULL) <> (state = 'running') \
+                OR (lease_expires IS NOT NULL) <> (state = 'running')",
             &[],
         )
         .await
@@ -68,6 +69,95 @@ async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
             .collect::<Vec<_>>(),
         [(claimed[5].job.id, claimed[5].lease)]
     );
+}
+
+/// The rescuer and the listing of running jobs walk `jobs_running`, also on a table that
+/// has no statistics yet (a new database, before the first automatic `ANALYZE`), and the
+/// statement that ends attempts cannot: each statement as the store sent it, planned again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_running_jobs_are_found_through_their_index_without_statistics() {
+    let url = crate::postgres::postgres().database();
+    let store = PgStore::connect(&url).await.unwrap();
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    // Many attempts ended: their entries in the index stay until a vacuum.
+    let jobs: Vec<NewJob> = (0..20_000).map(|_| new_job("q", 0, T0)).collect();
+    let claimed = insert_and_claim(&store, jobs, 2_002).await;
+    let ends: Vec<AttemptEnd> = claimed[2..]
+        .iter()
+        .map(|c| AttemptEnd {
+            id: c.job.id,
+            queue: c.job.queue.clone(),
+            lease: c.lease,
+            attempt: Some(attempt(1, Reason::Completed)),
+            finish: Finish::Completed { output: vec![] },
+        })
+        .collect();
+    assert!(
+        store
+            .finish_many(ends, T0)
+            .await
+            .unwrap()
+            .iter()
+            .all(|a| *a)
+    );
+    let analyzed: bool = client
+        .query_one(
+            "SELECT reltuples >= 0 FROM pg_class WHERE relname = 'jobs'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(!analyzed, "the table must not have statistics yet");
+    // Each statement as sent, read from the store's connection right after the call.
+    let sent = |like: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(
+                    "SELECT query FROM pg_stat_activity \
+                     WHERE datname = current_database() AND query LIKE $1 \
+                       AND pid <> pg_backend_pid() LIMIT 1",
+                    &[&like],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("no statement like {like}: {e}"));
+            row.get::<_, String>(0)
+        }
+    };
+    let plan = |sql: String| {
+        let client = &client;
+        async move {
+            let rows = client.query(&sql, &[]).await.unwrap();
+            rows.iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let now = Timestamp(T0.0 + 2000);
+    assert_eq!(store.expired_leases(now).await.unwrap().len(), 2);
+    let rescuer = sent("%lease_expires < $1%").await;
+    // The rescuer runs its prepared statement every pass: the plan for any expiry.
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE rescuer(int8) AS {rescuer}"
+        ))
+        .await
+        .unwrap();
+    let rescue_plan = plan(format!("EXPLAIN EXECUTE rescuer({})", now.0)).await;
+    assert!(rescue_plan.contains("jobs_running"), "{rescue_plan}");
+    let running = JobFilter {
+        states: vec![JobState::Running],
+        ..JobFilter::default()
+    };
+    assert_eq!(store.list_jobs(&running).await.unwrap().len(), 2);
+    let listing = sent("SELECT%lease_expires IS NOT NULL%").await;
+    let list_plan = plan(format!("EXPLAIN {listing}")).await;
+    assert!(list_plan.contains("jobs_running"), "{list_plan}");
 }
 
 /// Each stored job has exactly one row in `job_lookup` (migration 10), with its task and
