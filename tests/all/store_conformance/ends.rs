@@ -361,8 +361,8 @@ pub(super) async fn every_attempt_of_a_history_reads_back_whole(store: impl Stor
 }
 
 /// The rescuer's read: every running job whose lease expired strictly before `now`, with
-/// that lease, in id order, however many (more than one page of a backend's reads, many with
-/// the same expiry), and none whose lease is still good.
+/// that lease, in id order, however many (thousands, many with the same expiry), and none
+/// whose lease is still good.
 pub(super) async fn expired_leases_are_every_lease_past_its_expiry_in_id_order(store: impl Store) {
     let q: QueueName = "q".parse().unwrap();
     let early = insert_and_claim(
