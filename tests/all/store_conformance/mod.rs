@@ -125,6 +125,17 @@ pub(super) fn attempt(number: u32, reason: Reason) -> AttemptRecord {
     }
 }
 
+/// The end of `claimed`'s first attempt: completed, with its record.
+pub(super) fn completed(claimed: &Claimed) -> AttemptEnd {
+    AttemptEnd {
+        id: claimed.job.id,
+        queue: claimed.job.queue.clone(),
+        lease: claimed.lease,
+        attempt: Some(attempt(1, Reason::Completed)),
+        finish: Finish::Completed { output: vec![] },
+    }
+}
+
 /// Stores `jobs` in queue `q` (concurrency 10, or `max` if more) and claims up to `max` of
 /// them at `T0`.
 pub(super) async fn insert_and_claim(

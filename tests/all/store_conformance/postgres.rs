@@ -2,17 +2,23 @@
 
 use super::*;
 
-/// A job holds a lease, and a lease's expiry, exactly while it runs, whichever way its
-/// attempt ends: the index of running jobs names the expiry (migration 11), so the rescuer
-/// and listings of running jobs find every running job through it, and nothing else.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
+/// A store on a fresh database, and a connection of the test's own to it.
+async fn store_and_client() -> (PgStore, tokio_postgres::Client) {
     let url = crate::postgres::postgres().database();
     let store = PgStore::connect(&url).await.unwrap();
     let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
+    (store, client)
+}
+
+/// A job holds a lease, and a lease's expiry, exactly while it runs, whichever way its
+/// attempt ends: the index of running jobs names the expiry (migration 11), so the rescuer
+/// and listings of running jobs find every running job through it, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
+    let (store, client) = store_and_client().await;
     let claimed = insert_and_claim(&store, (0..7).map(|_| new_job("q", 0, T0)).collect(), 6).await;
     assert_eq!(claimed.len(), 6);
     let error = || JobError {
@@ -76,25 +82,11 @@ async fn postgres_a_job_holds_a_lease_exactly_while_it_runs() {
 /// statement that ends attempts cannot: each statement as the store sent it, planned again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_running_jobs_are_found_through_their_index_without_statistics() {
-    let url = crate::postgres::postgres().database();
-    let store = PgStore::connect(&url).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let (store, client) = store_and_client().await;
     // Many attempts ended: their entries in the index stay until a vacuum.
     let jobs: Vec<NewJob> = (0..20_000).map(|_| new_job("q", 0, T0)).collect();
     let claimed = insert_and_claim(&store, jobs, 2_002).await;
-    let ends: Vec<AttemptEnd> = claimed[2..]
-        .iter()
-        .map(|c| AttemptEnd {
-            id: c.job.id,
-            queue: c.job.queue.clone(),
-            lease: c.lease,
-            attempt: Some(attempt(1, Reason::Completed)),
-            finish: Finish::Completed { output: vec![] },
-        })
-        .collect();
+    let ends: Vec<AttemptEnd> = claimed[2..].iter().map(completed).collect();
     assert!(
         store
             .finish_many(ends, T0)
@@ -165,12 +157,7 @@ async fn postgres_running_jobs_are_found_through_their_index_without_statistics(
 /// with the job, by a delete or by a clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_a_job_has_one_lookup_row_while_it_is_stored() {
-    let url = crate::postgres::postgres().database();
-    let store = PgStore::connect(&url).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let (store, client) = store_and_client().await;
     let unmatched = || async {
         client
             .query(
@@ -222,12 +209,7 @@ async fn postgres_a_job_has_one_lookup_row_while_it_is_stored() {
 /// batch write again with records that replace theirs: every end in it is applied, none lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_an_attempt_number_recorded_before_a_retry_is_replaced() {
-    let url = crate::postgres::postgres().database();
-    let store = PgStore::connect(&url).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    let (store, client) = store_and_client().await;
     let claimed = insert_and_claim(&store, (0..2).map(|_| new_job("q", 0, T0)).collect(), 2).await;
     let legacy = &claimed[0].job;
     client
@@ -239,16 +221,7 @@ async fn postgres_an_attempt_number_recorded_before_a_retry_is_replaced() {
         )
         .await
         .unwrap();
-    let ends: Vec<AttemptEnd> = claimed
-        .iter()
-        .map(|c| AttemptEnd {
-            id: c.job.id,
-            queue: c.job.queue.clone(),
-            lease: c.lease,
-            attempt: Some(attempt(1, Reason::Completed)),
-            finish: Finish::Completed { output: vec![] },
-        })
-        .collect();
+    let ends: Vec<AttemptEnd> = claimed.iter().map(completed).collect();
     assert_eq!(store.finish_many(ends, T0).await.unwrap(), [true, true]);
     for c in &claimed {
         let records = store.attempts(c.job.id).await.unwrap();
