@@ -204,10 +204,9 @@ async fn write_modules(
 /// Every column of a job, as stored, and its row of `job_lookup`.
 const INSERT_JOBS: &str = "WITH stored AS (INSERT INTO jobs (id, task, digest, queue, state, \
     input, args, env, priority, run_at, unique_key, context, limits, retry, attempts, lease, \
-    lease_expires, \
-    worker, cancel_requested, progress_done, progress_total, output, error_reason, \
-    error_message, submitter, created_at, started_at, finished_at, concurrency_key, \
-    attempt_base) \
+    lease_expires, worker, cancel_requested, progress_done, progress_total, output, \
+    error_reason, error_message, submitter, created_at, started_at, finished_at, \
+    concurrency_key, attempt_base) \
     SELECT * FROM unnest($1::bytea[], $2::text[], $3::text[], $4::text[], $5::text[], \
         $6::bytea[], $7::text[], $8::text[], $9::int4[], $10::int8[], $11::text[], \
         $12::text[], $13::text[], $14::text[], $15::int4[], $16::int8[], $17::int8[], \
