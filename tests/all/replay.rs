@@ -164,7 +164,8 @@ async fn every_example_and_hostile_attempt_replays_identically_after_a_restart_e
         random[1].header.result.output_digest
     );
     for r in &random {
-        assert_eq!(r.header.result.reason.to_string(), "guest_error");
+        let result = &r.header.result;
+        assert_eq!(result.reason.to_string(), "guest_error", "{result:?}");
         assert!((1..=100).contains(&r.header.result.exit_code.unwrap()));
     }
 }
